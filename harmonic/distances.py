@@ -1,0 +1,460 @@
+"""One registry of pairwise distances d(x, w) between inputs x (N x D) and class centres w (C x D).
+
+Every distance is one small class: its name, its parameters (defaults and allowed range), whether it is
+"matmul-type" (computable from a GEMM, never materialising an N x C x D tensor) and the pairwise function.
+Tests, the config schema, the workflow grid, benchmarks and notebooks all read the names from here, so adding a
+distance is adding one class below (and its reference in tests/unit/test_distances.py).
+
+Formulas, costs and numerical care are described in docs/distances.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+# Memory budget (bytes) for the (N, chunk, D) broadcast of non-matmul distances. Chunks over C are sized so one
+# chunk's temporaries stay under it; with autograd on, each chunk is recomputed in backward (checkpointing) so the
+# budget also holds for training.
+BROADCAST_BYTES_BUDGET = 256 * 2**20
+# Temporaries a broadcast chunk creates per element (diff, abs, ratio...): used to size chunks conservatively.
+_BROADCAST_TEMPORARIES = 4
+# Floor under squared distances before the square root: sqrt'(0) is infinite, so x exactly on a centre would give
+# NaN gradients (0 * inf). Below the floor the gradient is 0; the floor's own sqrt (1e-15) is far below any eps.
+SQRT_FLOOR = 1e-30
+# Guard for denominators and norms (cosine, canberra, bray-curtis) and for the Minkowski/Chebyshev rescaling.
+TINY = 1e-30
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Parameters and the registry
+
+
+@dataclass(frozen=True)
+class Param:
+    """A scalar parameter of a distance (or of a head), with its default and allowed range."""
+
+    name: str
+    default: float
+    minimum: float | None = None  # inclusive
+    exclusive_minimum: float | None = None
+    maximum: float | None = None  # inclusive
+    doc: str = ""
+
+    def range_text(self) -> str:
+        parts = []
+        if self.exclusive_minimum is not None:
+            parts.append(f"> {self.exclusive_minimum:g}")
+        if self.minimum is not None:
+            parts.append(f">= {self.minimum:g}")
+        if self.maximum is not None:
+            parts.append(f"<= {self.maximum:g}")
+        return " and ".join(parts) if parts else "any finite number"
+
+    def validate(self, owner: str, value) -> float:
+        """Return value as float, or raise ValueError naming owner, key, value and allowed range."""
+        bad = isinstance(value, bool) or not isinstance(value, (int, float))
+        if not bad:
+            number = float(value)
+            bad = (
+                not math.isfinite(number)
+                or (self.exclusive_minimum is not None and number <= self.exclusive_minimum)
+                or (self.minimum is not None and number < self.minimum)
+                or (self.maximum is not None and number > self.maximum)
+            )
+        if bad:
+            raise ValueError(f"{owner}: parameter '{self.name}' must be a number {self.range_text()} (got {value!r})")
+        return number
+
+
+class Distance:
+    """Base class. Subclasses set name/params/matmul_type and implement compute(x, w, training, **params).
+
+    compute receives x (N x D) and w (C x D) already validated, and the scalar params with defaults filled in.
+    """
+
+    name: str = ""
+    params: tuple[Param, ...] = ()
+    matmul_type: bool = False
+    # Tensor-valued keyword arguments pairwise() accepts besides the scalar params (e.g. mahalanobis matrix=).
+    tensor_args: tuple[str, ...] = ()
+
+    def defaults(self) -> dict[str, float]:
+        return {p.name: p.default for p in self.params}
+
+    def resolve(self, params: dict) -> dict[str, float]:
+        """Validate scalar params and fill in defaults. Unknown keys -> ValueError listing the allowed ones."""
+        known = {p.name: p for p in self.params}
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            allowed = ", ".join(sorted(known)) or "none"
+            raise ValueError(f"{self.name}: unknown parameter(s) {unknown}; allowed: {allowed}")
+        return {name: p.validate(self.name, params.get(name, p.default)) for name, p in known.items()}
+
+    def compute(self, x: Tensor, w: Tensor, training: bool, **params) -> Tensor:
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, Distance] = {}
+
+
+def register(cls: type[Distance]) -> type[Distance]:
+    """Class decorator: add one instance of the distance to the registry (registration order = listing order)."""
+    assert cls.name and cls.name not in _REGISTRY and cls.name != "baseline", cls.name
+    _REGISTRY[cls.name] = cls()
+    return cls
+
+
+def distance_names() -> list[str]:
+    """All registered distance names, in registry order ("baseline" is a head, not a distance)."""
+    return list(_REGISTRY)
+
+
+def get_distance(name: str) -> Distance:
+    """The registry entry for name; unknown names -> ValueError listing the valid ones."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown distance {name!r}; valid names: {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def is_matmul_type(name: str) -> bool:
+    return get_distance(name).matmul_type
+
+
+def pairwise(name: str, x: Tensor, w: Tensor, *, training: bool = False, **params) -> Tensor:
+    """Distances between every row of x (..., D) and every row of w (C x D) -> (..., C), all >= 0.
+
+    params are the distance's scalar parameters (e.g. p=3 for minkowski) and, for mahalanobis, a fixed
+    matrix=M or factor=L (M = L L^T); for mahalanobis_diagonal, diagonal=m (M = diag(m)).
+    training=True turns on the noise of hamming_gumbel (as nn.Module.training does inside a head).
+    Matmul-type distances are returned in float32 for half-precision inputs (fp32 accumulation).
+    """
+    dist = get_distance(name)
+    tensors = {k: params.pop(k) for k in list(params) if k in dist.tensor_args}
+    scalars = dist.resolve(params)
+    if x.dim() < 1 or w.dim() != 2:
+        raise ValueError(
+            f"{name}: expected x of shape (..., D) and w of shape (C, D), got {tuple(x.shape)} and {tuple(w.shape)}"
+        )
+    if x.shape[-1] != w.shape[-1]:
+        raise ValueError(f"{name}: mismatched D: x has D={x.shape[-1]} features but w has D={w.shape[-1]}")
+    lead = x.shape[:-1]
+    d = dist.compute(x.reshape(-1, x.shape[-1]), w, training, **tensors, **scalars)
+    return d.reshape(*lead, w.shape[0])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _accumulation_dtype(*tensors: Tensor) -> torch.dtype:
+    """float64 stays float64 (gradcheck); everything else is computed in float32."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def _safe_sqrt(squared: Tensor) -> Tensor:
+    """sqrt with a finite gradient at 0 (clamped at 0 first: GEMM cancellation can give tiny negative values)."""
+    return squared.clamp_min(SQRT_FLOOR).sqrt()
+
+
+def _squared_euclidean_gemm(x: Tensor, w: Tensor) -> Tensor:
+    """||x||^2 + ||w||^2 - 2 x.w via one GEMM in fp32 (or fp64), clamped at 0."""
+    dtype = _accumulation_dtype(x, w)
+    x, w = x.to(dtype), w.to(dtype)
+    d2 = (x * x).sum(-1, keepdim=True) + (w * w).sum(-1) - 2.0 * (x @ w.t())
+    return d2.clamp_min(0.0)
+
+
+def _broadcast_chunked(fn, x: Tensor, w: Tensor, *extra: Tensor) -> Tensor:
+    """Apply fn(x[:, None, :], w_chunk[None], *extra_chunk) -> (N, chunk) over chunks of C within the memory budget.
+
+    extra tensors are per-centre (first dim C) and are chunked alongside w. With autograd on and more than one
+    chunk, each chunk is checkpointed so its (N, chunk, D) temporaries are not kept for backward.
+    """
+    n, dim = x.shape
+    c = w.shape[0]
+    per_centre = max(1, n * dim * x.element_size() * _BROADCAST_TEMPORARIES)
+    chunk = max(1, min(c, BROADCAST_BYTES_BUDGET // per_centre))
+    if chunk >= c:
+        return fn(x, w, *extra)
+    grad_on = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or any(e.requires_grad for e in extra))
+    parts = []
+    for start in range(0, c, chunk):
+        args = (x, w[start : start + chunk], *(e[start : start + chunk] for e in extra))
+        parts.append(checkpoint(fn, *args, use_reentrant=False) if grad_on else fn(*args))
+    return torch.cat(parts, dim=1)
+
+
+def _abs_diff(x: Tensor, w: Tensor) -> Tensor:
+    """|x_i - w_j| as an (N, C, D) tensor (only ever called on a chunk of centres)."""
+    return (x[:, None, :] - w[None, :, :]).abs()
+
+
+def _upcast_half(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """Broadcast distances sum over D: do it in float32 when inputs are fp16/bf16."""
+    dtype = _accumulation_dtype(*tensors)
+    return tuple(t.to(dtype) if t.dtype in (torch.float16, torch.bfloat16) else t for t in tensors)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The distances, in registry order (matmul_type = True marks the GEMM ones)
+
+
+@register
+class Euclidean(Distance):
+    """L2: sqrt(||x||^2 + ||w||^2 - 2 x.w), clamped at 0, safe sqrt."""
+
+    name = "euclidean"
+    matmul_type = True
+
+    def compute(self, x, w, training):
+        return _safe_sqrt(_squared_euclidean_gemm(x, w))
+
+
+@register
+class Manhattan(Distance):
+    """L1: sum_k |x_k - w_k|."""
+
+    name = "manhattan"
+
+    def compute(self, x, w, training):
+        x, w = _upcast_half(x, w)
+        return _broadcast_chunked(lambda a, b: _abs_diff(a, b).sum(-1), x, w)
+
+
+@register
+class Minkowski(Distance):
+    """(sum_k |x_k - w_k|^p)^(1/p), rescaled by the largest |x_k - w_k| so large norms or p do not overflow."""
+
+    name = "minkowski"
+    params = (Param("p", 2.0, exclusive_minimum=0.0, doc="order of the norm (p=1 manhattan, p=2 euclidean)"),)
+
+    def compute(self, x, w, training, p):
+        x, w = _upcast_half(x, w)
+
+        def fn(a, b):
+            diff = _abs_diff(a, b)
+            # d = m * (sum (|diff|/m)^p)^(1/p) for any constant m > 0; m = max|diff| keeps every term <= 1.
+            # m is detached: the identity holds for any m, so treating it as constant gives the exact gradient.
+            scale = diff.detach().amax(-1, keepdim=True).clamp_min(TINY)
+            # clamp_min keeps pow's gradient finite at diff = 0 for p < 1 (gradient 0 there).
+            total = (diff / scale).clamp_min(TINY).pow(p).sum(-1)
+            return scale.squeeze(-1) * total.clamp_min(TINY).pow(1.0 / p)
+
+        return _broadcast_chunked(fn, x, w)
+
+
+@register
+class Chebyshev(Distance):
+    """True L-infinity: max_k |x_k - w_k|."""
+
+    name = "chebyshev"
+
+    def compute(self, x, w, training):
+        x, w = _upcast_half(x, w)
+        return _broadcast_chunked(lambda a, b: _abs_diff(a, b).amax(-1), x, w)
+
+
+@register
+class ChebyshevSmooth(Distance):
+    """(1/alpha) log sum_k exp(alpha |x_k - w_k|): smooth upper bound of L-infinity, within log(D)/alpha of it."""
+
+    name = "chebyshev_smooth"
+    params = (Param("alpha", 10.0, exclusive_minimum=0.0, doc="sharpness; alpha -> inf gives chebyshev"),)
+
+    def compute(self, x, w, training, alpha):
+        x, w = _upcast_half(x, w)
+        return _broadcast_chunked(lambda a, b: torch.logsumexp(alpha * _abs_diff(a, b), dim=-1) / alpha, x, w)
+
+
+@register
+class Cosine(Distance):
+    """1 - x.w / (||x|| ||w||), clamped to [0, 2]; zero vectors are treated as having norm TINY (distance 1)."""
+
+    name = "cosine"
+    matmul_type = True
+
+    def compute(self, x, w, training):
+        dtype = _accumulation_dtype(x, w)
+        x_unit = F.normalize(x.to(dtype), dim=-1, eps=TINY)
+        w_unit = F.normalize(w.to(dtype), dim=-1, eps=TINY)
+        return (1.0 - x_unit @ w_unit.t()).clamp(0.0, 2.0)
+
+
+@register
+class Canberra(Distance):
+    """sum_k |x_k - w_k| / (|x_k| + |w_k|), terms with 0/0 count 0 (as scipy)."""
+
+    name = "canberra"
+
+    def compute(self, x, w, training):
+        x, w = _upcast_half(x, w)
+
+        def fn(a, b):
+            num = _abs_diff(a, b)
+            den = a.abs()[:, None, :] + b.abs()[None, :, :]
+            return torch.where(den > 0, num / den.clamp_min(TINY), torch.zeros_like(num)).sum(-1)
+
+        return _broadcast_chunked(fn, x, w)
+
+
+@register
+class BrayCurtis(Distance):
+    """sum_k |x_k - w_k| / sum_k |x_k + w_k| (scipy's braycurtis); 0/0 counts 0, a zero denominator uses TINY."""
+
+    name = "bray_curtis"
+
+    def compute(self, x, w, training):
+        x, w = _upcast_half(x, w)
+
+        def fn(a, b):
+            num = _abs_diff(a, b).sum(-1)
+            den = (a[:, None, :] + b[None, :, :]).abs().sum(-1)
+            return torch.where(num > 0, num / den.clamp_min(TINY), torch.zeros_like(num))
+
+        return _broadcast_chunked(fn, x, w)
+
+
+@register
+class BrayCurtisAbs(Distance):
+    """sum_k |x_k - w_k| / (sum_k |x_k| + sum_k |w_k|), in [0, 1]; 0/0 counts 0."""
+
+    name = "bray_curtis_abs"
+
+    def compute(self, x, w, training):
+        x, w = _upcast_half(x, w)
+        num = _broadcast_chunked(lambda a, b: _abs_diff(a, b).sum(-1), x, w)
+        den = x.abs().sum(-1, keepdim=True) + w.abs().sum(-1)  # separable: no broadcast needed
+        return torch.where(num > 0, num / den.clamp_min(TINY), torch.zeros_like(num))
+
+
+@register
+class Mahalanobis(Distance):
+    """sqrt((x - w) M (x - w)^T) with M = L L^T positive semi-definite; L = I (euclidean) unless given.
+
+    With factor=L: || x L - w L ||_2 (two GEMMs then the euclidean expansion). With matrix=M (symmetric PSD):
+    x M x^T + w M w^T - 2 x M w^T. Inside HarmonicHead, L is a trainable lower-triangular parameter.
+    """
+
+    name = "mahalanobis"
+    matmul_type = True
+    tensor_args = ("matrix", "factor")
+
+    def compute(self, x, w, training, matrix=None, factor=None):
+        if matrix is not None and factor is not None:
+            raise ValueError("mahalanobis: give matrix= or factor=, not both")
+        dim = x.shape[-1]
+        given = matrix if matrix is not None else factor
+        if given is not None and tuple(given.shape) != (dim, dim):
+            which = "matrix" if matrix is not None else "factor"
+            raise ValueError(f"mahalanobis: {which} must have shape ({dim}, {dim}), got {tuple(given.shape)}")
+        if factor is not None:
+            dtype = _accumulation_dtype(x, w, factor)
+            factor = factor.to(dtype)
+            return _safe_sqrt(_squared_euclidean_gemm(x.to(dtype) @ factor, w.to(dtype) @ factor))
+        if matrix is not None:
+            dtype = _accumulation_dtype(x, w, matrix)
+            x, w, matrix = x.to(dtype), w.to(dtype), matrix.to(dtype)
+            xm, wm = x @ matrix, w @ matrix
+            d2 = (xm * x).sum(-1, keepdim=True) + (wm * w).sum(-1) - 2.0 * (xm @ w.t())
+            return _safe_sqrt(d2.clamp_min(0.0))
+        return _safe_sqrt(_squared_euclidean_gemm(x, w))
+
+
+@register
+class MahalanobisDiagonal(Distance):
+    """sqrt(sum_k m_k (x_k - w_k)^2) with M = diag(m), m = exp(s) >= 0; m = 1 (euclidean) unless diagonal= given."""
+
+    name = "mahalanobis_diagonal"
+    matmul_type = True
+    tensor_args = ("diagonal",)
+
+    def compute(self, x, w, training, diagonal=None):
+        if diagonal is None:
+            return _safe_sqrt(_squared_euclidean_gemm(x, w))
+        if tuple(diagonal.shape) != (x.shape[-1],):
+            raise ValueError(
+                f"mahalanobis_diagonal: diagonal must have shape ({x.shape[-1]},), got {tuple(diagonal.shape)}"
+            )
+        dtype = _accumulation_dtype(x, w, diagonal)
+        root = diagonal.to(dtype).clamp_min(0.0).sqrt()
+        return _safe_sqrt(_squared_euclidean_gemm(x.to(dtype) * root, w.to(dtype) * root))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Hamming family: soft bits b = sigmoid(v / T); distances are the mean over D (fraction of differing bits, as scipy).
+
+
+def _soft_hamming(bits_x: Tensor, bits_w: Tensor) -> Tensor:
+    return _broadcast_chunked(lambda a, b: _abs_diff(a, b).mean(-1), bits_x, bits_w)
+
+
+@register
+class HammingSoft(Distance):
+    """mean_k |sigmoid(x_k / T) - sigmoid(w_k / T)|."""
+
+    name = "hamming_soft"
+    params = (Param("T", 1.0, exclusive_minimum=0.0, doc="temperature of the sigmoid bits"),)
+
+    def compute(self, x, w, training, T):
+        x, w = _upcast_half(x, w)
+        return _soft_hamming(torch.sigmoid(x / T), torch.sigmoid(w / T))
+
+
+@register
+class HammingGumbel(Distance):
+    """hamming_soft on Gumbel-sigmoid bits sigmoid((v + noise * (g1 - g2)) / T) while training; plain soft bits in eval.
+
+    g1 - g2 of two Gumbel(0, 1) draws is Logistic(0, 1) noise, drawn independently for x and for the centres.
+    """
+
+    name = "hamming_gumbel"
+    params = (
+        Param("T", 1.0, exclusive_minimum=0.0, doc="temperature of the sigmoid bits"),
+        Param("noise", 1.0, minimum=0.0, doc="scale of the logistic (Gumbel difference) noise in training"),
+    )
+
+    def compute(self, x, w, training, T, noise):
+        x, w = _upcast_half(x, w)
+        if training and noise > 0:
+            x = x + noise * _logistic_noise(x)
+            w = w + noise * _logistic_noise(w)
+        return _soft_hamming(torch.sigmoid(x / T), torch.sigmoid(w / T))
+
+
+def _logistic_noise(like: Tensor) -> Tensor:
+    u = torch.rand_like(like).clamp(1e-6, 1.0 - 1e-6)
+    return torch.log(u) - torch.log1p(-u)
+
+
+@register
+class HammingHard(Distance):
+    """Fraction of differing bits (v > threshold), with a straight-through gradient through sigmoid((v - threshold)/T).
+
+    For bits b in {0, 1}, |bx - bw| = bx + bw - 2 bx bw, so the distance is one GEMM and the straight-through
+    gradient flows even where the bits agree (|.|' would be 0 there).
+    """
+
+    name = "hamming_hard"
+    params = (
+        Param("T", 1.0, exclusive_minimum=0.0, doc="temperature of the surrogate sigmoid (gradient only)"),
+        Param("threshold", 0.0, doc="a component is bit 1 when it is > threshold"),
+    )
+
+    def compute(self, x, w, training, T, threshold):
+        dtype = _accumulation_dtype(x, w)
+        bx = _straight_through_bits(x.to(dtype), T, threshold)
+        bw = _straight_through_bits(w.to(dtype), T, threshold)
+        ones = bx.sum(-1, keepdim=True) + bw.sum(-1) - 2.0 * (bx @ bw.t())
+        return ones.clamp_min(0.0) / x.shape[-1]
+
+
+def _straight_through_bits(v: Tensor, T: float, threshold: float) -> Tensor:
+    soft = torch.sigmoid((v - threshold) / T)
+    hard = (v > threshold).to(v.dtype)
+    return hard + (soft - soft.detach())

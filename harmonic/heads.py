@@ -1,0 +1,259 @@
+"""Classification heads: HarmonicHead (distance + HarMax) and the cross-entropy baseline behind the same interface.
+
+A head spec is a dict {distance: <registry name or "baseline">, n: <exponent on d>, eps: ..., <distance params>}.
+resolve_head_spec fills defaults and validates, head_label makes a short path/plot label, heads_json_schema builds
+the JSON schema of one spec from the registry, head_from_spec builds the module.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from harmonic.distances import Param, distance_names, get_distance, pairwise
+from harmonic.harmax import DEFAULT_EPS, check_harmax_args, harmax_logits
+
+BASELINE = "baseline"
+
+# Parameters every harmonic head has besides its distance's own.
+HARMAX_PARAMS = (
+    Param("n", 1.0, exclusive_minimum=0.0, doc="harmonic exponent on d (paper form: p ~ d^-n)"),
+    Param("eps", DEFAULT_EPS, minimum=0.0, doc="added to d before the log"),
+)
+
+
+class HarmonicHead(nn.Module):
+    """logits = -n log(d(x, centres) + eps), so F.cross_entropy(head(x), y) is the harmonic loss and argmax is the
+    nearest centre. distance="baseline" is an ordinary Linear (with bias unless bias=False): logits = x W^T + b.
+
+    .centres is the C x D weight: a Parameter of its own, or tied_weight (the same Parameter, shared storage, as a
+    language model's token embedding). Mahalanobis heads own their metric: a lower-triangular factor L (M = L L^T)
+    or a log-diagonal s (M = diag(exp(s))), both initialised to the identity.
+    x may have leading dimensions (..., D) -> logits (..., C). Harmonic logits are float32 (float64 for float64 x).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        distance: str = "euclidean",
+        n: float = 1.0,
+        eps: float = DEFAULT_EPS,
+        tied_weight: nn.Parameter | None = None,
+        bias: bool | None = None,
+        **params,
+    ):
+        super().__init__()
+        if in_features < 1 or num_classes < 1:
+            raise ValueError(f"in_features and num_classes must be >= 1 (got {in_features}, {num_classes})")
+        if tied_weight is not None and tuple(tied_weight.shape) != (num_classes, in_features):
+            raise ValueError(
+                f"tied_weight has shape {tuple(tied_weight.shape)}, expected (num_classes, in_features) = "
+                f"({num_classes}, {in_features})"
+            )
+        self.in_features, self.num_classes, self.distance = in_features, num_classes, distance
+        if distance == BASELINE:
+            if params:
+                raise ValueError(f"baseline: unknown parameter(s) {sorted(params)}; allowed: bias")
+            self.n, self.eps, self.params = None, None, {}
+            self.linear = nn.Linear(in_features, num_classes, bias=True if bias is None else bias)
+            if tied_weight is not None:
+                self.linear.weight = tied_weight
+            return
+        if bias is not None:
+            raise ValueError(f"{distance}: 'bias' applies only to the baseline head")
+        check_harmax_args(n, eps)
+        self.n, self.eps = float(n), float(eps)
+        self.params = get_distance(distance).resolve(params)
+        if tied_weight is not None:
+            self.weight = tied_weight
+        else:
+            # Centres start like nn.Linear weights; any scale works since HarMax is scale invariant.
+            self.weight = nn.Parameter(torch.empty(num_classes, in_features))
+            nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if distance == "mahalanobis":
+            self.factor_raw = nn.Parameter(torch.eye(in_features))  # only its lower triangle is used
+        elif distance == "mahalanobis_diagonal":
+            self.log_diagonal = nn.Parameter(torch.zeros(in_features))
+
+    @property
+    def centres(self) -> nn.Parameter:
+        return self.linear.weight if self.distance == BASELINE else self.weight
+
+    def metric_tensors(self) -> dict[str, Tensor]:
+        """The head's learned metric as pairwise() keyword arguments (empty for non-mahalanobis heads)."""
+        if self.distance == "mahalanobis":
+            return {"factor": torch.tril(self.factor_raw)}
+        if self.distance == "mahalanobis_diagonal":
+            return {"diagonal": self.log_diagonal.exp()}
+        return {}
+
+    def distances(self, x: Tensor) -> Tensor:
+        """d(x, centres): (..., D) -> (..., C)."""
+        if self.distance == BASELINE:
+            raise ValueError("baseline head has no distances")
+        return pairwise(self.distance, x, self.weight, training=self.training, **self.metric_tensors(), **self.params)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.distance == BASELINE:
+            return self.linear(x)
+        return harmax_logits(self.distances(x), self.n, self.eps)
+
+    def loss(
+        self,
+        x: Tensor,
+        y: Tensor,
+        ignore_index: int = -100,
+        label_smoothing: float = 0.0,
+        reduction: str = "mean",
+        fused: bool | str = "auto",
+    ) -> Tensor:
+        """F.cross_entropy(self(x), y, ...) over flattened leading dims; on CUDA the fused kernel when available.
+
+        fused="auto" uses harmonic.kernels when x is on CUDA and the kernels support this distance; fused=True
+        requires it; fused=False always takes the reference path. The baseline never uses a kernel.
+        """
+        if fused not in (True, False, "auto"):
+            raise ValueError(f"fused must be True, False or 'auto' (got {fused!r})")
+        if self.distance != BASELINE and (
+            fused is True or (fused == "auto" and x.is_cuda and _kernels_support(self.distance, x.device))
+        ):
+            from harmonic import kernels
+
+            metric = self.metric_tensors()
+            return kernels.fused_harmonic_loss(
+                x,
+                self.weight,
+                y,
+                distance=self.distance,
+                n=self.n,
+                eps=self.eps,
+                params=dict(self.params),
+                factor=metric.get("factor", metric.get("diagonal")),
+                ignore_index=ignore_index,
+                label_smoothing=label_smoothing,
+                reduction=reduction,
+            )
+        logits = self(x)
+        return F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]),
+            y.reshape(-1),
+            ignore_index=ignore_index,
+            label_smoothing=label_smoothing,
+            reduction=reduction,
+        )
+
+    def extra_repr(self) -> str:
+        text = f"in_features={self.in_features}, num_classes={self.num_classes}, distance={self.distance!r}"
+        if self.distance != BASELINE:
+            text += f", n={self.n:g}, eps={self.eps:g}" + "".join(f", {k}={v:g}" for k, v in self.params.items())
+        return text
+
+
+def _kernels_support(distance: str, device: torch.device) -> bool:
+    """True when the optional fused kernels import and support this distance on this device."""
+    try:
+        from harmonic import kernels
+    except ImportError:
+        return False
+    return bool(kernels.supports(distance, device))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Head specs
+
+
+def resolve_head_spec(spec: dict | str) -> dict:
+    """A head spec with every default filled in, validated. A bare string is {distance: <string>}.
+
+    Unknown distance -> ValueError listing the valid names; unknown key or out-of-range value -> ValueError naming
+    the key, the value and the allowed range.
+    """
+    if isinstance(spec, str):
+        spec = {"distance": spec}
+    if not isinstance(spec, dict) or "distance" not in spec:
+        raise ValueError(f"a head spec must be a dict with a 'distance' key (got {spec!r})")
+    spec = dict(spec)
+    name = spec.pop("distance")
+    if name == BASELINE:
+        unknown = sorted(set(spec) - {"bias"})
+        if unknown:
+            raise ValueError(f"baseline: unknown parameter(s) {unknown}; allowed: bias")
+        bias = spec.get("bias", True)
+        if not isinstance(bias, bool):
+            raise ValueError(f"baseline: parameter 'bias' must be true or false (got {bias!r})")
+        return {"distance": BASELINE, "bias": bias}
+    if name not in distance_names():
+        raise ValueError(f"unknown distance {name!r}; valid names: {', '.join([BASELINE, *distance_names()])}")
+    harmax = {p.name: p.validate(name, spec.pop(p.name, p.default)) for p in HARMAX_PARAMS}
+    return {"distance": name, **get_distance(name).resolve(spec), **harmax}
+
+
+def head_label(spec: dict | str) -> str:
+    """Short label for paths and plots: the distance name, then each parameter that differs from its default as
+    key+value, joined by '-': "baseline", "euclidean", "minkowski-p3", "chebyshev_smooth-alpha10", "euclidean-n28"."""
+    spec = resolve_head_spec(spec)
+    if spec["distance"] == BASELINE:
+        return BASELINE if spec["bias"] else "baseline-nobias"
+    defaults = {p.name: p.default for p in (*HARMAX_PARAMS, *get_distance(spec["distance"]).params)}
+    parts = [spec["distance"]]
+    for key, value in spec.items():
+        if key != "distance" and value != defaults[key]:
+            parts.append(f"{key}{_format_number(value)}")
+    return "-".join(parts)
+
+
+def _format_number(value: float) -> str:
+    """3.0 -> "3", 1.5 -> "1.5", 27.712812921102035 -> "27.7128", 1e-06 -> "1e-06" (safe in paths)."""
+    return f"{value:.6g}".replace("+", "")
+
+
+def head_from_spec(
+    spec: dict | str, in_features: int, num_classes: int, tied_weight: nn.Parameter | None = None
+) -> HarmonicHead:
+    """Build the head a spec describes (validated first)."""
+    spec = resolve_head_spec(spec)
+    name = spec.pop("distance")
+    return HarmonicHead(in_features, num_classes, distance=name, tied_weight=tied_weight, **spec)
+
+
+def heads_json_schema() -> dict:
+    """JSON schema (draft 2020-12) of one head spec, generated from the registry: one alternative per distance."""
+
+    def number_schema(p: Param) -> dict:
+        schema = {"type": "number", "default": p.default, "description": p.doc}
+        if p.minimum is not None:
+            schema["minimum"] = p.minimum
+        if p.exclusive_minimum is not None:
+            schema["exclusiveMinimum"] = p.exclusive_minimum
+        if p.maximum is not None:
+            schema["maximum"] = p.maximum
+        return schema
+
+    alternatives = [
+        {
+            "type": "object",
+            "properties": {"distance": {"const": BASELINE}, "bias": {"type": "boolean", "default": True}},
+            "required": ["distance"],
+            "additionalProperties": False,
+        }
+    ]
+    for name in distance_names():
+        properties = {"distance": {"const": name}}
+        for p in (*HARMAX_PARAMS, *get_distance(name).params):
+            properties[p.name] = number_schema(p)
+        alternatives.append(
+            {"type": "object", "properties": properties, "required": ["distance"], "additionalProperties": False}
+        )
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "head spec",
+        "description": "One classification head: 'baseline' (linear + cross-entropy) or a harmonic head on a distance.",
+        "type": "object",
+        "properties": {"distance": {"enum": [BASELINE, *distance_names()]}},
+        "required": ["distance"],
+        "oneOf": alternatives,
+    }

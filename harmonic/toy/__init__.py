@@ -1,0 +1,1 @@
+"""The algorithmic (toy) experiments of Baek et al.: five small tasks, an MLP and a toy transformer."""
