@@ -158,16 +158,18 @@ def _accumulation_dtype(*tensors: Tensor) -> torch.dtype:
 
 
 def _safe_sqrt(squared: Tensor) -> Tensor:
-    """sqrt with a finite gradient at 0 (clamped at 0 first: GEMM cancellation can give tiny negative values)."""
+    """sqrt of max(squared, SQRT_FLOOR): clamps the tiny negative values GEMM cancellation can give, and keeps the
+    gradient finite (0 below the floor) for x exactly on a centre."""
     return squared.clamp_min(SQRT_FLOOR).sqrt()
 
 
 def _squared_euclidean_gemm(x: Tensor, w: Tensor) -> Tensor:
-    """||x||^2 + ||w||^2 - 2 x.w via one GEMM in fp32 (or fp64), clamped at 0."""
+    """||x||^2 + ||w||^2 - 2 x.w via one GEMM (addmm) in fp32 (or fp64). Not clamped: may be slightly negative
+    from cancellation; _safe_sqrt clamps. Only N x C tensors are created."""
     dtype = _accumulation_dtype(x, w)
     x, w = x.to(dtype), w.to(dtype)
-    d2 = (x * x).sum(-1, keepdim=True) + (w * w).sum(-1) - 2.0 * (x @ w.t())
-    return d2.clamp_min(0.0)
+    norms = (x * x).sum(-1, keepdim=True) + (w * w).sum(-1)
+    return torch.addmm(norms, x, w.t(), alpha=-2.0)
 
 
 def _broadcast_chunked(fn, x: Tensor, w: Tensor, *extra: Tensor) -> Tensor:
@@ -298,14 +300,15 @@ class Canberra(Distance):
         def fn(a, b):
             num = _abs_diff(a, b)
             den = a.abs()[:, None, :] + b.abs()[None, :, :]
-            return torch.where(den > 0, num / den.clamp_min(TINY), torch.zeros_like(num)).sum(-1)
+            # den = 0 only when both are 0, and then num = 0: the 0/0 term counts 0.
+            return (num / torch.where(den > 0, den, torch.ones_like(den))).sum(-1)
 
         return _broadcast_chunked(fn, x, w)
 
 
 @register
 class BrayCurtis(Distance):
-    """sum_k |x_k - w_k| / sum_k |x_k + w_k| (scipy's braycurtis); 0/0 counts 0, a zero denominator uses TINY."""
+    """sum_k |x_k - w_k| / sum_k |x_k + w_k| (scipy's braycurtis); 0/0 counts 0; x = -w divides by TINY."""
 
     name = "bray_curtis"
 
@@ -315,7 +318,8 @@ class BrayCurtis(Distance):
         def fn(a, b):
             num = _abs_diff(a, b).sum(-1)
             den = (a[:, None, :] + b[None, :, :]).abs().sum(-1)
-            return torch.where(num > 0, num / den.clamp_min(TINY), torch.zeros_like(num))
+            # den = 0 with num > 0 happens for x = -w: divide by TINY (huge, finite) instead of 0.
+            return num / torch.where(den > 0, den, torch.full_like(den, TINY))
 
         return _broadcast_chunked(fn, x, w)
 
@@ -330,7 +334,7 @@ class BrayCurtisAbs(Distance):
         x, w = _upcast_half(x, w)
         num = _broadcast_chunked(lambda a, b: _abs_diff(a, b).sum(-1), x, w)
         den = x.abs().sum(-1, keepdim=True) + w.abs().sum(-1)  # separable: no broadcast needed
-        return torch.where(num > 0, num / den.clamp_min(TINY), torch.zeros_like(num))
+        return num / torch.where(den > 0, den, torch.ones_like(den))  # den = 0 implies num = 0: 0/0 counts 0
 
 
 @register
@@ -361,8 +365,8 @@ class Mahalanobis(Distance):
             dtype = _accumulation_dtype(x, w, matrix)
             x, w, matrix = x.to(dtype), w.to(dtype), matrix.to(dtype)
             xm, wm = x @ matrix, w @ matrix
-            d2 = (xm * x).sum(-1, keepdim=True) + (wm * w).sum(-1) - 2.0 * (xm @ w.t())
-            return _safe_sqrt(d2.clamp_min(0.0))
+            norms = (xm * x).sum(-1, keepdim=True) + (wm * w).sum(-1)
+            return _safe_sqrt(torch.addmm(norms, xm, w.t(), alpha=-2.0))
         return _safe_sqrt(_squared_euclidean_gemm(x, w))
 
 
@@ -450,7 +454,7 @@ class HammingHard(Distance):
         dtype = _accumulation_dtype(x, w)
         bx = _straight_through_bits(x.to(dtype), T, threshold)
         bw = _straight_through_bits(w.to(dtype), T, threshold)
-        ones = bx.sum(-1, keepdim=True) + bw.sum(-1) - 2.0 * (bx @ bw.t())
+        ones = torch.addmm(bx.sum(-1, keepdim=True) + bw.sum(-1), bx, bw.t(), alpha=-2.0)
         return ones.clamp_min(0.0) / x.shape[-1]
 
 

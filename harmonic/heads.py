@@ -54,6 +54,7 @@ class HarmonicHead(nn.Module):
                 f"tied_weight has shape {tuple(tied_weight.shape)}, expected (num_classes, in_features) = "
                 f"({num_classes}, {in_features})"
             )
+        _check_head_distance(distance)
         self.in_features, self.num_classes, self.distance = in_features, num_classes, distance
         if distance == BASELINE:
             if params:
@@ -166,6 +167,11 @@ def _kernels_support(distance: str, device: torch.device) -> bool:
 # Head specs
 
 
+def _check_head_distance(name) -> None:
+    if name != BASELINE and name not in distance_names():
+        raise ValueError(f"unknown distance {name!r}; valid names: {', '.join([BASELINE, *distance_names()])}")
+
+
 def resolve_head_spec(spec: dict | str) -> dict:
     """A head spec with every default filled in, validated. A bare string is {distance: <string>}.
 
@@ -186,8 +192,7 @@ def resolve_head_spec(spec: dict | str) -> dict:
         if not isinstance(bias, bool):
             raise ValueError(f"baseline: parameter 'bias' must be true or false (got {bias!r})")
         return {"distance": BASELINE, "bias": bias}
-    if name not in distance_names():
-        raise ValueError(f"unknown distance {name!r}; valid names: {', '.join([BASELINE, *distance_names()])}")
+    _check_head_distance(name)
     harmax = {p.name: p.validate(name, spec.pop(p.name, p.default)) for p in HARMAX_PARAMS}
     return {"distance": name, **get_distance(name).resolve(spec), **harmax}
 

@@ -22,12 +22,8 @@ class ToyMLP(nn.Module):
     def __init__(self, vocab_size, seq_len, head_spec, embed_dim=16, hidden=100):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embed_dim)
-        self.body = nn.Sequential(
-            nn.Linear(seq_len * embed_dim, hidden), nn.SiLU(), nn.Linear(hidden, embed_dim)
-        )
-        self.head = harmonic.head_from_spec(
-            head_spec, embed_dim, vocab_size, tied_weight=self.embedding.weight
-        )
+        self.body = nn.Sequential(nn.Linear(seq_len * embed_dim, hidden), nn.SiLU(), nn.Linear(hidden, embed_dim))
+        self.head = harmonic.head_from_spec(head_spec, embed_dim, vocab_size, tied_weight=self.embedding.weight)
 
     def forward(self, tokens):
         features = self.body(self.embedding(tokens).flatten(1))

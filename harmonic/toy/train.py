@@ -47,18 +47,16 @@ def train_toy(hp, device="cpu", log=print):
         n_samples=hp["n_samples"],
         train_fraction=hp["train_fraction"],
     )
-    result = ToyResult(
-        overlap_fraction=overlap_fraction(data), n_train=len(data.y_train), n_test=len(data.y_test)
-    )
+    result = ToyResult(overlap_fraction=overlap_fraction(data), n_train=len(data.y_train), n_test=len(data.y_test))
     x_train, y_train, x_test, y_test = (
         torch.as_tensor(a, dtype=torch.long, device=device)
         for a in (data.x_train, data.y_train, data.x_test, data.y_test)
     )
 
     torch.manual_seed(hp["seed"])
-    model = build_model(
-        hp["model"], data.vocab_size, x_train.shape[1], hp["head"], embed_dim=hp["embed_dim"]
-    ).to(device)
+    model = build_model(hp["model"], data.vocab_size, x_train.shape[1], hp["head"], embed_dim=hp["embed_dim"]).to(
+        device
+    )
     result.n_parameters = sum(p.numel() for p in model.parameters())
     optimizer = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
     shuffler = torch.Generator().manual_seed(hp["seed"])

@@ -74,6 +74,7 @@ def _save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -85,6 +86,7 @@ def _write_json_atomic(path: Path, obj: dict) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
         f.write("\n")
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
@@ -183,46 +185,74 @@ def _synthetic(num_classes: int, n_train: int, n_test: int, image_size: int = 32
     return x_train, y_train, x_test, y_test, info
 
 
-def _from_torchvision(name: str, download_dir: str | Path):
-    """Real MNIST / CIFAR-10 / CIFAR-100 via torchvision; every archive is checked against its published md5.
-
-    torchvision verifies each file it downloads; we check again afterwards so a corrupted file already on disk
-    (interrupted earlier download, disk error) is reported by name instead of being used.
-    """
+def _torchvision_class(name: str):
     from torchvision import datasets
 
-    download_dir = Path(download_dir)
-    hint = "Delete it and rerun the download rule (snakemake --configfile presets/paper.yaml ... vision_download)."
+    classes = {"mnist": datasets.MNIST, "cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}
+    if name not in classes:
+        raise ValueError(f"torchvision source supports {sorted(classes)}, not {name!r}")
+    return classes[name]
+
+
+def _verify_torchvision_files(name: str, download_dir: Path) -> dict[str, str]:
+    """Check every archive torchvision fetched against the md5 torchvision publishes; returns {file: md5}."""
+    cls = _torchvision_class(name)
+    hint = "Delete it and rerun the download rule (snakemake ... vision_download) or fetch it by hand."
     if name == "mnist":
-        train = datasets.MNIST(download_dir, train=True, download=True)
-        test = datasets.MNIST(download_dir, train=False, download=True)
-        for _url, md5 in datasets.MNIST.resources:
-            fname = Path(_url).name
-            verify_file(download_dir / "MNIST" / "raw" / fname, md5, "md5", hint)
+        files = {download_dir / "MNIST" / "raw" / fname: md5 for fname, md5 in cls.resources}
+    else:
+        files = {download_dir / cls.filename: cls.tgz_md5}
+    for path, md5 in files.items():
+        verify_file(path, md5, "md5", hint)
+    return {str(path): md5 for path, md5 in files.items()}
+
+
+def download_dataset(name: str, spec: dict) -> dict:
+    """The explicit download step (network): fetch, then verify each archive; nothing unverified is used later."""
+    check_dataset_spec(name, spec)
+    download_dir = Path(spec.get("download_dir", "data/downloads"))
+    download_dir.mkdir(parents=True, exist_ok=True)
+    if spec["source"] == "tinyimagenet":
+        from torchvision.datasets.utils import download_url
+
+        archive = download_dir / "tiny-imagenet-200.zip"
+        if not archive.exists():
+            download_url(TINYIMAGENET_URL, str(download_dir), archive.name, md5=TINYIMAGENET_MD5)
+        verify_file(archive, TINYIMAGENET_MD5, "md5", "Delete it and rerun the download rule.")
+        return {"files": {str(archive): TINYIMAGENET_MD5}}
+    if spec["source"] != "torchvision":
+        raise ValueError(f"vision dataset {name!r}: source {spec['source']!r} needs no download")
+    cls = _torchvision_class(name)
+    for train in (True, False):
+        cls(download_dir, train=train, download=True)
+    return {"files": _verify_torchvision_files(name, download_dir)}
+
+
+def _from_torchvision(name: str, download_dir: str | Path):
+    """Real MNIST / CIFAR-10 / CIFAR-100 from archives the download rule fetched and verified (no network here).
+
+    The archives are checked again, so a file corrupted after the download is reported by name instead of used.
+    """
+    download_dir = Path(download_dir)
+    files = _verify_torchvision_files(name, download_dir)
+    cls = _torchvision_class(name)
+    train, test = cls(download_dir, train=True, download=False), cls(download_dir, train=False, download=False)
+    if name == "mnist":
         to_x = lambda d: d.data.numpy().astype(np.uint8)[:, None]  # noqa: E731
         to_y = lambda d: d.targets.numpy().astype(np.int64)  # noqa: E731
-    elif name in ("cifar10", "cifar100"):
-        cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
-        train = cls(download_dir, train=True, download=True)
-        test = cls(download_dir, train=False, download=True)
-        verify_file(download_dir / cls.filename, cls.tgz_md5, "md5", hint)
+    else:
         to_x = lambda d: np.ascontiguousarray(d.data.transpose(0, 3, 1, 2)).astype(np.uint8)  # noqa: E731
         to_y = lambda d: np.asarray(d.targets, np.int64)  # noqa: E731
-    else:
-        raise ValueError(f"torchvision source supports mnist, cifar10, cifar100, not {name!r}")
-    info = {"source": "torchvision", "dataset": name, "root": str(download_dir)}
+    info = {"source": "torchvision", "dataset": name, "root": str(download_dir), "files": files}
     return to_x(train), to_y(train), to_x(test), to_y(test), info
 
 
 def _from_tinyimagenet(download_dir: str | Path):
     """TinyImageNet-200 (64x64, 200 classes); the official validation set serves as our test set."""
     from PIL import Image
-    from torchvision.datasets.utils import download_and_extract_archive
 
     download_dir = Path(download_dir)
     archive = download_dir / "tiny-imagenet-200.zip"
-    if not archive.exists():
-        download_and_extract_archive(TINYIMAGENET_URL, download_dir, md5=TINYIMAGENET_MD5)
     verify_file(archive, TINYIMAGENET_MD5, "md5", "Delete it and rerun the download rule.")
     root = download_dir / "tiny-imagenet-200"
     if not root.exists():

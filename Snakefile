@@ -1,0 +1,38 @@
+# harmonic-repro: reproduce the harmonic-loss papers. See README.md and docs/architecture.md.
+#   snakemake -c 2                                   the embedded default (config.yaml)
+#   snakemake -c 2 --configfile presets/paper.yaml   the papers' full grids
+import os
+import sys
+
+sys.path.insert(0, workflow.basedir)  # `import harmonic` from the checkout, installed or not
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+
+
+validate_top_level()
+
+if os.path.exists(os.path.join(workflow.basedir, "rules/resources.smk")):
+
+    include: "rules/resources.smk"
+
+
+for _family in ("toy", "vision", "llm"):
+    if _family in config["families"] and os.path.exists(
+        os.path.join(workflow.basedir, f"rules/{_family}.smk")
+    ):
+
+        include: f"rules/{_family}.smk"
+
+
+include: "rules/analysis.smk"
+
+
+rule all:
+    input:
+        "results/index.html",
+        expand("results/tables/{family}.parquet", family=FAMILY_CELLS),
+    default_target: True

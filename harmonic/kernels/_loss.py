@@ -1,0 +1,99 @@
+"""Loss pieces shared by every fused head: the online log-sum-exp over V tiles, the gradient with respect to d, and
+the host-side bookkeeping (splits, combining partial statistics, reductions, ignore_index, label smoothing).
+
+The loss of row i with logits z_ij = -n log(d_ij + eps) and label smoothing s is (as F.cross_entropy)
+    loss_i = lse_i - (1 - s) z_{i,y_i} - (s / V) sum_j z_ij
+so the forward kernels only need three numbers per row: lse_i (kept as a running max m and sum of exp), z at the
+target and the sum of z. The gradient with respect to z is g_i (p_ij - (1 - s)[j = y_i] - s / V); times
+dz/dd = -n / (d + eps) it becomes the gradient with respect to d that each distance family turns into dx and dW.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+# Read once at import: the @triton.jit decorators below chose interpreter or compiler at that moment too.
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@triton.jit
+def lse_stats_update(d, cols, col_ok, y, m, s, zsum, zt, n_exp, eps):
+    """Fold one (rows x cols) tile of distances into the running row statistics (max, sum exp, sum z, z[y])."""
+    z = -n_exp * tl.log(d + eps)
+    z_lse = tl.where(col_ok[None, :], z, float("-inf"))
+    m_new = tl.maximum(m, tl.max(z_lse, axis=1))
+    s = s * tl.exp(m - m_new) + tl.sum(tl.exp(z_lse - m_new[:, None]), axis=1)
+    zsum += tl.sum(tl.where(col_ok[None, :], z, 0.0), axis=1)
+    zt += tl.sum(tl.where(cols[None, :] == y[:, None], z, 0.0), axis=1)
+    return m_new, s, zsum, zt
+
+
+@triton.jit
+def grad_wrt_distance(d, cols, col_ok, y, lse, g, n_exp, eps, smoothing, V):
+    """dLoss/dd for one tile: g_i (p_ij - target_ij) * (-n / (d_ij + eps)); 0 outside the tile and on ignored rows."""
+    z = -n_exp * tl.log(d + eps)
+    p = tl.exp(z - lse[:, None])
+    target = tl.where(cols[None, :] == y[:, None], 1.0 - smoothing, 0.0) + smoothing / V
+    gd = g[:, None] * (p - target) * (-n_exp / (d + eps))
+    return tl.where(col_ok[None, :] & (g[:, None] != 0.0), gd, 0.0)
+
+
+def num_splits(row_blocks: int, col_tiles: int, device: torch.device) -> int:
+    """How many V ranges each row block is split into so the forward grid fills the GPU (~4 programs per SM)."""
+    if INTERPRET or device.type != "cuda":
+        return min(2, col_tiles)  # exercises the split/combine path in the CPU tests
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return max(1, min(col_tiles, triton.cdiv(4 * sms, row_blocks)))
+
+
+def new_partials(splits: int, n: int, device: torch.device) -> list[torch.Tensor]:
+    """Per-split row statistics written by the forward kernels: running max, sum exp, sum z, z at the target."""
+    return [torch.empty(splits, n, device=device, dtype=torch.float32) for _ in range(4)]
+
+
+def combine_partials(m, s, zsum, zt, y, num_classes, smoothing, ignore_index, reduction):
+    """Per-split statistics -> (loss, lse, per-row weight of the mean/sum, number of counted rows)."""
+    lse = torch.logsumexp(m + torch.log(s), dim=0)
+    zsum, zt = zsum.sum(0), zt.sum(0)
+    valid = y != ignore_index
+    per_row = torch.where(valid, lse - (1.0 - smoothing) * zt - (smoothing / num_classes) * zsum, 0.0)
+    count = valid.sum()
+    if reduction == "mean":
+        loss = per_row.sum() / count
+    elif reduction == "sum":
+        loss = per_row.sum()
+    else:
+        loss = per_row
+    return loss, lse, valid, count
+
+
+def row_weights(grad_out, valid, count, reduction):
+    """dLoss_total/dloss_i for every row (0 on ignored rows), in float32."""
+    grad_out = grad_out.float()
+    if reduction == "mean":
+        weights = (grad_out / count) * valid
+    elif reduction == "sum":
+        weights = grad_out * valid
+    else:
+        weights = grad_out * valid
+    return weights.float().contiguous()
+
+
+def checked_targets(y: torch.Tensor, n: int, num_classes: int, ignore_index: int) -> torch.Tensor:
+    """Targets as contiguous int32, after checking their shape and range (a bad label -> ValueError, not a crash)."""
+    y = y.reshape(-1)
+    if y.numel() != n:
+        raise ValueError(f"targets: expected {n} labels (one per row of x), got {y.numel()}")
+    if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise ValueError(f"targets must be an integer tensor (got {y.dtype})")
+    bad = ((y < 0) | (y >= num_classes)) & (y != ignore_index)
+    if bool(bad.any()):
+        raise ValueError(
+            f"targets: labels must be in [0, {num_classes}) or equal ignore_index={ignore_index}; "
+            f"got {y[bad][:5].tolist()}"
+        )
+    return y.to(torch.int32).contiguous()

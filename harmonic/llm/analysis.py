@@ -1,0 +1,121 @@
+"""Post-training analyses of a language model.
+
+- effective rank (exp entropy of singular values) of every weight matrix, of the embedding (= the head's centres,
+  they are tied) and of the logits on validation tokens;
+- PCA structure of the embedding;
+- Baek et al.'s parallelogram (function-vector) test: for word-pair tasks (wordpairs/<task>.tsv, written for this
+  project) take the last-token embedding of " word", mean-centre over the task's words, project on the top PCs, and
+  for every two pairs (a, a'), (b, b') measure l_para = ||E_a + E_b' - E_a' - E_b|| / sigma with
+  sigma = sqrt(mean_k ||E_k||^2). Small values mean the pairs form parallelograms (a shared "function vector").
+"""
+
+import csv
+import itertools
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harmonic.metrics import effective_rank, pca_summary
+from harmonic.runs import atomic_output, atomic_write_json
+
+WORDPAIRS_DIR = Path(__file__).with_name("wordpairs")
+
+
+def task_names() -> list[str]:
+    return sorted(p.stem for p in WORDPAIRS_DIR.glob("*.tsv"))
+
+
+def read_pairs(task: str) -> list[tuple[str, str]]:
+    path = WORDPAIRS_DIR / f"{task}.tsv"
+    if not path.is_file():
+        raise ValueError(f"unknown word-pair task {task!r}; known: {', '.join(task_names())}")
+    pairs = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            left, right = line.split("\t")
+            pairs.append((left.strip(), right.strip()))
+    return pairs
+
+
+def last_token_ids(words: list[str], encoding) -> dict[str, int]:
+    """Id of the last BPE token of " word" (the word as it appears mid-sentence)."""
+    return {w: encoding.encode_ordinary(" " + w)[-1] for w in words}
+
+
+def parallelogram_losses(
+    embedding: np.ndarray, pairs: list[tuple[str, str]], ids: dict[str, int], k: int
+) -> np.ndarray:
+    """l_para of every two distinct pairs of the task, in the top-k PCs of the task's mean-centred embeddings."""
+    words = sorted({w for pair in pairs for w in pair})
+    E = embedding[[ids[w] for w in words]].astype(np.float64)
+    E = E - E.mean(axis=0)
+    _, _, vt = np.linalg.svd(E, full_matrices=False)
+    P = E @ vt[: min(k, vt.shape[0])].T
+    row = {w: i for i, w in enumerate(words)}
+    sigma = np.sqrt(np.mean(np.sum(P**2, axis=1)))
+    losses = []
+    for (a, a2), (b, b2) in itertools.combinations(pairs, 2):
+        losses.append(np.linalg.norm(P[row[a]] + P[row[b2]] - P[row[a2]] - P[row[b]]) / sigma)
+    return np.asarray(losses)
+
+
+def parallelogram_table(embedding: np.ndarray, encoding, k: int = 5) -> list[dict]:
+    """One row per (task, quadruple) with its l_para."""
+    rows = []
+    for task in task_names():
+        pairs = read_pairs(task)
+        ids = last_token_ids([w for pair in pairs for w in pair], encoding)
+        for i, value in enumerate(parallelogram_losses(embedding, pairs, ids, k)):
+            rows.append({"task": task, "quadruple": i, "l_para": float(value)})
+    return rows
+
+
+@torch.no_grad()
+def analyse_model(model, source, cfg, device, autocast, out_dir) -> dict:
+    """Run the analyses on a trained LanguageModel; writes analysis.json and parallelogram.csv, returns scalars."""
+    from harmonic.llm.data import VAL_STREAM
+    from harmonic.llm.tokenizer import get_encoding
+
+    model.eval()
+    out_dir = Path(out_dir)
+    text_vocab = source.bins.vocab_size
+    embedding = model.body.embedding.weight[:text_vocab].float().cpu().numpy()
+
+    weight_ranks = {
+        name: effective_rank(p.float().cpu().numpy())
+        for name, p in model.named_parameters()
+        if p.dim() == 2 and p.shape[0] != model.body.embedding.num_embeddings
+    }
+    batch = {k: v.to(device) for k, v in source.micro("val", VAL_STREAM, 0, 0, 1).items()}
+    with autocast:
+        x, _ = model.labelled_hidden(batch)
+        logits = model.head(x[: cfg["analysis"]["logit_rows"]]).float()
+    pca = pca_summary(embedding, standardize=False, k=cfg["analysis"]["pca_components"])
+
+    rows = parallelogram_table(embedding, get_encoding(), k=cfg["analysis"]["pca_components"])
+    with atomic_output(out_dir / "parallelogram.csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["task", "quadruple", "l_para"])
+        writer.writeheader()
+        writer.writerows(rows)
+    per_task = {}
+    for row in rows:
+        per_task.setdefault(row["task"], []).append(row["l_para"])
+
+    report = {
+        "weight_effective_rank": weight_ranks,
+        "embedding_effective_rank": effective_rank(embedding),
+        "logits_effective_rank": effective_rank(logits.cpu().numpy()),
+        "embedding_pca": pca,
+        "parallelogram_median": {task: float(np.median(v)) for task, v in per_task.items()},
+    }
+    atomic_write_json(out_dir / "analysis.json", report)
+    model.train()
+    return {
+        "weight_effective_rank_mean": float(np.mean(list(weight_ranks.values()))) if weight_ranks else None,
+        "embedding_effective_rank": report["embedding_effective_rank"],
+        "logits_effective_rank": report["logits_effective_rank"],
+        "embedding_ev_pc1_pc2": pca["ev_pc1_pc2"],
+        "embedding_n_pcs_90": pca["n_pcs_90"],
+        "parallelogram_median": float(np.median([r["l_para"] for r in rows])),
+    }

@@ -1,0 +1,295 @@
+"""GPT (nanoGPT-style), BERT (masked LM) and Qwen2 with a tied harmonic head.
+
+Every model maps a batch to final hidden states, and its head (a HarmonicHead whose centres ARE the input token
+embedding, tied_weight=embedding.weight) turns them into the loss with `head.loss`, which takes the fused kernel on
+CUDA when one exists. The models' forward returns the loss so DDP sees one forward per backward.
+
+The GPT is written out here (readable top to bottom, no transformers needed, so the GPU check runs anywhere);
+BERT and Qwen2 use the transformers encoders/decoders (BertModel, Qwen2Model) without their output layers.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harmonic.heads import BASELINE, head_from_spec, head_label
+from harmonic.llm.data import IGNORE_INDEX, padded_vocab
+
+MODEL_KINDS = ("gpt", "bert", "qwen2")
+
+
+def lm_head_spec(spec: dict | str, d_model: int) -> dict:
+    """The language-model defaults on top of the library's: the exponent n defaults to sqrt(d_model) (Baek et al.
+    use n = sqrt(768) for GPT-2) and the CE baseline has no bias (a tied nanoGPT lm_head)."""
+    spec = {"distance": spec} if isinstance(spec, str) else dict(spec)
+    if spec["distance"] == BASELINE:
+        spec.setdefault("bias", False)
+    elif spec.get("n") in (None, "sqrt_d"):
+        spec["n"] = math.sqrt(d_model)
+    return spec
+
+
+def lm_head_label(spec: dict | str) -> str:
+    """Path label of a config head entry; the LM defaults above are not spelled out ("euclidean", "baseline")."""
+    spec = {"distance": spec} if isinstance(spec, str) else dict(spec)
+    if spec.get("n") == "sqrt_d":
+        spec.pop("n")
+    if spec["distance"] == BASELINE and spec.get("bias") is False:
+        spec.pop("bias")
+    return head_label(spec)
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# GPT
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, n_embd: int, n_head: int, bias: bool):
+        super().__init__()
+        self.n_head = n_head
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # flash attention on GPUs that have it
+        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+
+
+class MLP(nn.Module):
+    def __init__(self, n_embd: int, bias: bool):
+        super().__init__()
+        self.c_fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)
+        self.c_proj = nn.Linear(4 * n_embd, n_embd, bias=bias)
+
+    def forward(self, x):
+        return self.c_proj(F.gelu(self.c_fc(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, n_embd: int, n_head: int, bias: bool):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(n_embd, bias=bias)
+        self.attn = CausalSelfAttention(n_embd, n_head, bias)
+        self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
+        self.mlp = MLP(n_embd, bias)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    kind = "gpt"
+
+    def __init__(self, vocab_size, head, n_layer=12, n_head=12, n_embd=768, block_size=1024, bias=False):
+        super().__init__()
+        self.n_layer, self.n_head, self.n_embd, self.block_size = n_layer, n_head, n_embd, block_size
+        self.wte = nn.Embedding(vocab_size, n_embd)
+        self.wpe = nn.Embedding(block_size, n_embd)
+        self.blocks = nn.ModuleList([Block(n_embd, n_head, bias) for _ in range(n_layer)])
+        self.ln_f = nn.LayerNorm(n_embd, bias=bias)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):  # GPT-2's scaled init of the residual projections
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
+        self.head = head_from_spec(head, n_embd, vocab_size, tied_weight=self.wte.weight)
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    @property
+    def embedding(self) -> nn.Embedding:
+        return self.wte
+
+    def hidden(self, input_ids, attention_mask=None):
+        T = input_ids.shape[1]
+        if T > self.block_size:
+            raise ValueError(f"sequence of {T} tokens is longer than block_size {self.block_size}")
+        x = self.wte(input_ids) + self.wpe(torch.arange(T, device=input_ids.device))
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_f(x)
+
+    def attention_shape(self):
+        return self.n_layer, self.n_head, self.n_embd // self.n_head
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# BERT and Qwen2 from transformers (imported lazily: the GPT path never needs transformers)
+
+
+class BertMLM(nn.Module):
+    """BertModel + BERT's MLM transform (dense, GELU, LayerNorm), then the tied head on the masked positions."""
+
+    kind = "bert"
+
+    def __init__(
+        self,
+        vocab_size,
+        head,
+        n_layer=12,
+        n_head=12,
+        n_embd=768,
+        block_size=512,
+        intermediate_size=None,
+        pad_token=None,
+    ):
+        super().__init__()
+        from transformers import BertConfig, BertModel
+
+        config = BertConfig(
+            vocab_size=vocab_size,
+            hidden_size=n_embd,
+            num_hidden_layers=n_layer,
+            num_attention_heads=n_head,
+            intermediate_size=intermediate_size or 4 * n_embd,
+            max_position_embeddings=block_size,
+            pad_token_id=pad_token,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+            attn_implementation="sdpa",
+        )
+        self.n_layer, self.n_head, self.n_embd, self.block_size = n_layer, n_head, n_embd, block_size
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.transform = nn.Sequential(nn.Linear(n_embd, n_embd), nn.GELU(), nn.LayerNorm(n_embd, eps=1e-12))
+        self.head = head_from_spec(head, n_embd, vocab_size, tied_weight=self.bert.embeddings.word_embeddings.weight)
+
+    @property
+    def embedding(self) -> nn.Embedding:
+        return self.bert.embeddings.word_embeddings
+
+    def hidden(self, input_ids, attention_mask=None):
+        out = self.bert(input_ids=input_ids, attention_mask=attention_mask)
+        return self.transform(out.last_hidden_state)
+
+    def attention_shape(self):
+        return self.n_layer, self.n_head, self.n_embd // self.n_head
+
+
+class Qwen2LM(nn.Module):
+    """Qwen2Model (RMSNorm, RoPE, GQA, SwiGLU) + the tied head; vocabulary sized to the data, not 151936."""
+
+    kind = "qwen2"
+
+    def __init__(
+        self,
+        vocab_size,
+        head,
+        n_layer=24,
+        n_head=14,
+        n_kv_head=2,
+        n_embd=896,
+        block_size=1024,
+        intermediate_size=4864,
+        rope_theta=1e6,
+    ):
+        super().__init__()
+        from transformers import Qwen2Config, Qwen2Model
+
+        kwargs = dict(
+            vocab_size=vocab_size,
+            hidden_size=n_embd,
+            intermediate_size=intermediate_size,
+            num_hidden_layers=n_layer,
+            num_attention_heads=n_head,
+            num_key_value_heads=n_kv_head,
+            max_position_embeddings=block_size,
+            tie_word_embeddings=True,
+            use_cache=False,
+            attn_implementation="sdpa",
+        )
+        config = Qwen2Config(**kwargs)
+        if hasattr(config, "rope_parameters"):  # transformers >= 5
+            config.rope_parameters = {"rope_type": "default", "rope_theta": rope_theta}
+            config = Qwen2Config(**kwargs, rope_parameters=config.rope_parameters)
+        else:
+            config = Qwen2Config(**kwargs, rope_theta=rope_theta)
+        self.n_layer, self.n_head, self.n_embd, self.block_size = n_layer, n_head, n_embd, block_size
+        self.qwen = Qwen2Model(config)
+        self.head = head_from_spec(head, n_embd, vocab_size, tied_weight=self.qwen.embed_tokens.weight)
+
+    @property
+    def embedding(self) -> nn.Embedding:
+        return self.qwen.embed_tokens
+
+    def hidden(self, input_ids, attention_mask=None):
+        return self.qwen(input_ids=input_ids).last_hidden_state
+
+    def attention_shape(self):
+        return self.n_layer, self.n_head, self.n_embd // self.n_head
+
+
+# -----------------------------------------------------------------------------------------------------------------
+
+
+class LanguageModel(nn.Module):
+    """Wraps one of the above: forward(batch) -> mean loss over the labelled positions (labels != -100)."""
+
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body
+
+    @property
+    def head(self):
+        return self.body.head
+
+    def labelled_hidden(self, batch):
+        hidden = self.body.hidden(batch["input_ids"], batch.get("attention_mask"))
+        labels = batch["labels"]
+        if self.body.kind == "bert":  # the head only sees masked positions (15 %): saves 85 % of the head's work
+            keep = labels != IGNORE_INDEX
+            return hidden[keep], labels[keep]
+        return hidden.reshape(-1, hidden.shape[-1]), labels.reshape(-1)
+
+    def forward(self, batch):
+        x, y = self.labelled_hidden(batch)
+        return self.head.loss(x, y, ignore_index=IGNORE_INDEX)
+
+    @torch.no_grad()
+    def logits(self, batch):
+        """(logits, labels) at the labelled positions, for accuracy and the logit effective rank."""
+        x, y = self.labelled_hidden(batch)
+        return self.head(x), y
+
+    def flops_per_token(self) -> float:
+        """PaLM appendix B: 6 N + 12 L H Q T (N without position embeddings, as nanoGPT counts it)."""
+        n_params = sum(p.numel() for p in self.parameters())
+        for name, p in self.named_parameters():
+            if "wpe" in name or "position_embeddings" in name:
+                n_params -= p.numel()
+        layers, heads, head_dim = self.body.attention_shape()
+        return 6 * n_params + 12 * layers * heads * head_dim * self.body.block_size
+
+
+def special_tokens(vocab_size: int) -> dict:
+    """BERT's extra ids just past the data's vocabulary (50257 -> [MASK] 50257, [PAD] 50258)."""
+    return {"mask_token": vocab_size, "pad_token": vocab_size + 1}
+
+
+def build_model(kind: str, model_args: dict, head: dict | str, data_vocab: int) -> LanguageModel:
+    """The model `kind` with `model_args`, a tied head from `head` (LM defaults filled), vocab sized to the data."""
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model {kind!r}; valid: {', '.join(MODEL_KINDS)}")
+    args = dict(model_args)
+    d_model = args.get("n_embd", 768)
+    spec = lm_head_spec(head, d_model)
+    if kind == "gpt":
+        body = GPT(padded_vocab(data_vocab), spec, **args)
+    elif kind == "bert":
+        body = BertMLM(
+            padded_vocab(data_vocab, extra=2), spec, pad_token=special_tokens(data_vocab)["pad_token"], **args
+        )
+    else:
+        body = Qwen2LM(padded_vocab(data_vocab), spec, **args)
+    return LanguageModel(body)

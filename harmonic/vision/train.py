@@ -1,0 +1,364 @@
+"""Train and evaluate one vision cell: (dataset, backbone, head, seed) -> metrics.json, curves.csv, emissions.csv.
+
+Read top to bottom: build the data on the device, build the model, measure FLOPs of one step, train with early stopping
+on the validation split, evaluate the selected (best validation) and the final checkpoint on the test set once each,
+PCA of the selected model's penultimate features, write everything. metrics.json is written last.
+
+Hyperparameters (resolved by grid.py; defaults below):
+    optimizer adam|adamw|sgd, lr, weight_decay, momentum (sgd), nesterov
+    schedule none|step|multistep|cosine, step_size, gamma, milestones, min_lr
+    epochs, batch_size, eval_batch_size, patience (early stopping on validation accuracy; 0 = off)
+    augment (flip + shift 4 + rotation, on the device), val_fraction, val_split_seed, pca_samples
+    regularizer (null or a distance-family name) and regularizer_lambda: loss + lambda * R(features), default off
+    amp auto|bf16|none (bf16 autocast for the backbone on CUDA; the head always runs in float32),
+    compile (torch.compile on CUDA), channels_last auto|true|false, tensorboard, wandb, wandb_project
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .backbones import CONV_BACKBONES, build_model
+from .data import DeviceSplit, augment_batch, load_prepared, split_train_val
+
+DEFAULTS = {
+    "optimizer": "adam",
+    "lr": 3e-4,
+    "weight_decay": 0.0,
+    "momentum": 0.9,
+    "nesterov": False,
+    "schedule": "none",
+    "step_size": 30,
+    "gamma": 0.1,
+    "milestones": [],
+    "min_lr": 1e-6,
+    "epochs": 3,
+    "batch_size": 128,
+    "eval_batch_size": 1024,
+    "patience": 15,
+    "augment": False,
+    "val_fraction": 0.1,
+    "val_split_seed": 0,
+    "pca_samples": 2000,
+    "regularizer": None,
+    "regularizer_lambda": 0.0,
+    "amp": "auto",
+    "compile": False,
+    "channels_last": "auto",
+    "tensorboard": False,
+    "wandb": False,
+    "wandb_project": "harmonic-repro",
+    "save_weights": False,
+    "weight_taus": [0.001, 0.01, 0.1],
+}
+
+
+def resolve_hyperparameters(hyper: dict) -> dict:
+    """Fill defaults and reject unknown keys or bad values before any data or model is built."""
+    unknown = sorted(set(hyper) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown vision hyperparameters {unknown}; known: {sorted(DEFAULTS)}")
+    hp = {**copy.deepcopy(DEFAULTS), **hyper}
+    if hp["optimizer"] not in ("adam", "adamw", "sgd"):
+        raise ValueError(f"optimizer must be adam, adamw or sgd, got {hp['optimizer']!r}")
+    if hp["schedule"] not in ("none", "step", "multistep", "cosine"):
+        raise ValueError(f"schedule must be none, step, multistep or cosine, got {hp['schedule']!r}")
+    if hp["amp"] not in ("auto", "bf16", "none"):
+        raise ValueError(f"amp must be auto, bf16 or none, got {hp['amp']!r}")
+    for key in ("epochs", "batch_size", "eval_batch_size"):
+        if int(hp[key]) < 1:
+            raise ValueError(f"{key} must be >= 1, got {hp[key]}")
+    return hp
+
+
+def make_optimizer(params, hp):
+    if hp["optimizer"] == "sgd":
+        return torch.optim.SGD(
+            params, lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"], nesterov=hp["nesterov"]
+        )
+    cls = torch.optim.AdamW if hp["optimizer"] == "adamw" else torch.optim.Adam
+    return cls(params, lr=hp["lr"], weight_decay=hp["weight_decay"])
+
+
+def make_scheduler(optimizer, hp):
+    """Stepped once per epoch, as in the paper's code."""
+    if hp["schedule"] == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=hp["step_size"], gamma=hp["gamma"])
+    if hp["schedule"] == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(hp["milestones"]), gamma=hp["gamma"])
+    if hp["schedule"] == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=hp["epochs"], eta_min=hp["min_lr"])
+    return None
+
+
+def regularizer_fn(hp):
+    """Optional embedding regularizer of the original code (loss + lambda * R(features)); None when off."""
+    if not hp["regularizer"] or not hp["regularizer_lambda"]:
+        return None
+    from harmonic.regularizers import distance_regularizer
+
+    name, lam = hp["regularizer"], float(hp["regularizer_lambda"])
+    return lambda features: lam * distance_regularizer(features, name)
+
+
+def train_step_flops(model, x, y, autocast_dtype) -> int:
+    """Forward + backward FLOPs of one training batch, counted on a copy so the real model's state is untouched."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    probe = copy.deepcopy(model)
+    with FlopCounterMode(display=False) as counter:
+        logits, _ = probe(x, autocast_dtype)
+        F.cross_entropy(logits, y).backward()
+    return int(counter.get_total_flops())
+
+
+@torch.no_grad()
+def evaluate(model, split: DeviceSplit, batch_size: int, autocast_dtype, keep_features: int = 0):
+    """Mean loss, accuracy, predictions and (optionally) the first keep_features penultimate feature rows."""
+    model.eval()
+    total_loss, preds, feats = 0.0, [], []
+    kept = 0
+    for x, y in split.batches(batch_size):
+        logits, features = model(x, autocast_dtype)
+        total_loss += F.cross_entropy(logits, y, reduction="sum").item()
+        preds.append(logits.argmax(1))
+        if kept < keep_features:
+            feats.append(features[: keep_features - kept].float().cpu())
+            kept += len(feats[-1])
+    model.train()
+    pred = torch.cat(preds)
+    accuracy = (pred == split.y).float().mean().item()
+    features = torch.cat(feats).numpy() if feats else None
+    return total_loss / len(split), accuracy, pred.cpu().numpy(), features
+
+
+def _curves_writer(path: Path):
+    f = open(path, "w", newline="")
+    fields = ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_seconds"]
+    writer = csv.DictWriter(f, fieldnames=fields)
+    writer.writeheader()
+    return f, writer
+
+
+def train_cell(
+    *,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    backbone: str,
+    head: dict,
+    seed: int,
+    hyper: dict,
+    device: str = "auto",
+    emissions: dict | None = None,
+) -> dict:
+    """Run one cell and return the fields for harmonic.runs.write_metrics (the caller writes metrics.json).
+
+    A non-finite training loss stops the run: status "diverged" with the epoch; other exceptions propagate.
+    """
+    from harmonic.emissions import EmissionsMeter
+    from harmonic.metrics import classification_scores, pca_summary
+    from harmonic.runs import resolve_device, seed_everything
+
+    hp = resolve_hyperparameters(hyper)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(resolve_device(device))
+    seed_everything(seed)
+    on_cuda = dev.type == "cuda"
+    if on_cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    autocast_dtype = torch.bfloat16 if on_cuda and hp["amp"] in ("auto", "bf16") else None
+    channels_last = backbone in CONV_BACKBONES if hp["channels_last"] == "auto" else bool(hp["channels_last"])
+    channels_last = channels_last and on_cuda
+    reg = regularizer_fn(hp)
+
+    # data: whole dataset on the device; validation carved from train with its own seed (same split for all heads)
+    meta, arrays = load_prepared(data_dir)
+    train_idx, val_idx = split_train_val(len(arrays["y_train"]), hp["val_fraction"], hp["val_split_seed"])
+    mk = lambda x, y: DeviceSplit(x, y, meta["mean"], meta["std"], dev, channels_last)  # noqa: E731
+    train = mk(arrays["x_train"][train_idx], arrays["y_train"][train_idx])
+    val = mk(arrays["x_train"][val_idx], arrays["y_train"][val_idx])
+    test = mk(arrays["x_test"], arrays["y_test"])
+    num_classes = meta["num_classes"]
+
+    model = build_model(backbone, head, meta["image_shape"], num_classes).to(dev)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model.parameters(), hp)
+    scheduler = make_scheduler(optimizer, hp)
+    generator = torch.Generator().manual_seed(seed)
+
+    x0, y0 = next(train.batches(hp["batch_size"]))
+    step_flops = train_step_flops(model, x0, y0, autocast_dtype)
+    gflops_per_epoch = step_flops / len(y0) * len(train) / 1e9
+    if hp["compile"] and on_cuda:
+        model.backbone = torch.compile(model.backbone)
+
+    tb = wandb_run = None
+    if hp["tensorboard"]:
+        from torch.utils.tensorboard import SummaryWriter
+
+        tb = SummaryWriter(str(out_dir / "tensorboard"))
+    if hp["wandb"]:
+        import wandb  # optional; only imported when switched on
+
+        wandb_run = wandb.init(
+            project=hp["wandb_project"],
+            name=f"{meta['name']}/{backbone}/{head.get('distance')}/seed{seed}",
+            config={"backbone": backbone, "head": head, **hp},
+            dir=str(out_dir),
+            reinit=True,
+        )
+
+    curves_file, curves = _curves_writer(out_dir / "curves.csv")
+    best = {"val_accuracy": -1.0, "val_loss": math.inf, "epoch": 0, "state": None}
+    epoch_seconds, epochs_run, stale, diverged_at = [], 0, 0, None
+    emissions_cfg = emissions or {}
+    meter = EmissionsMeter(
+        output_csv=out_dir / "emissions.csv",
+        country_iso_code=emissions_cfg.get("country_iso_code", "USA"),
+        measure_power_secs=emissions_cfg.get("measure_power_secs", 15),
+        enabled=emissions_cfg.get("enabled", True),
+    )
+    try:
+        with meter:
+            for epoch in range(1, hp["epochs"] + 1):
+                lr = optimizer.param_groups[0]["lr"]
+                if on_cuda:
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                loss_sum = torch.zeros((), device=dev)
+                correct = torch.zeros((), device=dev)
+                for x, y in train.batches(hp["batch_size"], shuffle=True, generator=generator):
+                    if hp["augment"]:
+                        x = augment_batch(x, generator)
+                    logits, features = model(x, autocast_dtype)
+                    loss = F.cross_entropy(logits, y)
+                    if reg is not None:
+                        loss = loss + reg(features)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    loss_sum += loss.detach() * len(y)
+                    correct += (logits.detach().argmax(1) == y).sum()
+                train_loss = loss_sum.item() / len(train)  # one host sync per epoch
+                if on_cuda:
+                    torch.cuda.synchronize()
+                epoch_seconds.append(time.perf_counter() - t0)
+                epochs_run = epoch
+                if not math.isfinite(train_loss):
+                    diverged_at = {"epoch": epoch}
+                    break
+                if scheduler is not None:
+                    scheduler.step()
+                val_loss, val_acc, _, _ = evaluate(model, val, hp["eval_batch_size"], autocast_dtype)
+                row = {
+                    "epoch": epoch,
+                    "lr": lr,
+                    "train_loss": train_loss,
+                    "train_accuracy": correct.item() / len(train),
+                    "val_loss": val_loss,
+                    "val_accuracy": val_acc,
+                    "epoch_seconds": epoch_seconds[-1],
+                }
+                curves.writerow(row)
+                curves_file.flush()
+                if tb is not None:
+                    for key, value in row.items():
+                        if key != "epoch":
+                            tb.add_scalar(key, value, epoch)
+                if wandb_run is not None:
+                    wandb_run.log(row)
+                if val_acc > best["val_accuracy"] or (
+                    val_acc == best["val_accuracy"] and val_loss < best["val_loss"]
+                ):
+                    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    best.update(val_accuracy=val_acc, val_loss=val_loss, epoch=epoch, state=state)
+                    stale = 0
+                else:
+                    stale += 1
+                    if hp["patience"] and stale >= hp["patience"]:
+                        break
+    finally:
+        curves_file.close()
+        if tb is not None:
+            tb.close()
+        if wandb_run is not None:
+            wandb_run.finish()
+
+    effective = {**hp, "backbone": backbone, "head": head, "seed": seed, "device": str(dev)}
+    effective["harmonic_exponent"] = head.get("n") if head.get("distance") != "baseline" else None
+    effective["autocast"] = str(autocast_dtype).replace("torch.", "") if autocast_dtype else "float32"
+    effective["channels_last_used"] = channels_last
+    timing = {
+        "epochs_run": epochs_run,
+        "seconds_per_epoch": float(np.mean(epoch_seconds)),
+        "gflops_per_epoch": gflops_per_epoch,
+        "n_train": len(train),
+    }
+    if diverged_at is not None:
+        return {
+            "status": "diverged",
+            "diverged_at": diverged_at,
+            "metrics": timing,
+            "hyperparameters": effective,
+            "emissions": meter.summary,
+            "pca_ev": None,
+        }
+
+    # test: final checkpoint, then the selected one (best validation accuracy); each evaluated once
+    _, final_acc, final_pred, _ = evaluate(model, test, hp["eval_batch_size"], autocast_dtype)
+    final_scores = classification_scores(arrays["y_test"], final_pred, num_classes)
+    model.load_state_dict(best["state"])
+    n_pca = len(test) if hp["pca_samples"] in (None, 0) else min(int(hp["pca_samples"]), len(test))
+    test_loss, _, pred, features = evaluate(model, test, hp["eval_batch_size"], autocast_dtype, keep_features=n_pca)
+    scores = classification_scores(arrays["y_test"], pred, num_classes)
+    pca = pca_summary(features, standardize=True, k=10)
+
+    seconds_per_epoch = float(np.mean(epoch_seconds))
+    metrics = {f"test_{k}": v for k, v in scores.items()}
+    metrics.update({f"test_final_{k}": v for k, v in final_scores.items()})
+    metrics.update(
+        {
+            "test_loss": test_loss,
+            "val_accuracy": best["val_accuracy"],
+            "val_loss": best["val_loss"],
+            "best_epoch": best["epoch"],
+            "epochs_run": epochs_run,
+            "stopped_early": epochs_run < hp["epochs"],
+            "seconds_per_epoch": seconds_per_epoch,
+            "train_seconds": float(np.sum(epoch_seconds)),
+            "images_per_second": len(train) / seconds_per_epoch,
+            "gflops_per_epoch": gflops_per_epoch,
+            "seconds_per_epoch_per_gflop": seconds_per_epoch / gflops_per_epoch if gflops_per_epoch else None,
+            "n_train": len(train),
+            "n_val": len(val),
+            "n_test": len(test),
+            "pca_samples": n_pca,
+        }
+    )
+    metrics.update({f"pca_{k}": v for k, v in pca.items() if np.isscalar(v)})
+    if hp["save_weights"]:
+        from .weights import save_weight_study
+
+        always_zero = (arrays["x_train"][train_idx] == 0).all(axis=0).reshape(-1)
+        metrics.update(save_weight_study(model.head, always_zero, meta["image_shape"], hp["weight_taus"], out_dir))
+
+    return {
+        "status": "ok",
+        "diverged_at": None,
+        "metrics": metrics,
+        "hyperparameters": effective,
+        "emissions": meter.summary,
+        "pca_ev": pca.get("ev"),
+    }

@@ -1,0 +1,71 @@
+# Downstream of the cells: one tidy table per family, the figure notebooks (papermill), results/index.html.
+# Notebooks are inputs of their rule (workflow.source_path), so editing one re-renders only it. The HTML uses
+# nbconvert's `basic` template: figures inline, no script or style from a CDN (the lab template loads mermaid.js).
+
+
+wildcard_constraints:
+    family="|".join(FAMILY_CELLS) or "NO_FAMILY",
+    notebook="|".join(FAMILY_NOTEBOOKS) or "NO_NOTEBOOK",
+
+
+def notebook_source(wildcards):
+    return workflow.source_path(f"../notebooks/{wildcards.notebook}.ipynb")
+
+
+def notebook_table(wildcards):
+    return FAMILY_NOTEBOOKS[wildcards.notebook]
+
+
+rule aggregate:
+    input:
+        lambda wildcards: family_outputs(wildcards.family, "metrics.json"),
+    output:
+        parquet="results/tables/{family}.parquet",
+        csv="results/tables/{family}.csv",
+    log:
+        "logs/aggregate/{family}.log",
+    conda:
+        "../envs/analysis.yaml"
+    shell:
+        "python {SCRIPTS}/aggregate.py --parquet {output.parquet:q} --csv {output.csv:q} {input:q} > {log:q} 2>&1"
+
+
+rule notebook:
+    input:
+        notebook=notebook_source,
+        table=notebook_table,
+    output:
+        ipynb="results/notebooks/{notebook}.ipynb",
+        html="results/notebooks/{notebook}.html",
+        figures=report(
+            directory("results/figures/{notebook}"),
+            patterns=["{figure}.png"],
+            category="{notebook}",
+            caption="../docs/report_caption.rst",
+        ),
+    log:
+        "logs/notebooks/{notebook}.log",
+    conda:
+        "../envs/analysis.yaml"
+    shell:
+        "(mkdir -p {output.figures:q}"
+        " && papermill --kernel python3 --log-output {input.notebook:q} {output.ipynb:q}"
+        " -p table {input.table:q} -p figures_dir {output.figures:q}"
+        " && jupyter nbconvert --to html --template basic"
+        " --output-dir $(dirname {output.html:q}) {output.ipynb:q}) > {log:q} 2>&1"
+
+
+rule index:
+    input:
+        html=expand("results/notebooks/{notebook}.html", notebook=FAMILY_NOTEBOOKS),
+        figures=expand("results/figures/{notebook}", notebook=FAMILY_NOTEBOOKS),
+        tables=expand("results/tables/{family}.csv", family=FAMILY_CELLS),
+    output:
+        "results/index.html",
+    log:
+        "logs/index.log",
+    conda:
+        "../envs/analysis.yaml"
+    shell:
+        "python {SCRIPTS}/make_index.py --out {output:q} --html {input.html:q}"
+        " --figures {input.figures:q} --tables {input.tables:q} > {log:q} 2>&1"

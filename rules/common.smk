@@ -1,0 +1,150 @@
+# Helpers every experiment family uses: config validation, the cell registry, cell paths and per-cell params.
+#
+# Contract for a family rules file (rules/toy.smk is the worked example; vision.smk and llm.smk follow it):
+#   1. validate_family("<family>") first: the section against schemas/<family>.schema.yaml, then its `heads`
+#      against the library's distance registry. Both raise before any job runs, naming the key and allowed values.
+#   2. register_cells("<family>", cells): cells is a list of dicts with the path parts dataset, model, head (label)
+#      and seed, plus "params": that cell's resolved hyperparameters (JSON-serialisable). Outputs then live in
+#      results/<family>/<dataset>/<model>/<head>/seed<k>/ (cell_path gives the wildcard pattern).
+#   3. the family's cell rule writes cell_path("<family>", "metrics.json") and friends, and takes
+#      `params: hp=cell_params("<family>")`: exactly ONE cell's hyperparameters as a JSON string, so a config edit
+#      reruns only the cells it reaches (never pass the whole config as params).
+#   4. FAMILY_NOTEBOOKS["<notebook name>"] = "results/tables/<family>.parquet" registers a figure notebook
+#      (notebooks/<name>.ipynb) that rules/analysis.smk executes and renders; FAMILY_FIGURES lists nothing by hand:
+#      every notebook saves its figures into the directory it receives as `figures_dir`.
+
+import json
+import os
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+import harmonic
+
+FAMILY_CELLS = {}  # family -> list of cells (dicts), in config order
+FAMILY_NOTEBOOKS = {}  # notebook name -> table it reads
+_CELL_INDEX = {}  # family -> {(dataset, model, head, seed): cell}
+
+CELL_KEYS = ("dataset", "model", "head", "seed")
+SCRIPTS = os.path.join(workflow.basedir, "workflow_scripts")  # the thin CLIs the rules call
+
+
+wildcard_constraints:
+    dataset="[^/]+",
+    model="[^/]+",
+    head="[^/]+",
+    seed="[0-9]+",
+
+
+def validate_top_level():
+    """Check the keys every family shares (schemas/config.schema.yaml); fills schema defaults."""
+    validate(config, os.path.join(workflow.basedir, "schemas", "config.schema.yaml"))
+
+
+def validate_family(family):
+    """Check config[family] against schemas/<family>.schema.yaml and its heads against the distance registry."""
+    if family not in config:
+        raise WorkflowError(
+            f"config: family {family!r} is listed in `families` but has no `{family}:` section"
+        )
+    validate(
+        config[family], os.path.join(workflow.basedir, "schemas", f"{family}.schema.yaml")
+    )
+    labels = {}
+    for i, spec in enumerate(config[family].get("heads", [])):
+        label = checked_head_label(spec, f"{family}.heads[{i}]")
+        if label in labels:
+            raise WorkflowError(
+                f"config {family}.heads[{i}]: same label {label!r} as {family}.heads[{labels[label]}]"
+                " (each head must differ, or cells would share an output directory)"
+            )
+        labels[label] = i
+
+
+def checked_head_label(spec, key):
+    """The library's label of a head spec; a bad spec stops the run with a message naming `key`."""
+    try:
+        return harmonic.head_label(spec)
+    except ValueError as exc:
+        raise WorkflowError(f"config {key}: {exc}") from None
+
+
+def resolved_head(spec):
+    """The head spec with every default filled in (what the cell records and the model builds)."""
+    return harmonic.resolve_head_spec(spec)
+
+
+def apply_overrides(base, overrides, match):
+    """`base` updated by the `set` of every override whose `where` keys all equal the cell's `match` values."""
+    values = dict(base)
+    for override in overrides:
+        if all(match.get(key) == value for key, value in override["where"].items()):
+            values.update(override["set"])
+    return values
+
+
+def register_cells(family, cells):
+    """Record a family's cells; two cells with one output directory is a config error, not a silent overwrite."""
+    index = {}
+    for cell in cells:
+        key = tuple(str(cell[k]) for k in CELL_KEYS)
+        if key in index:
+            raise WorkflowError(
+                f"config {family}: two cells share the output directory {cell_dir(family, cell)}"
+            )
+        index[key] = cell
+    FAMILY_CELLS[family] = cells
+    _CELL_INDEX[family] = index
+
+
+def cell_dir(family, cell):
+    return f"results/{family}/{cell['dataset']}/{cell['model']}/{cell['head']}/seed{cell['seed']}"
+
+
+def cell_path(family, filename):
+    """Wildcard pattern of one cell output, e.g. results/toy/{dataset}/{model}/{head}/seed{seed}/metrics.json."""
+    return f"results/{family}/{{dataset}}/{{model}}/{{head}}/seed{{seed}}/{filename}"
+
+
+def cell_log(family):
+    return f"logs/{family}/{{dataset}}/{{model}}/{{head}}/seed{{seed}}.log"
+
+
+def family_outputs(family, filename="metrics.json"):
+    """One path per registered cell of `family`."""
+    return [f"{cell_dir(family, cell)}/{filename}" for cell in FAMILY_CELLS.get(family, [])]
+
+
+def find_cell(family, wildcards):
+    key = tuple(str(wildcards[k]) for k in CELL_KEYS)
+    try:
+        return _CELL_INDEX[family][key]
+    except KeyError:
+        raise WorkflowError(
+            f"{family}: no cell {dict(zip(CELL_KEYS, key))} in the config"
+        ) from None
+
+
+def cell_params(family):
+    """Input function: the one cell's resolved hyperparameters as a canonical JSON string."""
+    return lambda wildcards: json.dumps(
+        find_cell(family, wildcards)["params"], sort_keys=True
+    )
+
+
+def cell_identity(family):
+    """Input function: the cell's identity (path parts plus study extras) as JSON, recorded in metrics.json."""
+
+    def identity(wildcards):
+        cell = find_cell(family, wildcards)
+        return json.dumps(
+            {k: v for k, v in cell.items() if k != "params"}, sort_keys=True
+        )
+
+    return identity
+
+
+def emissions_params():
+    """Emission settings as JSON (top level of the config, the same for every cell)."""
+    return json.dumps(config.get("emissions", {}), sort_keys=True)
+
