@@ -7,7 +7,7 @@ import sys
 sys.path.insert(0, workflow.basedir)  # `import harmonic` from the checkout, installed or not
 
 
-configfile: "config.yaml"
+configfile: os.path.join(workflow.basedir, "config.yaml")  # found from any --directory
 
 
 include: "rules/common.smk"

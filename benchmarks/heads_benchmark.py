@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 SHAPES = {"gpt2": (8192, 768, 50304), "qwen": (8192, 896, 151936)}
 CHECK_ROWS = 64
+SAVE_HOOKS = []  # main() registers a writer here so partial results survive a time limit
 MATMUL_TYPE = ("euclidean", "cosine", "mahalanobis", "mahalanobis_diagonal", "hamming_hard")
 
 
@@ -145,6 +146,8 @@ def run_check(shape_name, results):
             row[f"{name}_finite"] = bool(torch.isfinite(got).all())
         results.append(row)
         print("check", json.dumps(row), flush=True)
+        for hook in SAVE_HOOKS:
+            hook()
         del out, x, w, factor
         torch.cuda.empty_cache()
 
@@ -183,6 +186,8 @@ def run_bench(shape_name, heads, results, compiled=True):
             }
         results.append(row)
         print("bench", json.dumps(row), flush=True)
+        for hook in SAVE_HOOKS:
+            hook()
         del x, w, factor
         torch.cuda.empty_cache()
 
@@ -219,6 +224,8 @@ def run_train(shape_name, results, steps=4):
         row = {"shape": shape_name, "head": label, "losses": losses, "falls": losses[-1] < losses[0]}
         results.append(row)
         print("train", json.dumps(row), flush=True)
+        for hook in SAVE_HOOKS:
+            hook()
 
 
 def markdown(meta, checks, benches, trains):
@@ -310,6 +317,7 @@ def main():
         )
         (args.out / "heads_benchmark.md").write_text(markdown(meta, checks, benches, trains))
 
+    SAVE_HOOKS.append(save)
     all_heads = [label for label, _, _ in head_cases()]
     if "check" in parts:
         run_check("gpt2", checks)

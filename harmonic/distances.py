@@ -318,8 +318,9 @@ class BrayCurtis(Distance):
         def fn(a, b):
             num = _abs_diff(a, b).sum(-1)
             den = (a[:, None, :] + b[None, :, :]).abs().sum(-1)
-            # den = 0 with num > 0 happens for x = -w: divide by TINY (huge, finite) instead of 0.
-            return num / torch.where(den > 0, den, torch.full_like(den, TINY))
+            # den = 0: with num = 0 (x = w = 0) the ratio is 0; with num > 0 (x = -w) divide by TINY (huge, finite).
+            # Dividing 0 by TINY would also give 0, but its gradient 1/TINY times -n/eps overflows float32.
+            return num / torch.where(den > 0, den, torch.where(num > 0, TINY, 1.0))
 
         return _broadcast_chunked(fn, x, w)
 

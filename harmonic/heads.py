@@ -137,6 +137,7 @@ class HarmonicHead(nn.Module):
                 ignore_index=ignore_index,
                 label_smoothing=label_smoothing,
                 reduction=reduction,
+                training=self.training,
             )
         logits = self(x)
         return F.cross_entropy(

@@ -16,6 +16,9 @@
 import json
 import os
 
+import jsonschema
+import yaml
+
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -36,9 +39,54 @@ wildcard_constraints:
     seed="[0-9]+",
 
 
+def validate_section(data, schema_name, prefix):
+    """Validate (and fill defaults) with snakemake.utils.validate; on failure, name the key and the allowed values.
+
+    snakemake's own message shows the schema path; users need the config key, e.g. "config toy.train.lr: ...".
+    """
+    schema_file = os.path.join(workflow.basedir, "schemas", schema_name)
+    try:
+        validate(data, schema_file)
+    except WorkflowError:
+        with open(schema_file) as handle:
+            schema = yaml.safe_load(handle)
+        error = jsonschema.exceptions.best_match(
+            jsonschema.Draft202012Validator(schema).iter_errors(data)
+        )
+        if error is None:
+            raise
+        key = prefix + "".join(
+            f"[{part}]" if isinstance(part, int) else f".{part}"
+            for part in error.absolute_path
+        )
+        raise WorkflowError(
+            f"config {key.lstrip('.')}: {error.message}{allowed_values(error.schema)}"
+        ) from None
+
+
+def allowed_values(schema):
+    """A short ' (allowed: ...)' from the failing schema node: its enum, type and bounds."""
+    if not isinstance(schema, dict):
+        return ""
+    if "enum" in schema:
+        return f" (allowed: {', '.join(map(str, schema['enum']))})"
+    parts = [schema["type"]] if "type" in schema else []
+    for key, sign in (
+        ("minimum", ">="),
+        ("exclusiveMinimum", ">"),
+        ("maximum", "<="),
+        ("exclusiveMaximum", "<"),
+    ):
+        if key in schema:
+            parts.append(f"{sign} {schema[key]}")
+    if "properties" in schema and schema.get("additionalProperties") is False:
+        parts.append(f"keys {', '.join(schema['properties'])}")
+    return f" (allowed: {', '.join(parts)})" if parts else ""
+
+
 def validate_top_level():
     """Check the keys every family shares (schemas/config.schema.yaml); fills schema defaults."""
-    validate(config, os.path.join(workflow.basedir, "schemas", "config.schema.yaml"))
+    validate_section(config, "config.schema.yaml", "")
 
 
 def validate_family(family):
@@ -47,9 +95,7 @@ def validate_family(family):
         raise WorkflowError(
             f"config: family {family!r} is listed in `families` but has no `{family}:` section"
         )
-    validate(
-        config[family], os.path.join(workflow.basedir, "schemas", f"{family}.schema.yaml")
-    )
+    validate_section(config[family], f"{family}.schema.yaml", family)
     labels = {}
     for i, spec in enumerate(config[family].get("heads", [])):
         label = checked_head_label(spec, f"{family}.heads[{i}]")

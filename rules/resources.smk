@@ -15,15 +15,21 @@
 # different requests, and a user adapting the workflow to a cluster edits one section instead of rule files.
 # Resources are not rerun triggers, so editing them never reruns a finished cell.
 
+import os
+
 from snakemake.utils import validate as _validate_resources
 
 config.setdefault("resources", {})
 _validate_resources(config["resources"], "../schemas/resources.schema.yaml")
 
 # Light jobs that run on the submitting machine even under a cluster profile: queueing them would cost more than
-# running them, and compute nodes often have no internet. Family rule files add their own download/data rules
-# with `localrules: <name>`.
+# running them, and compute nodes often have no internet, so the download rules of the configured families are
+# local too.
 LOCAL_RULE_NAMES = {"all", "aggregate", "notebook", "index"}
+FAMILY_LOCAL_RULE_NAMES = {"vision": {"vision_download"}}
+for _family in config.get("families", []):
+    if os.path.exists(os.path.join(workflow.basedir, "rules", f"{_family}.smk")):
+        LOCAL_RULE_NAMES |= FAMILY_LOCAL_RULE_NAMES.get(_family, set())
 workflow.localrules(*LOCAL_RULE_NAMES)
 
 # Per-attempt growth applies to these keys only: a job killed for memory or time gets more on its next attempt.
@@ -45,7 +51,9 @@ def cell_request(family, dataset=None, model=None, attempt=1):
     section = config["resources"]
     family_section = section.get(family, {})
     request = dict(section["default"])
-    request.update({k: v for k, v in family_section.items() if k not in ("datasets", "models")})
+    request.update(
+        {k: v for k, v in family_section.items() if k not in ("datasets", "models")}
+    )
     request.update(family_section.get("datasets", {}).get(dataset, {}))
     request.update(family_section.get("models", {}).get(model, {}))
     for key in _RETRY_SCALED:
@@ -72,7 +80,9 @@ def _derived(request, key):
 def cell_resource(family, key):
     """A rule resource callable(wildcards, attempt) for `key` of a cell of `family`; see the top of this file."""
     if key not in RESOURCE_KEYS:
-        raise ValueError(f"cell_resource: unknown key {key!r}; known: {', '.join(RESOURCE_KEYS)}")
+        raise ValueError(
+            f"cell_resource: unknown key {key!r}; known: {', '.join(RESOURCE_KEYS)}"
+        )
 
     def resource(wildcards, attempt):
         request = cell_request(
@@ -88,4 +98,8 @@ def cell_resource(family, key):
 
 def cell_resources(family):
     """All of a family's resource callables as a dict, for `resources: **cell_resources("toy")`."""
-    return {key: cell_resource(family, key) for key in RESOURCE_KEYS if key != "cpus_per_gpu"}
+    return {
+        key: cell_resource(family, key)
+        for key in RESOURCE_KEYS
+        if key != "cpus_per_gpu"
+    }

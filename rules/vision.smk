@@ -7,7 +7,6 @@ from harmonic.vision.grid import vision_cells
 from harmonic.vision.train import resolve_hyperparameters
 from harmonic.vision.data import check_dataset_spec
 
-
 validate_family("vision")
 
 VISION = config["vision"]
@@ -86,12 +85,12 @@ FAMILY_NOTEBOOKS.update(
 rule vision_download:
     output:
         "data/downloads/{dataset}.json",
-    params:
-        spec=vision_dataset_spec,
     log:
         "logs/vision/download/{dataset}.log",
     conda:
         "../envs/vision.yaml"
+    params:
+        spec=vision_dataset_spec,
     shell:
         "python {SCRIPTS}/vision_data.py --name {wildcards.dataset:q} --spec-json {params.spec:q}"
         " --download {output:q} > {log:q} 2>&1"
@@ -103,12 +102,12 @@ rule vision_data:
     output:
         data="data/vision/{dataset}/data.npz",
         meta="data/vision/{dataset}/meta.json",
-    params:
-        spec=vision_dataset_spec,
     log:
         "logs/vision/data/{dataset}.log",
     conda:
         "../envs/vision.yaml"
+    params:
+        spec=vision_dataset_spec,
     shell:
         "python {SCRIPTS}/vision_data.py --name {wildcards.dataset:q} --spec-json {params.spec:q}"
         " --out-dir $(dirname {output.data:q}) > {log:q} 2>&1"
@@ -122,10 +121,6 @@ rule vision_cell:
         metrics=cell_path("vision", "metrics.json"),
         curves=cell_path("vision", "curves.csv"),
         emissions=cell_path("vision", "emissions.csv"),
-    params:
-        hp=cell_params("vision"),
-        cell=cell_identity("vision"),
-        emissions=emissions_params(),
     log:
         cell_log("vision"),
     conda:
@@ -133,6 +128,10 @@ rule vision_cell:
     threads: VISION.get("threads", 2)
     resources:
         **cell_resources("vision"),
+    params:
+        hp=cell_params("vision"),
+        cell=cell_identity("vision"),
+        emissions=emissions_params(),
     shell:
         "python {SCRIPTS}/vision_cell.py --data-dir $(dirname {input.data:q})"
         " --params-json {params.hp:q} --cell-json {params.cell:q}"

@@ -39,7 +39,7 @@ def read_pairs(task: str) -> list[tuple[str, str]]:
 
 
 def last_token_ids(words: list[str], encoding) -> dict[str, int]:
-    """Id of the last BPE token of " word" (the word as it appears mid-sentence)."""
+    """GPT-2 id of the last BPE token of " word" (the word as it appears mid-sentence)."""
     return {w: encoding.encode_ordinary(" " + w)[-1] for w in words}
 
 
@@ -60,12 +60,18 @@ def parallelogram_losses(
     return np.asarray(losses)
 
 
-def parallelogram_table(embedding: np.ndarray, encoding, k: int = 5) -> list[dict]:
-    """One row per (task, quadruple) with its l_para."""
+def parallelogram_table(embedding: np.ndarray, encoding, k: int = 5, to_model_ids=None, unk=None) -> list[dict]:
+    """One row per (task, quadruple) with its l_para. With a limited vocabulary, pairs with a word outside it are
+    left out (their ids would all share the <unk> row)."""
     rows = []
     for task in task_names():
         pairs = read_pairs(task)
         ids = last_token_ids([w for pair in pairs for w in pair], encoding)
+        if to_model_ids is not None:
+            ids = {w: int(to_model_ids(i)) for w, i in ids.items()}
+            pairs = [(a, b) for a, b in pairs if unk not in (ids[a], ids[b])]
+        if len(pairs) < 2:
+            continue
         for i, value in enumerate(parallelogram_losses(embedding, pairs, ids, k)):
             rows.append({"task": task, "quadruple": i, "l_para": float(value)})
     return rows
@@ -93,7 +99,14 @@ def analyse_model(model, source, cfg, device, autocast, out_dir) -> dict:
         logits = model.head(x[: cfg["analysis"]["logit_rows"]]).float()
     pca = pca_summary(embedding, standardize=False, k=cfg["analysis"]["pca_components"])
 
-    rows = parallelogram_table(embedding, get_encoding(), k=cfg["analysis"]["pca_components"])
+    bins = source.bins
+    rows = parallelogram_table(
+        embedding,
+        get_encoding(),
+        k=cfg["analysis"]["pca_components"],
+        to_model_ids=bins.to_model_ids if bins.lut is not None else None,
+        unk=bins.vocab_size - 1 if bins.lut is not None else None,
+    )
     with atomic_output(out_dir / "parallelogram.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["task", "quadruple", "l_para"])
         writer.writeheader()

@@ -26,15 +26,34 @@ def padded_vocab(vocab_size: int, extra: int = 0, multiple: int = 64) -> int:
 
 
 class TokenBins:
-    """The memmapped train.bin / val.bin of one prepared data directory."""
+    """The memmapped train.bin / val.bin of one prepared data directory.
 
-    def __init__(self, data_dir: str | os.PathLike, verify_hash: bool = False):
+    `vocab_limit` (tiny CPU configs only) keeps the `vocab_limit` most frequent ids of train.bin (and the end-of-text
+    id) and maps every other id to one extra <unk> id: a 50k-row output layer would dominate a d=64 model's time on
+    a CPU. `vocab_size` / `eot_token` are then the compact ones and `to_model_ids` maps GPT-2 ids to them.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike, verify_hash: bool = False, vocab_limit: int | None = None):
         self.data_dir = Path(data_dir)
         # A quick check (meta present, sizes match) always; the full hash and id scan when asked (the prepare
         # rule already did it once).
         self.meta = validate_bins(self.data_dir, check_hash=verify_hash, check_ids=verify_hash)
-        self.vocab_size = int(self.meta["vocab_size"])
+        self.gpt2_vocab_size = int(self.meta["vocab_size"])
+        self.lut = None
+        self.vocab_size = self.gpt2_vocab_size
         self.eot_token = int(self.meta["eot_token"])
+        if vocab_limit:
+            counts = np.bincount(self.tokens("train"), minlength=self.gpt2_vocab_size)
+            counts[self.eot_token] = np.iinfo(np.int64).max  # always kept
+            keep = np.sort(np.argsort(-counts, kind="stable")[:vocab_limit])
+            self.lut = np.full(self.gpt2_vocab_size, len(keep), dtype=np.int64)  # len(keep) = <unk>
+            self.lut[keep] = np.arange(len(keep))
+            self.vocab_size = len(keep) + 1
+            self.eot_token = int(self.lut[self.eot_token])
+
+    def to_model_ids(self, ids):
+        """GPT-2 ids -> the ids the model sees (identity without a vocab limit)."""
+        return ids if self.lut is None else self.lut[np.asarray(ids)]
 
     def tokens(self, split: str) -> np.memmap:
         # A fresh memmap per call avoids keeping pages of a 17 GB file alive (nanoGPT does the same).
@@ -49,7 +68,8 @@ class TokenBins:
 
     def windows(self, split: str, offsets: np.ndarray, window: int) -> torch.Tensor:
         data = self.tokens(split)
-        return torch.from_numpy(np.stack([data[o : o + window].astype(np.int64) for o in offsets]))
+        windows = np.stack([data[o : o + window].astype(np.int64) for o in offsets])
+        return torch.from_numpy(self.to_model_ids(windows))
 
 
 def causal_batch(windows: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -26,18 +26,14 @@ def lm_head_spec(spec: dict | str, d_model: int) -> dict:
     spec = {"distance": spec} if isinstance(spec, str) else dict(spec)
     if spec["distance"] == BASELINE:
         spec.setdefault("bias", False)
-    elif spec.get("n") in (None, "sqrt_d"):
+    elif spec.get("n") is None:
         spec["n"] = math.sqrt(d_model)
     return spec
 
 
 def lm_head_label(spec: dict | str) -> str:
-    """Path label of a config head entry; the LM defaults above are not spelled out ("euclidean", "baseline")."""
-    spec = {"distance": spec} if isinstance(spec, str) else dict(spec)
-    if spec.get("n") == "sqrt_d":
-        spec.pop("n")
-    if spec["distance"] == BASELINE and spec.get("bias") is False:
-        spec.pop("bias")
+    """Path label of a config head entry: the library's label of the entry as written (the LM defaults above are
+    not spelled out: "euclidean", "baseline")."""
     return head_label(spec)
 
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from harmonic.emissions import EmissionsMeter
 from harmonic.llm.data import TRAIN_EVAL_STREAM, TRAIN_STREAM, VAL_STREAM, BatchSource, TokenBins
 from harmonic.llm.models import build_model, lm_head_spec, special_tokens
-from harmonic.runs import atomic_output, atomic_write_json, resolve_device, seed_everything
+from harmonic.runs import atomic_output, resolve_device, seed_everything
 
 DEFAULTS = {
     "model": "gpt",
@@ -39,6 +39,7 @@ DEFAULTS = {
     "head": {"distance": "baseline"},
     "seed": 0,
     "data_dir": "data/shakespeare",
+    "vocab_limit": None,  # tiny CPU configs: keep the most frequent ids, the rest -> <unk> (data.TokenBins)
     "tokens_per_step": 512,
     "micro_batch": 8,  # sequences per process per micro step; "auto" = take it from the memory probe
     "max_steps": 100,
@@ -59,6 +60,7 @@ DEFAULTS = {
     "wandb": {"enabled": False, "project": "harmonic-repro", "mode": "offline"},
     "emissions": {"enabled": True, "country_iso_code": "USA", "measure_power_secs": 15},
     "analysis": {"enabled": True, "pca_components": 5, "logit_rows": 256},
+    "keep_checkpoint": False,  # keep ckpt.pt (model + optimizer) after the cell finished
 }
 
 # Dense bf16 tensor-core peak per GPU (FLOP/s), matched against torch.cuda.get_device_name().
@@ -97,9 +99,25 @@ def resolve_config(cfg: dict) -> dict:
             raise ValueError(f"{key} must be a positive integer, got {out[key]!r}")
     if out["warmup_steps"] > out["max_steps"]:
         raise ValueError(f"warmup_steps {out['warmup_steps']} > max_steps {out['max_steps']}")
+    if out["micro_batch"] != "auto" and (not isinstance(out["micro_batch"], int) or out["micro_batch"] < 1):
+        raise ValueError(f"micro_batch must be a positive integer or 'auto', got {out['micro_batch']!r}")
     if out["dtype"] not in ("bfloat16", "float16", "float32"):
         raise ValueError(f"dtype must be bfloat16, float16 or float32, got {out['dtype']!r}")
     return out
+
+
+def config_fingerprint(cfg: dict) -> str:
+    """Hash of what decides the trajectory; a checkpoint is resumed only under the same values. The micro-batch
+    (a memory choice) and logging switches may differ between attempts."""
+    import hashlib
+    import json
+
+    keep = {
+        k: v
+        for k, v in cfg.items()
+        if k not in ("micro_batch", "tensorboard", "wandb", "emissions", "device", "keep_checkpoint")
+    }
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def accumulation(cfg: dict, micro_batch: int, world_size: int) -> int:
@@ -318,9 +336,13 @@ def train(
     master = rank == 0
     if master:
         out_dir.mkdir(parents=True, exist_ok=True)
+    if micro_batch is None and cfg["micro_batch"] == "auto":  # no probe result given: probe here
+        from harmonic.llm.probe import probe_micro_batch
+
+        micro_batch = probe_micro_batch({**cfg, "device": str(device)}, world)["micro_batch"]
     micro_batch = int(micro_batch or cfg["micro_batch"])
     accum = accumulation(cfg, micro_batch, world)
-    bins = TokenBins(cfg["data_dir"])
+    bins = TokenBins(cfg["data_dir"], vocab_limit=cfg["vocab_limit"])
     block = cfg["model_args"].get("block_size", 1024)
     special = special_tokens(bins.vocab_size) | {"mask_probability": cfg["mask_probability"]}
     source = BatchSource(bins, cfg["model"], block, micro_batch, cfg["seed"], special)
@@ -336,8 +358,13 @@ def train(
     ckpt_path = out_dir / "ckpt.pt"
     state = {"step": 0, "curves": [], "stats": [], "grad_norms": [], "emissions": {}, "train_time": 0.0}
     resumed = ckpt_path.exists()
+    fingerprint = config_fingerprint(cfg)
     if resumed:
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        resumed = ckpt.get("fingerprint") == fingerprint
+        if not resumed:  # a checkpoint of other hyperparameters: never continue from it
+            print(f"{ckpt_path} belongs to other hyperparameters; starting from step 0", file=sys.stderr)
+    if resumed:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         _set_rng_state(ckpt["rng"])
@@ -409,7 +436,7 @@ def train(
                         loggers.log({f"eval/{k}": v for k, v in row.items() if k != "step"}, step)
                         _write_csv(out_dir / "curves.csv", state["curves"])
                         _write_csv(out_dir / "grad_stats.csv", state["stats"])
-                        _save_checkpoint(ckpt_path, raw_model, optimizer, step, state, emissions_now)
+                        _save_checkpoint(ckpt_path, raw_model, optimizer, step, state, emissions_now, fingerprint)
                         print(f"step {step}: train {row['train_loss']:.4f} val {row['val_loss']:.4f}", flush=True)
                     interval_start, interval_steps = time.perf_counter(), 0
                 if step >= cfg["max_steps"]:
@@ -490,7 +517,7 @@ def _exit_on_sigterm(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def _save_checkpoint(path, model, optimizer, step, state, emissions_so_far):
+def _save_checkpoint(path, model, optimizer, step, state, emissions_so_far, fingerprint):
     """Atomic (temp file + rename): a kill while saving leaves the previous checkpoint intact.
 
     The checkpoint carries the emissions up to now; a resumed run's meter starts from zero and adds to them (the
@@ -499,6 +526,7 @@ def _save_checkpoint(path, model, optimizer, step, state, emissions_so_far):
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "rng": _rng_state(),
+        "fingerprint": fingerprint,
         "state": {**state, "step": step, "emissions": emissions_so_far},
     }
     with atomic_output(path) as tmp:

@@ -17,6 +17,7 @@ Sources (see docs/vision.md):
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import io
@@ -105,6 +106,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
             ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
             ("numpy", "ndarray"): np.ndarray,
             ("numpy", "dtype"): np.dtype,
+            ("_codecs", "encode"): codecs.encode,  # how Python 3 writes bytes in protocol-2 pickles; inert
         }
         if (module, name) not in allowed:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays are allowed")

@@ -28,9 +28,7 @@ def run_snakemake(workdir, *args, env=None, timeout=SNAKEMAKE_TIMEOUT_S):
     """Run the repository's workflow in `workdir`; fail the test with Snakemake's output if it fails."""
     command = ["timeout", "-k", "30", str(timeout), sys.executable, "-m", "snakemake"]
     command += ["--snakefile", str(REPO / "Snakefile"), *map(str, args)]
-    result = subprocess.run(
-        command, cwd=workdir, env=env or venv_env(), capture_output=True, text=True
-    )
+    result = subprocess.run(command, cwd=workdir, env=env or venv_env(), capture_output=True, text=True)
     output = result.stdout + result.stderr
     if result.returncode != 0:
         raise AssertionError(

@@ -13,7 +13,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from cluster_helpers import (
     REPO,
     TINY_CONFIG,
@@ -45,9 +44,7 @@ def why_slurm_cannot_run():
         return None
     if not shutil.which("apt-cache"):
         return "slurm-wlm is not installed and apt is not available"
-    policy = subprocess.run(
-        ["apt-cache", "policy", "slurm-wlm"], capture_output=True, text=True, timeout=60
-    ).stdout
+    policy = subprocess.run(["apt-cache", "policy", "slurm-wlm"], capture_output=True, text=True, timeout=60).stdout
     if "Candidate:" not in policy or "Candidate: (none)" in policy:
         return "apt cannot provide slurm-wlm"
     return None

