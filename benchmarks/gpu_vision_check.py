@@ -9,9 +9,14 @@
    per cell, plus $OUT/cells/<...>/ (each cell's metrics.json, curves.csv, emissions.csv) and $OUT/environment.json.
 
 Everything runs in one process so CUDA starts once. A cell that fails is recorded and the check goes on.
+Energy: codecarbon's offline tracker when it is installed; in any case the GPU's own energy counter (NVML
+nvmlDeviceGetTotalEnergyConsumption, read through pynvml or directly from libnvidia-ml) before and after each
+cell, as `nvml_gpu_energy_kwh` (GPU only; no CPU/RAM share, no emissions factor).
 """
 
 import argparse
+import ctypes
+import importlib.util
 import json
 import os
 import sys
@@ -43,6 +48,37 @@ SUMMARY_FIELDS = (
     "seconds_per_epoch_per_gflop",
     "n_train",
 )
+
+
+class GpuEnergyCounter:
+    """Total energy the GPU has used since the driver loaded, in millijoules (NVML); None where unavailable."""
+
+    def __init__(self, index: int = 0):
+        self.read = lambda: None
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            self.read = lambda: int(pynvml.nvmlDeviceGetTotalEnergyConsumption(handle))
+            return
+        except Exception:
+            pass
+        try:  # no pynvml: call the driver library directly
+            nvml = ctypes.CDLL("libnvidia-ml.so.1")
+            handle = ctypes.c_void_p()
+            if nvml.nvmlInit_v2() or nvml.nvmlDeviceGetHandleByIndex_v2(index, ctypes.byref(handle)):
+                return
+            millijoules = ctypes.c_ulonglong()
+
+            def read():
+                if nvml.nvmlDeviceGetTotalEnergyConsumption(handle, ctypes.byref(millijoules)):
+                    return None
+                return int(millijoules.value)
+
+            self.read = read
+        except OSError:
+            pass
 
 
 def parse_args(argv=None):
@@ -78,7 +114,12 @@ def main(argv=None):
     if args.mnist_train_max:
         mnist_spec["n_train_max"] = args.mnist_train_max
     prepare_dataset("mnist", mnist_spec, out / "data" / "mnist")
-    cifar_spec = {"source": "synthetic", "num_classes": 10, "n_train": args.cifar_n_train, "n_test": args.cifar_n_test}
+    cifar_spec = {
+        "source": "synthetic",
+        "num_classes": 10,
+        "n_train": args.cifar_n_train,
+        "n_test": args.cifar_n_test,
+    }
     prepare_dataset("cifar10-synthetic", cifar_spec, out / "data" / "cifar10-synthetic")
     print(f"data prepared in {time.perf_counter() - t0:.1f} s", flush=True)
 
@@ -95,7 +136,12 @@ def main(argv=None):
                 plan.append(("mnist", cell, args.epochs))
         elif pair == ("cifar10", "resnet50") and cell["head_label"] == args.resnet_head:
             plan.append(("cifar10-synthetic", cell, args.resnet_epochs))
-    emissions = {"country_iso_code": args.country, "measure_power_secs": 5, "enabled": not args.no_emissions}
+    have_codecarbon = importlib.util.find_spec("codecarbon") is not None
+    if not have_codecarbon:
+        print("codecarbon is not installed: emissions off; GPU energy from NVML only", flush=True)
+    enabled = have_codecarbon and not args.no_emissions
+    emissions = {"country_iso_code": args.country, "measure_power_secs": 5, "enabled": enabled}
+    energy_counter = GpuEnergyCounter() if device.type == "cuda" else None
 
     rows = []
     for i, (dataset, cell, epochs) in enumerate(plan):
@@ -108,6 +154,7 @@ def main(argv=None):
         identity = {"dataset": dataset, "model": cell["backbone"], "head": cell["head_label"], "seed": 0}
         print(f"[{i + 1}/{len(plan)}] {identity} epochs={hyper['epochs']} batch={hyper['batch_size']}", flush=True)
         started = time.perf_counter()
+        energy_start = energy_counter.read() if energy_counter else None
         try:
             result = train_cell(
                 data_dir=out / "data" / dataset,
@@ -135,16 +182,20 @@ def main(argv=None):
             error=error,
             device=device,
         )
+        energy_end = energy_counter.read() if energy_counter else None
         metrics = result["metrics"] if result else {}
         energy = (result or {}).get("emissions") or {}
         row = {**identity, "status": status, "wall_s": time.perf_counter() - started}
         row.update({k: metrics.get(k) for k in SUMMARY_FIELDS})
         row.update({k: energy.get(k) for k in ("energy_kwh", "gpu_energy_kwh", "emissions_kg", "duration_s")})
+        row["nvml_gpu_energy_kwh"] = (
+            (energy_end - energy_start) / 3.6e9 if energy_start is not None and energy_end is not None else None
+        )
         row["error"] = None if error is None else repr(error)[:300]
         rows.append(row)
         print(
             f"    {status}: acc {row['test_accuracy']}, {row['seconds_per_epoch']} s/epoch, "
-            f"{row['images_per_second']} img/s, energy {row['energy_kwh']} kWh",
+            f"{row['images_per_second']} img/s, energy {row['energy_kwh']} kWh, NVML {row['nvml_gpu_energy_kwh']} kWh",
             flush=True,
         )
         if torch.cuda.is_available():

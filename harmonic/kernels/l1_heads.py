@@ -57,7 +57,7 @@ def _pow(v, p, P_INT: tl.constexpr):
     elif P_INT == 3:
         return v * v * v
     else:
-        return tl.where(v > 0.0, tl.exp2(p * tl.log2(tl.maximum(v, 1e-38))), 0.0)
+        return tl.where(v > 0.0, tl.exp2(p * tl.log2(tl.maximum(v, 1e-30))), 0.0)
 
 
 @triton.jit
@@ -119,7 +119,7 @@ def _finish(acc_a, acc_b, aa, bb, p, alpha, scale, KIND: tl.constexpr):
     if KIND == 0:
         d = acc_a * scale
     elif KIND == 1:
-        d = tl.where(acc_a > 0.0, tl.exp2(tl.log2(tl.maximum(acc_a, 1e-38)) / p), 0.0) * scale
+        d = tl.where(acc_a > 0.0, tl.exp2(tl.log2(tl.maximum(acc_a, 1e-30)) / p), 0.0) * scale
     elif KIND == 2:
         d = acc_a
     elif KIND == 3:

@@ -100,13 +100,20 @@ def analyse_model(model, source, cfg, device, autocast, out_dir) -> dict:
     pca = pca_summary(embedding, standardize=False, k=cfg["analysis"]["pca_components"])
 
     bins = source.bins
-    rows = parallelogram_table(
-        embedding,
-        get_encoding(),
-        k=cfg["analysis"]["pca_components"],
-        to_model_ids=bins.to_model_ids if bins.lut is not None else None,
-        unk=bins.vocab_size - 1 if bins.lut is not None else None,
-    )
+    try:
+        encoding = get_encoding()
+    except (ImportError, FileNotFoundError) as err:  # e.g. a GPU node without tiktoken: skip only this analysis
+        print(f"parallelogram analysis skipped: {err}")
+        encoding = None
+    rows = []
+    if encoding is not None:
+        rows = parallelogram_table(
+            embedding,
+            encoding,
+            k=cfg["analysis"]["pca_components"],
+            to_model_ids=bins.to_model_ids if bins.lut is not None else None,
+            unk=bins.vocab_size - 1 if bins.lut is not None else None,
+        )
     with atomic_output(out_dir / "parallelogram.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["task", "quadruple", "l_para"])
         writer.writeheader()
@@ -130,5 +137,5 @@ def analyse_model(model, source, cfg, device, autocast, out_dir) -> dict:
         "logits_effective_rank": report["logits_effective_rank"],
         "embedding_ev_pc1_pc2": pca["ev_pc1_pc2"],
         "embedding_n_pcs_90": pca["n_pcs_90"],
-        "parallelogram_median": float(np.median([r["l_para"] for r in rows])),
+        "parallelogram_median": float(np.median([r["l_para"] for r in rows])) if rows else None,
     }

@@ -11,9 +11,6 @@ import zipfile
 from functools import lru_cache
 from pathlib import Path
 
-import tiktoken
-import tiktoken.load
-
 # The hashes tiktoken pins for OpenAI's files (tiktoken_ext/openai_public.py).
 ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
 VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
@@ -60,8 +57,11 @@ def extract_bpe_files(wheel: str | os.PathLike, out_dir: str | os.PathLike) -> d
     return paths
 
 
-def encoding_from_files(encoder_json: str | os.PathLike, vocab_bpe: str | os.PathLike) -> tiktoken.Encoding:
-    """The GPT-2 Encoding from local encoder.json / vocab.bpe (hash-checked by tiktoken)."""
+def encoding_from_files(encoder_json: str | os.PathLike, vocab_bpe: str | os.PathLike):
+    """The GPT-2 tiktoken.Encoding from local encoder.json / vocab.bpe (hash-checked by tiktoken)."""
+    import tiktoken
+    import tiktoken.load
+
     # An empty TIKTOKEN_CACHE_DIR makes tiktoken read the files directly instead of copying them to /tmp.
     previous = os.environ.get("TIKTOKEN_CACHE_DIR")
     os.environ["TIKTOKEN_CACHE_DIR"] = ""
@@ -87,7 +87,7 @@ def encoding_from_files(encoder_json: str | os.PathLike, vocab_bpe: str | os.Pat
 
 
 @lru_cache(maxsize=4)
-def _offline_encoding(wheel: str) -> tiktoken.Encoding:
+def _offline_encoding(wheel: str):
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -95,9 +95,13 @@ def _offline_encoding(wheel: str) -> tiktoken.Encoding:
         return encoding_from_files(paths["encoder.json"], paths["vocab.bpe"])
 
 
-def get_encoding(source: str = "offline", wheel: str | os.PathLike = DEFAULT_WHEEL) -> tiktoken.Encoding:
-    """GPT-2 encoding. source="offline" reads the wheel (default); "online" is tiktoken's own download path."""
+def get_encoding(source: str = "offline", wheel: str | os.PathLike = DEFAULT_WHEEL):
+    """GPT-2 tiktoken.Encoding. source="offline" reads the wheel (default); "online" is tiktoken's download path.
+
+    tiktoken is imported here, not at module level, so training on prepared bins works without it."""
     if source == "online":
+        import tiktoken
+
         return tiktoken.get_encoding("gpt2")
     if source != "offline":
         raise ValueError(f"tokenizer source must be 'offline' or 'online', got {source!r}")

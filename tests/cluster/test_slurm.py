@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from cluster_helpers import (
@@ -37,28 +38,28 @@ FAST_POLLING = [
 ]
 
 
-def why_slurm_cannot_run():
-    if os.geteuid() != 0:
-        return "needs root to install and start slurmctld, slurmd and munged"
-    if shutil.which("slurmctld") and shutil.which("munged"):
-        return None
-    if not shutil.which("apt-cache"):
-        return "slurm-wlm is not installed and apt is not available"
-    policy = subprocess.run(["apt-cache", "policy", "slurm-wlm"], capture_output=True, text=True, timeout=60).stdout
-    if "Candidate:" not in policy or "Candidate: (none)" in policy:
-        return "apt cannot provide slurm-wlm"
-    return None
+def slurm_installed():
+    return all(shutil.which(daemon) for daemon in ("slurmctld", "slurmd", "munged"))
+
+
+def skip_or_fail(reason):
+    """Skip where SLURM cannot exist; in CI (CI=true) that is a failure, never a silent skip."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"real-SLURM test cannot run in CI: {reason}")
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
 def slurm_cluster():
-    reason = why_slurm_cannot_run()
-    if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"real-SLURM test cannot run in CI: {reason}")
-        pytest.skip(reason)
-    subprocess.run([CLUSTER_SCRIPT, "start"], check=True, timeout=900)
+    if os.geteuid() != 0:
+        skip_or_fail("needs root to install and start slurmctld, slurmd and munged")
+    if not slurm_installed() and not shutil.which("apt-get"):
+        skip_or_fail("slurm-wlm is not installed and there is no apt-get to install it")
     try:
+        started = subprocess.run([CLUSTER_SCRIPT, "start"], capture_output=True, text=True, timeout=900)
+        if started.returncode != 0 and not slurm_installed():
+            skip_or_fail(f"apt cannot provide slurm-wlm and munge:\n{started.stdout}{started.stderr}")
+        assert started.returncode == 0, f"slurm_cluster.sh start failed:\n{started.stdout}{started.stderr}"
         yield
     finally:
         subprocess.run([CLUSTER_SCRIPT, "stop"], timeout=120)
@@ -97,11 +98,14 @@ def minutes(time_limit):
 
 @pytest.fixture(scope="module")
 def runs(slurm_cluster, tmp_path_factory):
-    """One local run and one `--profile slurm` run of the tiny grid, in their own directories."""
+    """One local run and one `--profile slurm` run of the tiny grid, in their own directories, side by side (the
+    SLURM run mostly waits on the scheduler's polling)."""
     local = tmp_path_factory.mktemp("local")
-    run_snakemake(local, TARGET, "-c", "2", "--configfile", TINY_CONFIG)
     remote = tmp_path_factory.mktemp("slurm")
-    output, job_ids = slurm_profile_run(remote, TINY_CONFIG)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        local_run = pool.submit(run_snakemake, local, TARGET, "-c", "1", "--configfile", TINY_CONFIG)
+        output, job_ids = slurm_profile_run(remote, TINY_CONFIG)
+        local_run.result()
     return {"local": local, "remote": remote, "output": output, "job_ids": job_ids}
 
 
@@ -111,7 +115,8 @@ def test_each_cell_is_submitted_with_its_resources(runs):
     for job_id in runs["job_ids"]:
         job = scontrol_job(job_id)
         jobs[model_of(job["Comment"], list(expected))] = job
-    assert set(jobs) == set(expected), runs["output"][-3000:]
+    assert set(jobs) == set(expected), runs["output"][-3000:]  # the table is not a job: it ran locally
+    assert "localrule aggregate:" in runs["output"]
     for model, request in expected.items():
         job = jobs[model]
         assert job["JobState"] == "COMPLETED", (model, job)

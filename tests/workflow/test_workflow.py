@@ -113,7 +113,7 @@ def test_tiny_run_end_to_end(tiny_run):
         assert f"{value:.3f}" in ev_html
     circle_html = (workdir / "results/notebooks/toy_circle.html").read_text()
     for value in table[table["cell.study"] == "circle"]["final_test_acc"]:
-        assert f"{value:.2f}" in circle_html
+        assert f"{value:.3f}" in circle_html
 
 
 @pytest.mark.slow
@@ -143,12 +143,12 @@ def test_one_head_lr_change_reruns_only_that_heads_cells(tiny_run):
     config = load_config("tiny.yaml")
     config["toy"]["overrides"] = [{"where": {"head": "euclidean"}, "set": {"lr": 0.001}}]
     counts, cells = cells_planned(workdir, config)
+    # The circle runs keep their own lr (toy.circle.train wins over overrides), so only grid + sweep cells rerun.
     expected = sorted(
-        f"results/toy/{d}/{m}/euclidean/seed{s}/metrics.json"
-        for d, m, s in [("equivalence", "mlp", 0), ("equivalence-frac0.5", "mlp", 0), ("circle", "mlp-wd0", 50)]
+        f"results/toy/{dataset}/mlp/euclidean/seed0/metrics.json" for dataset in ("equivalence", "equivalence-frac0.5")
     )
     assert cells == expected
-    assert counts == {"toy_cell": 3, **DOWNSTREAM}
+    assert counts == {"toy_cell": 2, **DOWNSTREAM}
 
 
 @pytest.mark.slow

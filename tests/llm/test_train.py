@@ -1,0 +1,174 @@
+"""Models x heads learn, resume is bit-identical on CPU, divergence is recorded, DDP (gloo) matches one process."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from harmonic.llm.data import TRAIN_STREAM, BatchSource, TokenBins
+from harmonic.llm.models import build_model, special_tokens
+from harmonic.llm.train import Interrupted, accumulation, resolve_config, train
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_ARGS = {
+    "gpt": {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 16},
+    "bert": {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 16},
+    "qwen2": {"n_layer": 1, "n_head": 2, "n_kv_head": 1, "n_embd": 32, "block_size": 16, "intermediate_size": 64},
+}
+
+
+@pytest.mark.parametrize("kind", ["gpt", "bert", "qwen2"])
+@pytest.mark.parametrize("head", ["baseline", "euclidean", "cosine"])
+def test_one_step_lowers_the_loss(shakespeare_bins, kind, head):
+    torch.manual_seed(0)
+    bins = TokenBins(shakespeare_bins, vocab_limit=512)
+    model = build_model(kind, TINY_ARGS[kind], {"distance": head}, bins.vocab_size)
+    assert model.head.centres is model.body.embedding.weight  # tied: the centres ARE the input embedding
+    source = BatchSource(bins, kind, 16, 8, 0, special_tokens(bins.vocab_size))
+    batch = source.micro("train", TRAIN_STREAM, 0, 0, 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    before = model(batch)
+    before.backward()
+    optimizer.step()
+    with torch.no_grad():
+        after = model(batch)
+    assert torch.isfinite(before) and after < before
+
+
+def test_harmonic_exponent_defaults_to_sqrt_d(shakespeare_bins):
+    model = build_model("gpt", TINY_ARGS["gpt"], {"distance": "euclidean"}, 1000)
+    assert model.head.n == pytest.approx(32**0.5)
+    assert build_model("gpt", TINY_ARGS["gpt"], {"distance": "euclidean", "n": 3.0}, 1000).head.n == 3.0
+
+
+def test_bert_masks_only_real_tokens(shakespeare_bins):
+    bins = TokenBins(shakespeare_bins)
+    special = special_tokens(bins.vocab_size)
+    batch = BatchSource(bins, "bert", 512, 4, 0, special).micro("train", TRAIN_STREAM, 0, 0, 1)
+    padded = batch["attention_mask"] == 0
+    assert special["mask_token"] >= 50257 and (batch["input_ids"] == special["mask_token"]).any()
+    assert (batch["labels"][padded] == -100).all() and (batch["input_ids"][padded] == special["pad_token"]).all()
+    chosen = (batch["labels"] != -100).sum() / (~padded).sum()
+    assert 0.1 < chosen < 0.2
+
+
+def test_bad_config_is_named_before_work():
+    with pytest.raises(ValueError, match="tokens_per_step 100 is not a multiple of block_size 16"):
+        resolve_config({"tokens_per_step": 100, "model_args": {"block_size": 16}})
+    cfg = resolve_config({"tokens_per_step": 96, "model_args": {"block_size": 16}})
+    with pytest.raises(ValueError, match="do not split into micro-batches of 4 on 1"):
+        accumulation(cfg, 4, 1)
+    assert accumulation(cfg, 3, 2) == 1 and accumulation(cfg, 1, 2) == 3
+
+
+def _curves(path):
+    return pd.read_csv(path / "curves.csv")[["step", "train_loss", "val_loss", "val_accuracy", "lr"]]
+
+
+def test_resume_after_interruption_is_bit_identical(shakespeare_bins, tiny_config, tmp_path):
+    cfg = tiny_config(shakespeare_bins)
+    whole = train(cfg, tmp_path / "whole")
+    with pytest.raises(Interrupted):
+        train(cfg, tmp_path / "resumed", _interrupt_at=3)  # killed after the step-2 checkpoint
+    assert not (tmp_path / "resumed" / "metrics.json").exists()
+    resumed = train(cfg, tmp_path / "resumed")
+    pd.testing.assert_frame_equal(_curves(tmp_path / "whole"), _curves(tmp_path / "resumed"), check_exact=True)
+    for key in ("train_loss", "val_loss", "val_accuracy", "grad_norm_mean", "clip_rate"):
+        assert whole["metrics"][key] == resumed["metrics"][key], key
+
+
+def test_checkpoint_of_other_hyperparameters_is_not_resumed(shakespeare_bins, tiny_config, tmp_path):
+    with pytest.raises(Interrupted):
+        train(tiny_config(shakespeare_bins), tmp_path / "cell", _interrupt_at=3)
+    other = train(tiny_config(shakespeare_bins, lr=2e-2), tmp_path / "cell")
+    reference = train(tiny_config(shakespeare_bins, lr=2e-2), tmp_path / "fresh")
+    assert other["metrics"]["val_loss"] == reference["metrics"]["val_loss"]
+
+
+def test_nan_loss_stops_with_status_diverged(shakespeare_bins, tiny_config, tmp_path):
+    result = train(tiny_config(shakespeare_bins), tmp_path / "cell", _nan_at=3)
+    assert result["status"] == "diverged"
+    assert result["diverged_at"]["step"] == 3
+    assert result["metrics"]["steps"] == 3
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_match_one(shakespeare_bins, tiny_config, tmp_path):
+    import json
+
+    cfg = tiny_config(shakespeare_bins, max_steps=4, eval_interval=4, micro_batch=1)
+    params = json.dumps(cfg)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    script = str(REPO / "workflow_scripts" / "llm_cell.py")
+    one = subprocess.run(
+        [sys.executable, script, "--params-json", params, "--out-dir", str(tmp_path / "one")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            script,
+            "--params-json",
+            params,
+            "--out-dir",
+            str(tmp_path / "two"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert two.returncode == 0, two.stderr
+    m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    m2 = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert m1["status"] == m2["status"] == "ok"
+    assert m2["hyperparameters"]["world_size"] == 2
+    assert m1["hyperparameters"]["grad_accumulation"] == 2 * m2["hyperparameters"]["grad_accumulation"]
+    for key in ("train_loss", "val_loss"):
+        assert m2["metrics"][key] == pytest.approx(m1["metrics"][key], rel=1e-5), key
+
+
+@pytest.mark.slow
+def test_sigterm_exits_without_metrics_and_rerun_resumes(shakespeare_bins, tiny_config, tmp_path):
+    import json
+    import signal
+    import time
+
+    cfg = tiny_config(shakespeare_bins, max_steps=300, eval_interval=10)
+    command = [
+        sys.executable,
+        str(REPO / "workflow_scripts" / "llm_cell.py"),
+        "--params-json",
+        json.dumps(cfg),
+        "--out-dir",
+        str(tmp_path / "cell"),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ckpt = tmp_path / "cell" / "ckpt.pt"
+    deadline = time.time() + 120
+    while not (ckpt.exists() and len(pd.read_csv(tmp_path / "cell" / "curves.csv")) >= 2) and time.time() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # as a scheduler does at its time limit
+    assert proc.wait(timeout=60) != 0
+    assert not (tmp_path / "cell" / "metrics.json").exists()
+    assert torch.load(ckpt, weights_only=True)["state"]["step"] < 300, "the run finished before it was killed"
+
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads((tmp_path / "cell" / "metrics.json").read_text())["status"] == "ok"
+    train(cfg, tmp_path / "whole")
+    pd.testing.assert_frame_equal(_curves(tmp_path / "whole"), _curves(tmp_path / "cell"), check_exact=True)
