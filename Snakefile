@@ -4,7 +4,9 @@
 import os
 import sys
 
-sys.path.insert(0, workflow.basedir)  # `import harmonic` from the checkout, installed or not
+sys.path.insert(
+    0, workflow.basedir
+)  # `import harmonic` from the checkout, installed or not
 
 
 configfile: os.path.join(workflow.basedir, "config.yaml")  # found from any --directory
@@ -14,6 +16,14 @@ include: "rules/common.smk"
 
 
 validate_top_level()
+
+
+wildcard_constraints:
+    dataset="[^/]+",  # the cell path parts of rules/common.smk
+    model="[^/]+",
+    head="[^/]+",
+    seed="[0-9]+",
+
 
 if os.path.exists(os.path.join(workflow.basedir, "rules/resources.smk")):
 
@@ -32,7 +42,7 @@ include: "rules/analysis.smk"
 
 
 rule all:
+    default_target: True
     input:
         "results/index.html",
         expand("results/tables/{family}.parquet", family=FAMILY_CELLS),
-    default_target: True

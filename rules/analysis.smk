@@ -8,17 +8,10 @@ wildcard_constraints:
     notebook="|".join(FAMILY_NOTEBOOKS) or "NO_NOTEBOOK",
 
 
-def notebook_source(wildcards):
-    return workflow.source_path(f"../notebooks/{wildcards.notebook}.ipynb")
-
-
-def notebook_table(wildcards):
-    return FAMILY_NOTEBOOKS[wildcards.notebook]
-
-
 rule aggregate:
     input:
-        lambda wildcards: family_outputs(wildcards.family, "metrics.json"),
+        script=script_path("aggregate.py"),
+        metrics=lambda wildcards: family_outputs(wildcards.family, "metrics.json"),
     output:
         parquet="results/tables/{family}.parquet",
         csv="results/tables/{family}.csv",
@@ -27,7 +20,7 @@ rule aggregate:
     conda:
         "../envs/analysis.yaml"
     shell:
-        "python {SCRIPTS}/aggregate.py --parquet {output.parquet:q} --csv {output.csv:q} {input:q} > {log:q} 2>&1"
+        "python {input.script:q} --parquet {output.parquet:q} --csv {output.csv:q} {input.metrics:q} > {log:q} 2>&1"
 
 
 rule notebook:
@@ -57,6 +50,7 @@ rule notebook:
 
 rule index:
     input:
+        script=script_path("make_index.py"),
         html=expand("results/notebooks/{notebook}.html", notebook=FAMILY_NOTEBOOKS),
         figures=expand("results/figures/{notebook}", notebook=FAMILY_NOTEBOOKS),
         tables=expand("results/tables/{family}.csv", family=FAMILY_CELLS),
@@ -67,5 +61,5 @@ rule index:
     conda:
         "../envs/analysis.yaml"
     shell:
-        "python {SCRIPTS}/make_index.py --out {output:q} --html {input.html:q}"
+        "python {input.script:q} --out {output:q} --html {input.html:q}"
         " --figures {input.figures:q} --tables {input.tables:q} > {log:q} 2>&1"

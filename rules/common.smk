@@ -10,8 +10,8 @@
 #      `params: hp=cell_params("<family>")`: exactly ONE cell's hyperparameters as a JSON string, so a config edit
 #      reruns only the cells it reaches (never pass the whole config as params).
 #   4. FAMILY_NOTEBOOKS["<notebook name>"] = "results/tables/<family>.parquet" registers a figure notebook
-#      (notebooks/<name>.ipynb) that rules/analysis.smk executes and renders; FAMILY_FIGURES lists nothing by hand:
-#      every notebook saves its figures into the directory it receives as `figures_dir`.
+#      (notebooks/<name>.ipynb) that rules/analysis.smk executes and renders. A notebook takes
+#      papermill parameters `table` and `figures_dir` and saves its figures (*.png) into figures_dir.
 
 import json
 import os
@@ -29,14 +29,15 @@ FAMILY_NOTEBOOKS = {}  # notebook name -> table it reads
 _CELL_INDEX = {}  # family -> {(dataset, model, head, seed): cell}
 
 CELL_KEYS = ("dataset", "model", "head", "seed")
-SCRIPTS = os.path.join(workflow.basedir, "workflow_scripts")  # the thin CLIs the rules call
+# The thin CLIs the rules call (toy/analysis rules take their script as an input instead, see script_path).
+SCRIPTS = os.path.join(workflow.basedir, "workflow_scripts")
 
 
-wildcard_constraints:
-    dataset="[^/]+",
-    model="[^/]+",
-    head="[^/]+",
-    seed="[0-9]+",
+def script_path(name):
+    """A workflow script, given as an input so that editing it reruns the jobs using it. The checkout's own path (not
+    workflow.source_path, which copies into a cache) so the script still finds the `harmonic` package beside it.
+    """
+    return os.path.join(SCRIPTS, name)
 
 
 def validate_section(data, schema_name, prefix):
@@ -55,10 +56,11 @@ def validate_section(data, schema_name, prefix):
         )
         if error is None:
             raise
-        key = prefix + "".join(
+        parts = "".join(
             f"[{part}]" if isinstance(part, int) else f".{part}"
             for part in error.absolute_path
         )
+        key = f"{prefix}{parts}"
         raise WorkflowError(
             f"config {key.lstrip('.')}: {error.message}{allowed_values(error.schema)}"
         ) from None
@@ -120,15 +122,6 @@ def resolved_head(spec):
     return harmonic.resolve_head_spec(spec)
 
 
-def apply_overrides(base, overrides, match):
-    """`base` updated by the `set` of every override whose `where` keys all equal the cell's `match` values."""
-    values = dict(base)
-    for override in overrides:
-        if all(match.get(key) == value for key, value in override["where"].items()):
-            values.update(override["set"])
-    return values
-
-
 def register_cells(family, cells):
     """Record a family's cells; two cells with one output directory is a config error, not a silent overwrite."""
     index = {}
@@ -158,7 +151,9 @@ def cell_log(family):
 
 def family_outputs(family, filename="metrics.json"):
     """One path per registered cell of `family`."""
-    return [f"{cell_dir(family, cell)}/{filename}" for cell in FAMILY_CELLS.get(family, [])]
+    return [
+        f"{cell_dir(family, cell)}/{filename}" for cell in FAMILY_CELLS.get(family, [])
+    ]
 
 
 def find_cell(family, wildcards):
@@ -194,3 +189,11 @@ def emissions_params():
     """Emission settings as JSON (top level of the config, the same for every cell)."""
     return json.dumps(config.get("emissions", {}), sort_keys=True)
 
+
+def notebook_source(wildcards):
+    """The notebook file itself is an input, so editing one notebook re-renders only it."""
+    return workflow.source_path(f"../notebooks/{wildcards.notebook}.ipynb")
+
+
+def notebook_table(wildcards):
+    return FAMILY_NOTEBOOKS[wildcards.notebook]

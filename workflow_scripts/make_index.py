@@ -30,7 +30,7 @@ def build_page(out, notebooks, figure_dirs, tables):
         "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
         "img{max-width:18em;border:1px solid #ccc;margin:.3em}figure{display:inline-block}</style></head><body>",
         "<h1>harmonic-repro results</h1>",
-        f"<p>Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}.</p>",
+        f"<p>Generated {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M UTC}.</p>",
         "<h2>Notebooks</h2><ul>",
     ]
     parts += [f"<li>{link(path, out_dir, Path(path).stem)}</li>" for path in sorted(notebooks)]

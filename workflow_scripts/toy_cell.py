@@ -58,8 +58,12 @@ def parse_args(argv=None):
         "--params-json",
         help="all resolved hyperparameters as one JSON object (what the workflow passes); flags below override it",
     )
-    parser.add_argument("--emissions-json", default="{}", help='{"country_iso_code", "measure_power_secs", "enabled"}')
-    parser.add_argument("--cell-json", default=None, help="the cell's identity (dataset, model, head, seed) for metrics.json")
+    parser.add_argument(
+        "--emissions-json", default="{}", help='{"country_iso_code", "measure_power_secs", "enabled"}'
+    )
+    parser.add_argument(
+        "--cell-json", default=None, help="the cell's identity (dataset, model, head, seed) for metrics.json"
+    )
     parser.add_argument("--task", choices=TASKS)
     parser.add_argument("--model", choices=MODELS)
     parser.add_argument("--distance", help="head distance: 'baseline' or a registry name")
@@ -127,9 +131,11 @@ def cell_metrics(hp, result):
 def main(argv=None):
     args = parse_args(argv)
     hp = resolve_hyperparameters(args)
-    cell = json.loads(args.cell_json) if args.cell_json else {
-        "dataset": hp["task"], "model": hp["model"], "head": hp["head_label"], "seed": hp["seed"]
-    }
+    cell = (
+        json.loads(args.cell_json)
+        if args.cell_json
+        else {"dataset": hp["task"], "model": hp["model"], "head": hp["head_label"], "seed": hp["seed"]}
+    )
     emissions_cfg = json.loads(args.emissions_json)
     out = args.out_dir
     out.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,8 @@ adds each feature's row and column sums to dx and dW with atomics (fp32).
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -188,6 +190,58 @@ def _forward_kernel(
 
 
 @triton.jit
+def _pair_coefficients(
+    gd,
+    d,
+    acc_a,
+    acc_b,
+    aa,
+    bb,
+    rows,
+    cols,
+    row_ok,
+    col_ok,
+    daa_ptr,
+    dbb_ptr,
+    p,
+    alpha,
+    scale,
+    KIND: tl.constexpr,
+    PM1_INT: tl.constexpr,
+    BN: tl.constexpr,
+    BV: tl.constexpr,
+):
+    """Per-pair (c1, aux) with dLoss/dx_k = sum_j c1 * e(x_k, w_k; aux) (see _elem_grad); bray-curtis-abs also adds
+    its denominator's gradient to daa, dbb here."""
+    aux = tl.zeros((BN, BV), tl.float32)
+    if KIND == 0:
+        c1 = gd * scale
+    elif KIND == 1:
+        dp = tl.where(d > 0.0, _pow(d / scale, p - 1.0, PM1_INT), 1.0)
+        c1 = tl.where(d > 0.0, gd * scale / dp, 0.0)
+    elif KIND == 2:
+        c1 = gd / tl.maximum(acc_b, 1.0)
+        aux = d
+    elif KIND == 3:
+        c1 = gd
+        aux = alpha * d
+    elif KIND == 4:
+        c1 = gd
+    elif KIND == 5:
+        den = tl.where(acc_b > 0.0, acc_b, 1e-30)
+        c1 = gd / den
+        aux = tl.where(acc_b > 0.0, -gd * acc_a / (den * den), 0.0)
+    else:
+        den_raw = aa[:, None] + bb[None, :]
+        den = tl.where(den_raw > 0.0, den_raw, 1.0)
+        c1 = gd / den
+        c2 = tl.where(den_raw > 0.0, -gd * acc_a / (den * den), 0.0)
+        tl.atomic_add(daa_ptr + rows, tl.sum(c2, axis=1), mask=row_ok)
+        tl.atomic_add(dbb_ptr + cols, tl.sum(c2, axis=0), mask=col_ok)
+    return c1, aux
+
+
+@triton.jit
 def _backward_kernel(
     aT_ptr,
     bT_ptr,
@@ -228,30 +282,28 @@ def _backward_kernel(
     acc_a, acc_b = _pair_stats(aT_ptr, bT_ptr, rows, cols, row_ok, col_ok, N, V, D, p, alpha, KIND, P_INT, BN, BV, BK)
     d = _finish(acc_a, acc_b, aa, bb, p, alpha, scale, KIND)
     gd = grad_wrt_distance(d, cols, col_ok, y, lse, g, n_exp, eps, smoothing, V)
-    # Per-pair coefficients: dd/dx_k = c1 * e1(x_k, w_k) + c2 * e2(x_k, w_k) (and the matching dd/dw_k).
-    c2 = tl.zeros((BN, BV), tl.float32)
-    if KIND == 0:
-        c1 = gd * scale
-    elif KIND == 1:
-        dp = tl.where(d > 0.0, _pow(d / scale, p - 1.0, PM1_INT), 1.0)
-        c1 = tl.where(d > 0.0, gd * scale / dp, 0.0)
-    elif KIND == 2:
-        c1 = gd / tl.maximum(acc_b, 1.0)
-    elif KIND == 3:
-        c1 = gd
-    elif KIND == 4:
-        c1 = gd
-    elif KIND == 5:
-        den = tl.where(acc_b > 0.0, acc_b, 1e-30)
-        c1 = gd / den
-        c2 = tl.where(acc_b > 0.0, -gd * acc_a / (den * den), 0.0)
-    else:
-        den_raw = aa[:, None] + bb[None, :]
-        den = tl.where(den_raw > 0.0, den_raw, 1.0)
-        c1 = gd / den
-        c2 = tl.where(den_raw > 0.0, -gd * acc_a / (den * den), 0.0)
-        tl.atomic_add(daa_ptr + rows, tl.sum(c2, axis=1), mask=row_ok)
-        tl.atomic_add(dbb_ptr + cols, tl.sum(c2, axis=0), mask=col_ok)
+    c1, aux = _pair_coefficients(
+        gd,
+        d,
+        acc_a,
+        acc_b,
+        aa,
+        bb,
+        rows,
+        cols,
+        row_ok,
+        col_ok,
+        daa_ptr,
+        dbb_ptr,
+        p,
+        alpha,
+        scale,
+        KIND,
+        PM1_INT,
+        BN,
+        BV,
+    )
+    c2 = aux
     for k0 in range(0, D, BK):
         for kk in tl.static_range(BK):
             k = k0 + kk
@@ -285,9 +337,166 @@ def _backward_kernel(
             tl.atomic_add(dbT_ptr + k * V + cols, gw, mask=col_ok)
 
 
+@triton.jit
+def _elem_grad(xv, wv, c1, aux, p, alpha, KIND: tl.constexpr, PM1_INT: tl.constexpr, FOR_X: tl.constexpr):
+    """c1 * dd/dx (FOR_X) or c1 * dd/dw for broadcast element pairs (x_k, w_k); aux is the second per-pair value:
+    chebyshev d, smooth alpha * d, bray-curtis c2 (the coefficient of the denominator)."""
+    u = xv - wv
+    if KIND == 4:
+        den = tl.abs(xv) + tl.abs(wv)
+        r = 1.0 / tl.where(den > 0.0, den, 1.0)
+        t = tl.abs(u) * r * r
+        if FOR_X:
+            out = c1 * (_sign(u) * r - t * _sign(xv))
+        else:
+            out = c1 * (-_sign(u) * r - t * _sign(wv))
+    elif KIND == 5:
+        e2 = aux * _sign(xv + wv)
+        if FOR_X:
+            out = c1 * _sign(u) + e2
+        else:
+            out = e2 - c1 * _sign(u)
+    else:
+        if KIND == 0 or KIND == 6:
+            e1 = c1 * _sign(u)
+        elif KIND == 1:
+            e1 = c1 * _sign(u) * _pow(tl.abs(u), p - 1.0, PM1_INT)
+        elif KIND == 2:
+            e1 = tl.where(tl.abs(u) == aux, c1 * _sign(u), 0.0)
+        else:
+            e1 = c1 * _sign(u) * tl.exp(alpha * tl.abs(u) - aux)
+        if FOR_X:
+            out = e1
+        else:
+            out = -e1
+    return out
+
+
+@triton.jit
+def _backward_outer_kernel(
+    aT_ptr,
+    bT_ptr,
+    a_ptr,
+    b_ptr,
+    aa_ptr,
+    bb_ptr,
+    y_ptr,
+    lse_ptr,
+    g_ptr,
+    da_ptr,
+    db_ptr,
+    daa_ptr,
+    dbb_ptr,
+    scratch_ptr,
+    N,
+    V,
+    D,
+    n_exp,
+    eps,
+    p,
+    alpha,
+    scale,
+    smoothing,
+    KIND: tl.constexpr,
+    P_INT: tl.constexpr,
+    PM1_INT: tl.constexpr,
+    BN: tl.constexpr,
+    BV: tl.constexpr,
+    BK: tl.constexpr,
+    BKD: tl.constexpr,
+):
+    """Backward without cross-thread reductions: a persistent program takes tiles in turn; for each it recomputes
+    the per-pair coefficients, parks them in its own scratch slot (row- and column-major), then accumulates dx
+    (rows x BKD features) over the tile's centres and dW (centres x BKD) over its rows as outer-product updates,
+    adding each block to the gradients once with atomics."""
+    pid = tl.program_id(0)
+    row_blocks = tl.cdiv(N, BN)
+    col_tiles = tl.cdiv(V, BV)
+    ii = tl.arange(0, BN)
+    jj = tl.arange(0, BV)
+    slot = scratch_ptr + pid * (4 * BN * BV)  # c1 by rows, c1 by columns, aux by rows, aux by columns
+    for tile in range(pid, row_blocks * col_tiles, tl.num_programs(0)):
+        row0 = (tile // col_tiles) * BN
+        col0 = (tile % col_tiles) * BV
+        rows = row0 + ii
+        row_ok = rows < N
+        cols = col0 + jj
+        col_ok = cols < V
+        y = tl.load(y_ptr + rows, mask=row_ok, other=-1)
+        lse = tl.load(lse_ptr + rows, mask=row_ok, other=0.0)
+        g = tl.load(g_ptr + rows, mask=row_ok, other=0.0)
+        aa = tl.load(aa_ptr + rows, mask=row_ok, other=0.0)
+        bb = tl.load(bb_ptr + cols, mask=col_ok, other=0.0)
+        acc_a, acc_b = _pair_stats(
+            aT_ptr, bT_ptr, rows, cols, row_ok, col_ok, N, V, D, p, alpha, KIND, P_INT, BN, BV, BK
+        )
+        d = _finish(acc_a, acc_b, aa, bb, p, alpha, scale, KIND)
+        gd = grad_wrt_distance(d, cols, col_ok, y, lse, g, n_exp, eps, smoothing, V)
+        c1, aux = _pair_coefficients(
+            gd,
+            d,
+            acc_a,
+            acc_b,
+            aa,
+            bb,
+            rows,
+            cols,
+            row_ok,
+            col_ok,
+            daa_ptr,
+            dbb_ptr,
+            p,
+            alpha,
+            scale,
+            KIND,
+            PM1_INT,
+            BN,
+            BV,
+        )
+        tl.debug_barrier()  # the previous tile's readers are done with the slot
+        tl.store(slot + ii[:, None] * BV + jj[None, :], c1)
+        tl.store(slot + BN * BV + jj[None, :] * BN + ii[:, None], c1)
+        tl.store(slot + 2 * BN * BV + ii[:, None] * BV + jj[None, :], aux)
+        tl.store(slot + 3 * BN * BV + jj[None, :] * BN + ii[:, None], aux)
+        tl.debug_barrier()  # every thread sees the whole slot
+        for k0 in range(0, D, BKD):
+            ks = k0 + tl.arange(0, BKD)
+            k_ok = ks < D
+            xb = tl.load(a_ptr + rows[:, None] * D + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+            xb = xb.to(tl.float32)
+            gx = tl.zeros((BN, BKD), tl.float32)
+            for j in range(0, BV):
+                c1j = tl.load(slot + BN * BV + j * BN + ii)
+                auxj = tl.load(slot + 3 * BN * BV + j * BN + ii)
+                wr = tl.load(b_ptr + (col0 + j) * D + ks, mask=k_ok & (col0 + j < V), other=0.0).to(tl.float32)
+                gx += _elem_grad(xb, wr[None, :], c1j[:, None], auxj[:, None], p, alpha, KIND, PM1_INT, True)
+            tl.atomic_add(da_ptr + rows[:, None] * D + ks[None, :], gx, mask=row_ok[:, None] & k_ok[None, :])
+            wb = tl.load(b_ptr + cols[:, None] * D + ks[None, :], mask=col_ok[:, None] & k_ok[None, :], other=0.0)
+            wb = wb.to(tl.float32)
+            gw = tl.zeros((BV, BKD), tl.float32)
+            for i in range(0, BN):
+                c1i = tl.load(slot + i * BV + jj)
+                auxi = tl.load(slot + 2 * BN * BV + i * BV + jj)
+                xr = tl.load(a_ptr + (row0 + i) * D + ks, mask=k_ok & (row0 + i < N), other=0.0).to(tl.float32)
+                gw += _elem_grad(xr[None, :], wb, c1i[:, None], auxi[:, None], p, alpha, KIND, PM1_INT, False)
+            tl.atomic_add(db_ptr + cols[:, None] * D + ks[None, :], gw, mask=col_ok[:, None] & k_ok[None, :])
+
+
 def _blocks():
     """(BN rows, BV centres, num_warps) of one tile."""
     return (16, 16, 4) if INTERPRET else (64, 64, 4)
+
+
+# Backward variant: "outer" (scratch + outer-product updates, no cross-thread reductions) or "reduce" (per-feature
+# row/column sums of the tile). Both are tested; the benchmark measured both (docs/performance.md).
+BACKWARD = os.environ.get("HARMONIC_L1_BACKWARD", "outer")
+PROGRAMS_PER_SM = 4
+
+
+def _persistent_programs(tiles: int, device: torch.device) -> int:
+    if INTERPRET or device.type != "cuda":
+        return min(tiles, 3)  # several tiles per program: exercises the persistent loop on the CPU
+    return min(tiles, PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count)
 
 
 def _feature_step(dim: int) -> int:
@@ -310,6 +519,7 @@ class L1HeadLoss(torch.autograd.Function):
     def forward(ctx, a, b, aa, bb, y, kind, n_exp, eps, p, alpha, scale, smoothing, ignore_index, reduction):
         n, dim = a.shape
         classes = b.shape[0]
+        a, b = a.contiguous(), b.contiguous()
         aT, bT = a.t().contiguous(), b.t().contiguous()
         aa, bb = aa.float().contiguous(), bb.float().contiguous()
         bn, bv, warps = _blocks()
@@ -318,78 +528,46 @@ class L1HeadLoss(torch.autograd.Function):
         tiles_per_split = triton.cdiv(col_tiles, splits)
         splits = triton.cdiv(col_tiles, tiles_per_split)
         m, s, zsum, zt = new_partials(splits, n, a.device)
+        scalars = (n_exp, eps, p, alpha, scale)
         _forward_kernel[(row_blocks, splits)](
-            aT,
-            bT,
-            aa,
-            bb,
-            y,
-            m,
-            s,
-            zsum,
-            zt,
-            n,
-            classes,
-            dim,
-            tiles_per_split,
-            n_exp,
-            eps,
-            p,
-            alpha,
-            scale,
-            KIND=kind,
-            P_INT=_int_power(p),
-            BN=bn,
-            BV=bv,
-            BK=_feature_step(dim),
-            num_warps=warps,
-        )
+            aT, bT, aa, bb, y, m, s, zsum, zt, n, classes, dim, tiles_per_split, *scalars,
+            KIND=kind, P_INT=_int_power(p), BN=bn, BV=bv, BK=_feature_step(dim), num_warps=warps,
+        )  # fmt: skip
         loss, lse, valid, count = combine_partials(m, s, zsum, zt, y, classes, smoothing, ignore_index, reduction)
-        ctx.save_for_backward(aT, bT, aa, bb, y, lse, valid, count)
-        ctx.args = (kind, n_exp, eps, p, alpha, scale, smoothing, reduction, a.dtype, b.dtype)
+        ctx.save_for_backward(a, b, aT, bT, aa, bb, y, lse, valid, count)
+        ctx.args = (kind, scalars, smoothing, reduction)
         return loss
 
     @staticmethod
     def backward(ctx, grad_out):
-        aT, bT, aa, bb, y, lse, valid, count = ctx.saved_tensors
-        kind, n_exp, eps, p, alpha, scale, smoothing, reduction, a_dtype, b_dtype = ctx.args
-        dim, n = aT.shape
-        classes = bT.shape[1]
+        a, b, aT, bT, aa, bb, y, lse, valid, count = ctx.saved_tensors
+        kind, scalars, smoothing, reduction = ctx.args
+        p = scalars[2]
+        n, dim = a.shape
+        classes = b.shape[0]
         g = row_weights(grad_out, valid, count, reduction)
         bn, bv, warps = _blocks()
-        daT = torch.zeros(dim, n, device=aT.device, dtype=torch.float32)
-        dbT = torch.zeros(dim, classes, device=aT.device, dtype=torch.float32)
-        daa = torch.zeros(n, device=aT.device, dtype=torch.float32)
-        dbb = torch.zeros(classes, device=aT.device, dtype=torch.float32)
-        _backward_kernel[(triton.cdiv(n, bn), triton.cdiv(classes, bv))](
-            aT,
-            bT,
-            aa,
-            bb,
-            y,
-            lse,
-            g,
-            daT,
-            dbT,
-            daa,
-            dbb,
-            n,
-            classes,
-            dim,
-            n_exp,
-            eps,
-            p,
-            alpha,
-            scale,
-            smoothing,
-            KIND=kind,
-            P_INT=_int_power(p),
-            PM1_INT=_int_power(p - 1.0),
-            BN=bn,
-            BV=bv,
-            BK=_feature_step(dim),
+        f32 = dict(device=a.device, dtype=torch.float32)
+        daa, dbb = torch.zeros(n, **f32), torch.zeros(classes, **f32)
+        constants = dict(
+            KIND=kind, P_INT=_int_power(p), PM1_INT=_int_power(p - 1.0), BN=bn, BV=bv, BK=_feature_step(dim),
             num_warps=warps,
-        )
+        )  # fmt: skip
+        if BACKWARD == "outer":
+            da, db = torch.zeros(n, dim, **f32), torch.zeros(classes, dim, **f32)
+            tiles = triton.cdiv(n, bn) * triton.cdiv(classes, bv)
+            programs = _persistent_programs(tiles, a.device)
+            scratch = torch.empty(programs * 4 * bn * bv, **f32)
+            _backward_outer_kernel[(programs,)](
+                aT, bT, a, b, aa, bb, y, lse, g, da, db, daa, dbb, scratch, n, classes, dim, *scalars, smoothing,
+                BKD=16 if INTERPRET else 32, **constants,
+            )  # fmt: skip
+        else:
+            daT, dbT = torch.zeros(dim, n, **f32), torch.zeros(dim, classes, **f32)
+            _backward_kernel[(triton.cdiv(n, bn), triton.cdiv(classes, bv))](
+                aT, bT, aa, bb, y, lse, g, daT, dbT, daa, dbb, n, classes, dim, *scalars, smoothing, **constants
+            )
+            da, db = daT.t(), dbT.t()
         grads_aa = daa if ctx.needs_input_grad[2] else None
         grads_bb = dbb if ctx.needs_input_grad[3] else None
-        return daT.t().to(a_dtype), dbT.t().to(b_dtype), grads_aa, grads_bb, *([None] * 10)
+        return da.to(a.dtype), db.to(b.dtype), grads_aa, grads_bb, *([None] * 10)

@@ -158,6 +158,14 @@ class BertMLM(nn.Module):
         )
         self.n_layer, self.n_head, self.n_embd, self.block_size = n_layer, n_head, n_embd, block_size
         self.bert = BertModel(config, add_pooling_layer=False)
+        # BertEmbeddings zeroes the [PAD] row (padding_idx). That row is also a head centre, and a zero centre has
+        # no direction: the cosine distance to it is 0/0 = NaN. [PAD] positions are attention-masked and never
+        # predicted, so the row can be an ordinary, trainable one.
+        word_embeddings = self.bert.embeddings.word_embeddings
+        word_embeddings.padding_idx = None
+        if pad_token is not None:
+            with torch.no_grad():
+                word_embeddings.weight[pad_token].normal_(0.0, config.initializer_range)
         self.transform = nn.Sequential(nn.Linear(n_embd, n_embd), nn.GELU(), nn.LayerNorm(n_embd, eps=1e-12))
         self.head = head_from_spec(head, n_embd, vocab_size, tied_weight=self.bert.embeddings.word_embeddings.weight)
 

@@ -14,7 +14,7 @@ import json
 import os
 import tarfile
 from collections.abc import Iterable, Iterator
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +85,9 @@ def split_documents(names: list[str], val_fraction: float, seed: int) -> dict[st
 # Tokenizing and writing
 
 _worker_encoding = None
+# fork starts workers in milliseconds (spawn re-imports torch via the harmonic package, ~1-2 s per worker);
+# the workers only run tiktoken and numpy, both fork-safe before any tokenizer thread exists.
+_START_METHOD = "fork" if "fork" in get_all_start_methods() else "spawn"
 
 
 def _init_worker(source: str, wheel: str) -> None:
@@ -132,7 +135,7 @@ def write_split(
                 encoded = map(_encode_chunk, chunks)
                 pool = None
             else:
-                pool = get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(source, str(wheel)))
+                pool = get_context(_START_METHOD).Pool(workers, initializer=_init_worker, initargs=(source, str(wheel)))
                 encoded = pool.imap(_encode_chunk, chunks)
             try:
                 for ids in encoded:

@@ -540,10 +540,13 @@ def _final_metrics(state, cfg, device, world) -> dict:
         k: last.get(k) for k in ("train_loss", "val_loss", "train_ppl", "val_ppl", "train_accuracy", "val_accuracy")
     }
     metrics["best_val_loss"] = min((c["val_loss"] for c in curves), default=None)
+    # Steady state: the median over eval intervals, leaving out the first (torch.compile and warm-up) when there
+    # are others. A resumed run's first interval after the restart is likewise slower; the median absorbs it.
     speeds = [c["tokens_per_s"] for c in curves if c.get("tokens_per_s")]
     mfus = [c["mfu"] for c in curves if c.get("mfu")]
-    metrics["tokens_per_s"] = float(np.mean(speeds)) if speeds else None
-    metrics["mfu"] = float(np.mean(mfus)) if mfus else None
+    metrics["tokens_per_s"] = float(np.median(speeds[1:] or speeds)) if speeds else None
+    metrics["mfu"] = float(np.median(mfus[1:] or mfus)) if mfus else None
+    metrics["tokens_per_s_first_interval"] = speeds[0] if speeds else None
     metrics["steps"] = state["step"]
     metrics["tokens_seen"] = state["step"] * cfg["tokens_per_step"]
     metrics["train_time_s"] = state["train_time"]

@@ -132,3 +132,19 @@ def test_supports_and_bad_input():
         kernels.fused_harmonic_loss(x, w, y, distance="manhattan", n=1.0, eps=1e-8, reduction="avg")
     with pytest.raises(ValueError, match="share D"):
         kernels.fused_harmonic_loss(x, w[:, :5], y, distance="manhattan", n=1.0, eps=1e-8)
+
+
+@pytest.mark.parametrize("variant", ["outer", "reduce"])
+@pytest.mark.parametrize(
+    "distance,params",
+    [("manhattan", {}), ("minkowski", {"p": 1.5}), ("chebyshev", {}), ("chebyshev_smooth", {"alpha": 2.0}),
+     ("canberra", {}), ("bray_curtis", {}), ("bray_curtis_abs", {}), ("hamming_soft", {})],
+)  # fmt: skip
+def test_both_elementwise_backward_variants(monkeypatch, variant, distance, params):
+    """The two backward strategies of l1_heads (outer-product updates / per-feature reductions) both match."""
+    from harmonic.kernels import l1_heads
+
+    monkeypatch.setattr(l1_heads, "BACKWARD", variant)
+    x, w, y, factor = _case(distance, n_rows=11, classes=37, dim=20, seed=6)
+    y[0] = -100
+    _compare(x, w, y, factor, distance=distance, n=2.0, eps=1e-8, params=params, label_smoothing=0.05)

@@ -28,11 +28,14 @@ def test_one_step_lowers_the_loss(shakespeare_bins, kind, head):
     bins = TokenBins(shakespeare_bins, vocab_limit=512)
     model = build_model(kind, TINY_ARGS[kind], {"distance": head}, bins.vocab_size)
     assert model.head.centres is model.body.embedding.weight  # tied: the centres ARE the input embedding
+    # A zero centre (BERT's [PAD] row by default) has no direction: the cosine head's gradient was inf there.
+    assert (model.body.embedding.weight.norm(dim=1) > 0).all()
     source = BatchSource(bins, kind, 16, 8, 0, special_tokens(bins.vocab_size))
     batch = source.micro("train", TRAIN_STREAM, 0, 0, 1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     before = model(batch)
     before.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     optimizer.step()
     with torch.no_grad():
         after = model(batch)

@@ -11,8 +11,7 @@ import time
 import pandas as pd
 import pytest
 import yaml
-
-from conftest import (
+from workflow_helpers import (
     BIN,
     REPO,
     job_counts,
@@ -145,7 +144,8 @@ def test_one_head_lr_change_reruns_only_that_heads_cells(tiny_run):
     counts, cells = cells_planned(workdir, config)
     # The circle runs keep their own lr (toy.circle.train wins over overrides), so only grid + sweep cells rerun.
     expected = sorted(
-        f"results/toy/{dataset}/mlp/euclidean/seed0/metrics.json" for dataset in ("equivalence", "equivalence-frac0.5")
+        f"results/toy/{dataset}/mlp/euclidean/seed0/metrics.json"
+        for dataset in ("equivalence", "equivalence-frac0.5")
     )
     assert cells == expected
     assert counts == {"toy_cell": 2, **DOWNSTREAM}
@@ -185,10 +185,22 @@ def test_killed_job_reruns_cleanly_with_rerun_incomplete(tmp_path):
     target = "results/toy/equivalence/mlp/euclidean/seed0/metrics.json"
     log = tmp_path / "logs/toy/equivalence/mlp/euclidean/seed0.log"
 
-    cmd = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-           "-c", "1", "--configfile", str(config_path), target]
+    cmd = [
+        str(BIN / "snakemake"),
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "-c",
+        "1",
+        target,
+        "--configfile",
+        str(config_path),
+    ]
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", OMP_NUM_THREADS="1")
-    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    process = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not (log.exists() and "epoch 1:" in log.read_text()):
