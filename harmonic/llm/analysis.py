@@ -125,7 +125,9 @@ def analyse_model(model, source, cfg, device, autocast, out_dir) -> dict:
     report = {
         "weight_effective_rank": weight_ranks,
         "embedding_effective_rank": effective_rank(embedding),
-        "logits_effective_rank": effective_rank(logits.cpu().numpy()),
+        # Row-centred: softmax ignores a per-row shift, and harmonic logits -n log(d) share a large one that would
+        # otherwise make every matrix look rank one.
+        "logits_effective_rank": effective_rank((logits - logits.mean(dim=1, keepdim=True)).cpu().numpy()),
         "embedding_pca": pca,
         "parallelogram_median": {task: float(np.median(v)) for task, v in per_task.items()},
     }

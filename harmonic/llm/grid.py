@@ -59,3 +59,19 @@ def llm_cells(llm: dict, device: str = "auto") -> list[dict]:
                     )
                 )
     return cells
+
+
+def probe_params(cells: list[dict], dataset: str, model: str, head: str) -> dict:
+    """The hyperparameters of the (model, head)'s first cell: the memory probe does not depend on the seed."""
+    for cell in cells:
+        if (cell["dataset"], cell["model"], cell["head"]) == (dataset, model, head):
+            return cell["params"]
+    raise ValueError(f"llm: no cell for dataset {dataset!r}, model {model!r}, head {head!r}")
+
+
+def cell_inputs(dataset: str, model: str, head: str, with_probe: bool) -> dict:
+    """A cell's input files: its corpus's meta.json and, with micro_batch auto, its memory-probe result."""
+    inputs = {"meta": f"data/{dataset}/meta.json"}
+    if with_probe:
+        inputs["probe"] = f"results/llm/probe/{dataset}/{model}/{head}.json"
+    return inputs

@@ -135,7 +135,9 @@ def write_split(
                 encoded = map(_encode_chunk, chunks)
                 pool = None
             else:
-                pool = get_context(_START_METHOD).Pool(workers, initializer=_init_worker, initargs=(source, str(wheel)))
+                pool = get_context(_START_METHOD).Pool(
+                    workers, initializer=_init_worker, initargs=(source, str(wheel))
+                )
                 encoded = pool.imap(_encode_chunk, chunks)
             try:
                 for ids in encoded:
@@ -232,7 +234,7 @@ def prepare_openwebtext(
             "preparing OpenWebText needs the `datasets` package (pip install datasets); "
             "or put existing train.bin / val.bin into the data directory"
         ) from None
-    dataset = datasets.load_dataset("openwebtext", num_proc=workers, cache_dir=cache_dir, trust_remote_code=True)
+    dataset = datasets.load_dataset("openwebtext", num_proc=workers, cache_dir=cache_dir)
     split = dataset["train"].train_test_split(test_size=0.0005, seed=2357, shuffle=True)
     split["val"] = split.pop("test")
     corpus = {

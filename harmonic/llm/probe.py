@@ -1,7 +1,8 @@
 """Memory probe: the largest micro-batch (sequences per GPU per micro step) that trains without running out of memory.
 
-Tries powers of two that divide the sequences each process handles per step, one full training step each (forward,
-backward, AdamW), largest first after a doubling search; keeps 10 % of the memory free. On a CPU there is nothing to
+Tries, from small to large, every micro-batch that divides the sequences each process handles per step (so the
+accumulation stays an integer): two full training steps each (forward, backward, AdamW), stopping at the first that
+does not fit or leaves less than 10 % of the GPU memory free. On a CPU there is nothing to
 probe: the configured micro-batch is returned.
 """
 
@@ -20,9 +21,9 @@ def _fits(cfg, bins, micro_batch, device) -> tuple[bool, float]:
     try:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
+        # Eager, not compiled: compiling every candidate would take minutes, and eager needs more memory than
+        # compiled, so the answer is on the safe side.
         model = build_model(cfg["model"], cfg["model_args"], cfg["head"], bins.vocab_size).to(device)
-        if cfg["compile"]:
-            model = torch.compile(model)
         optimizer = make_optimizer(model, cfg, device)
         block = cfg["model_args"].get("block_size", 1024)
         source = BatchSource(bins, cfg["model"], block, micro_batch, cfg["seed"], special_tokens(bins.vocab_size))
@@ -56,7 +57,7 @@ def probe_micro_batch(cfg: dict, world_size: int = 1) -> dict:
         }
     bins = TokenBins(cfg["data_dir"], vocab_limit=cfg["vocab_limit"])
     per_process = cfg["tokens_per_step"] // cfg["model_args"].get("block_size", 1024) // world_size
-    candidates = [m for m in (2**i for i in range(12)) if m <= per_process and per_process % m == 0]
+    candidates = [m for m in range(1, min(per_process, 256) + 1) if per_process % m == 0]
     tried, best = [], None
     for m in candidates:
         fits, peak = _fits(cfg, bins, m, device)

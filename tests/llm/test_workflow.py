@@ -78,3 +78,48 @@ def test_paper_preset_dry_run_plans_the_whole_llm_grid(tmp_path):
     assert counts["llm_cell"] == n_cells == 18
     assert counts["llm_probe"] == n_cells
     assert counts["llm_data_openwebtext"] == 1
+
+
+@pytest.mark.slow
+def test_default_llm_family_runs_end_to_end_offline(tmp_path):
+    """The default config's LLM cells, shortened (2 heads, 10 steps), through table, notebooks and index."""
+    import json
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "sources").symlink_to(REPO / "data" / "sources")
+    short = tmp_path / "short.yaml"
+    short.write_text(
+        "families: [llm]\ndevice: cpu\n"
+        "llm: {heads: [{distance: baseline}, {distance: euclidean}], train: {max_steps: 10, eval_interval: 5}}\n"
+    )
+    env_path = f"{Path(sys.executable).parent}:{__import__('os').environ['PATH']}"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-c",
+            "2",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(REPO / "config.yaml"),
+            str(short),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=REPO,
+        env={**__import__("os").environ, "PATH": env_path},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = sorted((tmp_path / "results" / "llm" / "shakespeare").glob("*/*/seed0/metrics.json"))
+    assert len(metrics) == 6
+    for path in metrics:
+        record = json.loads(path.read_text())
+        assert record["status"] == "ok", (path, record["error"])
+        assert record["metrics"]["val_loss"] < 8.0  # below the ln(2049) ~ 7.6 of a uniform guess plus margin
+    assert (tmp_path / "results" / "notebooks" / "llm_analysis.html").exists()
+    assert "llm_training.html" in (tmp_path / "results" / "index.html").read_text()

@@ -7,6 +7,7 @@ real LSF schedules it. One script, dispatched on the name it is called by (the t
 symlinks to it). $LSF_STANDIN_FAIL_ONCE (a job-name pattern) makes the first matching job fail, to test retries.
 """
 
+import fcntl
 import fnmatch
 import json
 import os
@@ -32,9 +33,13 @@ def option_values(argv, flag):
 
 
 def next_job_id():
-    counter = STATE / "last_job_id"
-    job_id = int(counter.read_text()) + 1 if counter.exists() else 1
-    counter.write_text(str(job_id))
+    """A new job directory with a new id; the lock keeps concurrent bsub calls apart."""
+    STATE.mkdir(parents=True, exist_ok=True)
+    with open(STATE / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        counter = STATE / "last_job_id"
+        job_id = int(counter.read_text()) + 1 if counter.exists() else 1
+        counter.write_text(str(job_id))
     return job_id
 
 
@@ -61,7 +66,8 @@ def bsub(argv):
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(int(fields.get("num", 1))))
     job_dir = STATE / "jobs" / str(job_id)
     job_dir.mkdir(parents=True)
-    (job_dir / "name").write_text(option_values(argv, "-J")[-1])
+    (job_dir / "name.tmp").write_text(option_values(argv, "-J")[-1])
+    (job_dir / "name.tmp").rename(job_dir / "name")  # bjobs never sees half a name
     if simulate_failure(option_values(argv, "-J")[-1]):
         command = "echo 'lsf stand-in: simulated failure of the first attempt' >&2; exit 1"
     runner = f"({command}) >> {shlex.quote(log)} 2>&1; echo $? > {shlex.quote(str(job_dir / 'exit'))}"
@@ -92,7 +98,8 @@ def bjobs(argv):
     pattern = option_values(argv, "-aJ")[-1] if "-aJ" in argv else "*"
     jobs = STATE / "jobs"
     for job_dir in sorted(jobs.iterdir(), key=lambda p: int(p.name)) if jobs.exists() else []:
-        if fnmatch.fnmatchcase((job_dir / "name").read_text(), pattern):
+        name_file = job_dir / "name"  # written by bsub right after the directory: absent means not submitted yet
+        if name_file.exists() and fnmatch.fnmatchcase(name_file.read_text(), pattern):
             print(job_dir.name, job_status(job_dir))
 
 
