@@ -68,6 +68,9 @@ def loss_fn(which, distance, params, n_exp):
     from harmonic import kernels
 
     def ce(x, w, y, factor):
+        return F.cross_entropy(x @ w.t(), y, ignore_index=-100)
+
+    def ce_fp32_logits(x, w, y, factor):
         return F.cross_entropy((x @ w.t()).float(), y, ignore_index=-100)
 
     def fused(x, w, y, factor):
@@ -80,7 +83,7 @@ def loss_fn(which, distance, params, n_exp):
             x, w, y, distance=distance, n=n_exp, eps=1e-8, params=params, factor=factor
         )
 
-    return {"ce": ce, "fused": fused, "reference": reference}[which]
+    return {"ce": ce, "ce_fp32": ce_fp32_logits, "fused": fused, "reference": reference}[which]
 
 
 def time_fwd_bwd(fn, x, w, y, factor, max_ms=1500.0):
@@ -193,6 +196,7 @@ def run_bench(shape_name, heads, results, compiled=True):
         torch.cuda.empty_cache()
 
     record("CE", "eager", loss_fn("ce", None, None, 1.0))
+    record("CE", "eager, fp32 logits", loss_fn("ce_fp32", None, None, 1.0))
     if compiled:
         record("CE", "compiled", torch.compile(loss_fn("ce", None, None, 1.0)))
     for label, distance, params in head_cases():
@@ -212,6 +216,75 @@ def run_bench(shape_name, heads, results, compiled=True):
                 record(label, "compiled", torch.compile(ref), metric_for=distance)
         else:
             record(label, f"eager (N={CHECK_ROWS} only)", ref, rows=CHECK_ROWS, metric_for=distance)
+
+
+L1_CONFIGS = [  # ((BN, BV, num_warps), features per outer-product block, programs per SM)
+    ((64, 64, 4), 32, 4),
+    ((128, 64, 8), 32, 4),
+    ((64, 128, 8), 32, 4),
+    ((128, 128, 8), 32, 2),
+    ((64, 64, 4), 64, 4),
+    ((32, 64, 4), 32, 8),
+]
+MATMUL_CONFIGS = [  # (BM, BN, BK, num_warps, num_stages)
+    (128, 128, 64, 8, 3),
+    (128, 128, 64, 8, 4),
+    (128, 256, 64, 8, 3),
+    (256, 128, 64, 8, 3),
+    (128, 64, 64, 4, 4),
+    (64, 128, 64, 4, 4),
+]
+
+
+def run_tune(results):
+    """Time the fused manhattan and euclidean heads at GPT-2 shape under each tile configuration; keep the fastest
+    (set on the kernel modules for the rest of this run, and reported)."""
+    from harmonic.kernels import l1_heads, matmul_heads
+
+    n, d, v = SHAPES["gpt2"]
+    x, w, y, _ = make_inputs(n, d, v, seed=4)
+    best = {}
+    for family, configs, head in (("l1", L1_CONFIGS, "manhattan"), ("matmul", MATMUL_CONFIGS, "euclidean")):
+        for config in configs:
+            if family == "l1":
+                l1_heads.BLOCK, l1_heads.FEATURE_BLOCK, l1_heads.PROGRAMS_PER_SM = config
+            else:
+                matmul_heads.BLOCK_16BIT = config
+            try:
+                ms, peak, _ = time_fwd_bwd(loss_fn("fused", head, {}, math.sqrt(d)), x, w, y, None, max_ms=800.0)
+            except Exception as error:  # noqa: BLE001 - e.g. a tile needing more shared memory than the GPU has
+                ms, peak = None, None
+                print("tune failed", family, config, type(error).__name__, str(error)[:200], flush=True)
+            row = {"family": family, "head": head, "config": list(config), "ms": ms, "peak_gb": peak}
+            results.append(row)
+            print("tune", json.dumps(row), flush=True)
+            if ms is not None and (family not in best or ms < best[family][1]):
+                best[family] = (config, ms)
+    l1_heads.BLOCK, l1_heads.FEATURE_BLOCK, l1_heads.PROGRAMS_PER_SM = best["l1"][0]
+    matmul_heads.BLOCK_16BIT = best["matmul"][0]
+    print("tune chosen", json.dumps({k: list(v[0]) for k, v in best.items()}), flush=True)
+    return {k: list(v[0]) for k, v in best.items()}
+
+
+def run_profile(out: Path):
+    """CUDA kernel time breakdown of one forward+backward (CE eager, fused euclidean, fused manhattan)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    n, d, v = SHAPES["gpt2"]
+    lines = []
+    for label, which, distance in (("CE eager", "ce", None), ("euclidean fused", "fused", "euclidean"),
+                                   ("manhattan fused", "fused", "manhattan")):  # fmt: skip
+        x, w, y, _ = make_inputs(n, d, v, seed=5)
+        fn = loss_fn(which, distance, {}, math.sqrt(d))
+        fn(x, w, y, None).backward()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fn(x, w, y, None).backward()
+            torch.cuda.synchronize()
+        table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=60)
+        lines += [f"== {label} (N={n}, D={d}, V={v}, bf16) ==", table, ""]
+    (out / "profile.txt").write_text("\n".join(lines))
+    print("\n".join(lines), flush=True)
 
 
 def run_train(shape_name, results, steps=4):
@@ -239,6 +312,7 @@ def markdown(meta, checks, benches, trains):
     lines = [
         f"GPU: {meta['gpu']}; torch {meta['torch']}; triton {meta['triton']}; Python {meta['python']}.",
         f"Command: `{meta['command']}`",
+        f"Tile configurations chosen by --tune: {meta.get('chosen_configs', 'defaults')}",
         "",
     ]
     if checks:
@@ -288,7 +362,7 @@ def main():
     parser.add_argument("--out", type=Path, required=True, help="folder for heads_benchmark.json and .md")
     parser.add_argument(
         "--only",
-        choices=["check", "bench", "train"],
+        choices=["check", "tune", "bench", "profile", "train"],
         action="append",
         help="run only these parts (repeatable); default: all",
     )
@@ -304,7 +378,7 @@ def main():
         sys.exit("heads_benchmark: needs a CUDA GPU")
     import triton
 
-    parts = args.only or ["check", "bench", "train"]
+    parts = args.only or ["check", "tune", "bench", "profile", "train"]
     meta = {
         "gpu": torch.cuda.get_device_name(),
         "torch": torch.__version__,
@@ -314,13 +388,13 @@ def main():
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
     print(json.dumps(meta), flush=True)
-    checks, benches, trains = [], [], []
+    checks, benches, trains, tunes = [], [], [], []
     shapes = args.shapes.split(",")
     args.out.mkdir(parents=True, exist_ok=True)
 
     def save():
         (args.out / "heads_benchmark.json").write_text(
-            json.dumps({"meta": meta, "check": checks, "bench": benches, "train": trains}, indent=1)
+            json.dumps({"meta": meta, "check": checks, "tune": tunes, "bench": benches, "train": trains}, indent=1)
         )
         (args.out / "heads_benchmark.md").write_text(markdown(meta, checks, benches, trains))
 
@@ -329,9 +403,14 @@ def main():
     if "check" in parts:
         run_check("gpt2", checks)
         save()
+    if "tune" in parts:
+        meta["chosen_configs"] = run_tune(tunes)
+        save()
     if "bench" in parts and "gpt2" in shapes:
         run_bench("gpt2", all_heads, benches, compiled=not args.no_compile)
         save()
+    if "profile" in parts:
+        run_profile(args.out)
     if "train" in parts:
         run_train("gpt2", trains)
         save()

@@ -51,13 +51,17 @@ def _sign(v):
 
 @triton.jit
 def _pow(v, p, P_INT: tl.constexpr):
-    """v ** p for v >= 0; P_INT = 1, 2, 3 use multiplications, 0 means a general p (exp2/log2, 0 ** p = 0)."""
+    """v ** p for v >= 0, in the cheap form _int_power chose (0: general p through exp2/log2, 0 ** p = 0)."""
     if P_INT == 1:
         return v
     elif P_INT == 2:
         return v * v
     elif P_INT == 3:
         return v * v * v
+    elif P_INT == 5:  # p = 0.5
+        return tl.sqrt(v)
+    elif P_INT == 15:  # p = 1.5
+        return v * tl.sqrt(v)
     else:
         return tl.where(v > 0.0, tl.exp2(p * tl.log2(tl.maximum(v, 1e-30))), 0.0)
 
@@ -482,9 +486,15 @@ def _backward_outer_kernel(
             tl.atomic_add(db_ptr + cols[:, None] * D + ks[None, :], gw, mask=col_ok[:, None] & k_ok[None, :])
 
 
+# GPU tile (BN rows, BV centres, num_warps) and features per outer-product block; benchmarks/heads_benchmark.py
+# --tune times alternatives (docs/performance.md).
+BLOCK = (64, 64, 4)
+FEATURE_BLOCK = 32
+
+
 def _blocks():
     """(BN rows, BV centres, num_warps) of one tile."""
-    return (16, 16, 4) if INTERPRET else (64, 64, 4)
+    return (16, 16, 4) if INTERPRET else BLOCK
 
 
 # Backward variant: "outer" (scratch + outer-product updates, no cross-thread reductions) or "reduce" (per-feature
@@ -505,8 +515,9 @@ def _feature_step(dim: int) -> int:
 
 
 def _int_power(p: float) -> int:
-    """1, 2, 3 when p is that integer (multiplications in the kernel), else 0 (exp2/log2)."""
-    return int(p) if p in (1.0, 2.0, 3.0) else 0
+    """Code of the cheap form of v ** p in _pow: 1, 2, 3 (multiplications), 5 (p = 0.5) and 15 (p = 1.5) with a
+    square root, else 0 (exp2/log2, two special-function calls per element)."""
+    return {1.0: 1, 2.0: 2, 3.0: 3, 0.5: 5, 1.5: 15}.get(p, 0)
 
 
 class L1HeadLoss(torch.autograd.Function):
@@ -560,7 +571,7 @@ class L1HeadLoss(torch.autograd.Function):
             scratch = torch.empty(programs * 4 * bn * bv, **f32)
             _backward_outer_kernel[(programs,)](
                 aT, bT, a, b, aa, bb, y, lse, g, da, db, daa, dbb, scratch, n, classes, dim, *scalars, smoothing,
-                BKD=16 if INTERPRET else 32, **constants,
+                BKD=16 if INTERPRET else FEATURE_BLOCK, **constants,
             )  # fmt: skip
         else:
             daT, dbT = torch.zeros(dim, n, **f32), torch.zeros(dim, classes, **f32)

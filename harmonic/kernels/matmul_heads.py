@@ -32,6 +32,8 @@ KINDS = {"euclid": EUCLID, "cosine": COSINE, "linear": LINEAR}
 # Largest dLoss/d(a.b) chunk the backward writes at once (rows x V); 256 MB keeps it well under CE eager's logits.
 CHUNK_BYTES = 256 * 2**20
 UPCAST_DOT = tl.constexpr(INTERPRET)
+# (BM, BN, BK, num_warps, num_stages) for bf16/fp16 on the GPU; benchmarks/heads_benchmark.py --tune times others.
+BLOCK_16BIT = (128, 128, 64, 8, 3)
 
 
 @triton.jit
@@ -186,7 +188,7 @@ def _blocks(dtype: torch.dtype):
         return 16, 16, 16, 4, 1, precision
     if dtype == torch.float32:
         return 64, 64, 32, 4, 3, precision
-    return 128, 128, 64, 8, 3, precision
+    return (*BLOCK_16BIT, precision)
 
 
 def _mm(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
