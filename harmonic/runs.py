@@ -85,7 +85,15 @@ def _git(*args: str) -> str | None:
 
 
 def code_version() -> dict[str, Any]:
-    """The commit the code came from (and whether the tree had local edits), or the package version outside git."""
+    """The commit the code came from (and whether the tree had local edits), or the package version outside git.
+
+    A copy of the tree without .git (a GPU machine, a cluster's staging area) can name its commit in the
+    environment: HARMONIC_GIT_COMMIT (and optionally HARMONIC_GIT_DIRTY=1).
+    """
+    if os.environ.get("HARMONIC_GIT_COMMIT"):
+        commit = os.environ["HARMONIC_GIT_COMMIT"]
+        dirty = os.environ.get("HARMONIC_GIT_DIRTY", "0") == "1"
+        return {"code_version": commit[:12] + ("-dirty" if dirty else ""), "git_commit": commit, "git_dirty": dirty}
     commit = _git("rev-parse", "HEAD")
     if commit is None:
         try:

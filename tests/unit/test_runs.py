@@ -81,3 +81,10 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA GPU"):
             runs.resolve_device("cuda")
+
+
+def test_code_version_from_environment_outside_git(monkeypatch):
+    monkeypatch.setenv("HARMONIC_GIT_COMMIT", "0123456789abcdef0123")
+    monkeypatch.setenv("HARMONIC_GIT_DIRTY", "1")
+    info = runs.code_version()
+    assert info == {"code_version": "0123456789ab-dirty", "git_commit": "0123456789abcdef0123", "git_dirty": True}
