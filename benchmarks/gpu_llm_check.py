@@ -89,7 +89,7 @@ def run_cell(head: str, gpus: int, args) -> dict:
     if gpus > 1:
         launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}"]
     command = launch + [script, "--params-json", json.dumps(params), "--out-dir", str(out)]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     start = time.perf_counter()
     with open(out / "log.txt", "w") as log:
         proc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=args.timeout)

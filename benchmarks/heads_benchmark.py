@@ -12,6 +12,9 @@ What it measures (one process, one GPU, bf16 inputs x: N x D, W: V x D, random t
   (inputs and gradients included) for: CE eager (x @ W.T + F.cross_entropy), CE compiled, each fused head, the
   eager reference, and for matmul-type heads torch.compile of the reference. Elementwise references cannot run at
   full N (the broadcast is N x V x D): they are timed at N = CHECK_ROWS and reported as that.
+- tune: times the fused manhattan and euclidean heads under a few tile configurations and keeps the fastest for
+  the rest of the run (reported in the output; the kernel modules' defaults are the ones an H100 chose).
+- profile: torch.profiler CUDA-kernel breakdown of CE eager, fused euclidean and fused manhattan (<out>/profile.txt).
 - train: a few Adam steps of each fused head on one batch at the GPT-2 shape (loss must fall).
 Writes <out>/heads_benchmark.json and <out>/heads_benchmark.md (with GPU name, torch and triton versions).
 """

@@ -486,10 +486,10 @@ def _backward_outer_kernel(
             tl.atomic_add(db_ptr + cols[:, None] * D + ks[None, :], gw, mask=col_ok[:, None] & k_ok[None, :])
 
 
-# GPU tile (BN rows, BV centres, num_warps) and features per outer-product block; benchmarks/heads_benchmark.py
-# --tune times alternatives (docs/performance.md).
+# GPU tile (BN rows, BV centres, num_warps), features per outer-product block, programs per SM: the fastest of the
+# configurations benchmarks/heads_benchmark.py tunes over on an H100 (docs/performance.md).
 BLOCK = (64, 64, 4)
-FEATURE_BLOCK = 32
+FEATURE_BLOCK = 64
 
 
 def _blocks():

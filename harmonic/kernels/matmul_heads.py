@@ -32,8 +32,9 @@ KINDS = {"euclid": EUCLID, "cosine": COSINE, "linear": LINEAR}
 # Largest dLoss/d(a.b) chunk the backward writes at once (rows x V); 256 MB keeps it well under CE eager's logits.
 CHUNK_BYTES = 256 * 2**20
 UPCAST_DOT = tl.constexpr(INTERPRET)
-# (BM, BN, BK, num_warps, num_stages) for bf16/fp16 on the GPU; benchmarks/heads_benchmark.py --tune times others.
-BLOCK_16BIT = (128, 128, 64, 8, 3)
+# (BM, BN, BK, num_warps, num_stages) for bf16/fp16 on the GPU: the fastest of those benchmarks/heads_benchmark.py
+# tunes over on an H100 (docs/performance.md).
+BLOCK_16BIT = (128, 128, 64, 8, 4)
 
 
 @triton.jit
