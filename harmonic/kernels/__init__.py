@@ -83,6 +83,10 @@ def reference_harmonic_loss(
     )
 
 
+# Kept out of torch.compile graphs (a graph break): the kernels are already fused by hand, and inductor, when it
+# traces a user Triton kernel, passes Python float scalars (n, eps) as fp64, which breaks the fp32 loop-carried
+# log-sum-exp state (seen on an H100 with torch 2.11). The compiled model runs around this call.
+@torch.compiler.disable
 def fused_harmonic_loss(
     x: Tensor,
     centres: Tensor,
