@@ -122,7 +122,7 @@ def test_head_loss_uses_the_kernel_and_agrees():
 
 def test_supports_and_bad_input():
     assert kernels.supports("manhattan", "cpu")  # under the interpreter
-    assert not kernels.supports("hamming_gumbel", "cpu")  # needs the training flag HarmonicHead.loss does not pass
+    assert not kernels.supports("hamming_gumbel", "cpu")  # not fused yet: see FUSED in harmonic/kernels
     assert not kernels.supports("no_such_distance", "cpu")
     x, w, y, _ = _case("manhattan")
     y[0] = 21
