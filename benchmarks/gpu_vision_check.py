@@ -21,7 +21,6 @@ import json
 import os
 import sys
 import time
-import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,10 +30,10 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from harmonic.runs import provenance, resolve_device, write_metrics  # noqa: E402
+from harmonic.runs import provenance, resolve_device  # noqa: E402
 from harmonic.vision.data import prepare_dataset  # noqa: E402
 from harmonic.vision.grid import vision_cells  # noqa: E402
-from harmonic.vision.train import train_cell  # noqa: E402
+from harmonic.vision.train import run_and_record_cell  # noqa: E402
 
 SUMMARY_FIELDS = (
     "test_accuracy",
@@ -155,32 +154,17 @@ def main(argv=None):
         print(f"[{i + 1}/{len(plan)}] {identity} epochs={hyper['epochs']} batch={hyper['batch_size']}", flush=True)
         started = time.perf_counter()
         energy_start = energy_counter.read() if energy_counter else None
-        try:
-            result = train_cell(
-                data_dir=out / "data" / dataset,
-                out_dir=cell_dir,
-                backbone=cell["backbone"],
-                head=cell["head"],
-                seed=0,
-                hyper=hyper,
-                device=str(device),
-                emissions=emissions,
-            )
-            status, error = result["status"], None
-        except Exception as exc:  # record and go on: one bad head must not hide the others
-            traceback.print_exc()
-            result, status, error = None, "failed", exc
-        write_metrics(
-            cell_dir / "metrics.json",
-            status=status,
-            family="vision",
+        status, result, error = run_and_record_cell(  # one bad head is recorded and must not hide the others
+            out_dir=cell_dir,
             cell=identity,
-            hyperparameters=result["hyperparameters"] if result else hyper,
-            metrics=result["metrics"] if result else {},
-            emissions=result["emissions"] if result else {},
-            diverged_at=result["diverged_at"] if result else None,
-            error=error,
+            fallback_hyperparameters=hyper,
             device=device,
+            data_dir=out / "data" / dataset,
+            backbone=cell["backbone"],
+            head=cell["head"],
+            seed=0,
+            hyper=hyper,
+            emissions=emissions,
         )
         energy_end = energy_counter.read() if energy_counter else None
         metrics = result["metrics"] if result else {}

@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import torch  # noqa: E402
 
 import harmonic  # noqa: E402
-from harmonic.runs import atomic_write_json, resolve_device, write_metrics  # noqa: E402
+from harmonic.runs import resolve_device  # noqa: E402
 from harmonic.vision.backbones import backbone_names  # noqa: E402
-from harmonic.vision.train import resolve_hyperparameters, train_cell  # noqa: E402
+from harmonic.vision.train import resolve_hyperparameters, run_and_record_cell  # noqa: E402
 
 CELL_FIELDS = ("backbone", "head", "seed", "device", "threads")  # params keys that are not training hyperparameters
 
@@ -95,38 +95,17 @@ def main(argv=None):
     print(f"vision cell {cell} on {device}\nparams: {json.dumps(params, sort_keys=True)}", flush=True)
 
     hyper = {k: v for k, v in params.items() if k not in CELL_FIELDS}
-    status, error, result = "ok", None, None
-    try:
-        result = train_cell(
-            data_dir=args.data_dir,
-            out_dir=out,
-            backbone=params["backbone"],
-            head=params["head"],
-            seed=int(params["seed"]),
-            hyper=hyper,
-            device=str(device),
-            emissions=json.loads(args.emissions_json),
-        )
-        status = result["status"]
-    except Exception as exc:  # an ordinary failure is a result too; SIGTERM / Ctrl-C propagate
-        status, error = "failed", exc
-        print(f"cell failed: {exc!r}", flush=True)
-    if result is None:  # keep the declared outputs present so the workflow can aggregate the failure
-        for name in ("curves.csv", "emissions.csv"):
-            if not (out / name).exists():
-                (out / name).write_text("")
-    atomic_write_json(out / "pca.json", {"ev": result.get("pca_ev") if result else None})
-    write_metrics(
-        out / "metrics.json",
-        status=status,
-        family="vision",
+    status, result, _ = run_and_record_cell(
+        out_dir=out,
         cell=cell,
-        hyperparameters=result["hyperparameters"] if result else params,
-        metrics=result["metrics"] if result else {},
-        emissions=result["emissions"] if result else {},
-        diverged_at=result["diverged_at"] if result else None,
-        error=error,
+        fallback_hyperparameters=params,
         device=device,
+        data_dir=args.data_dir,
+        backbone=params["backbone"],
+        head=params["head"],
+        seed=int(params["seed"]),
+        hyper=hyper,
+        emissions=json.loads(args.emissions_json),
     )
     shown = ("test_accuracy", "test_f1_macro", "seconds_per_epoch", "pca_n_pcs_90")
     print(f"status {status}: {json.dumps({k: (result or {}).get('metrics', {}).get(k) for k in shown})}")

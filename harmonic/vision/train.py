@@ -20,11 +20,14 @@ import copy
 import csv
 import math
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from harmonic.runs import atomic_write_json, write_metrics
 
 from .backbones import CONV_BACKBONES, build_model
 from .data import DeviceSplit, augment_batch, load_prepared, split_train_val
@@ -368,3 +371,38 @@ def train_cell(
         "emissions": meter.summary,
         "pca_ev": pca.get("ev"),
     }
+
+
+def run_and_record_cell(
+    *, out_dir: Path, cell: dict, fallback_hyperparameters: dict, device, **train_kwargs
+) -> tuple[str, dict | None, Exception | None]:
+    """Train one cell with train_cell and record it whatever happens: an ordinary exception is a "failed" result
+    (SIGTERM / Ctrl-C propagate, so a scheduler reruns the cell). The declared outputs exist either way and
+    metrics.json is written last. Returns (status, result or None, error or None)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    status, result, error = "ok", None, None
+    try:
+        result = train_cell(out_dir=out_dir, device=str(device), **train_kwargs)
+        status = result["status"]
+    except Exception as exc:
+        traceback.print_exc()
+        status, error = "failed", exc
+    if result is None:  # keep the declared outputs present so the workflow can aggregate the failure
+        for name in ("curves.csv", "emissions.csv"):
+            if not (out_dir / name).exists():
+                (out_dir / name).write_text("")
+    atomic_write_json(out_dir / "pca.json", {"ev": result.get("pca_ev") if result else None})
+    write_metrics(
+        out_dir / "metrics.json",
+        status=status,
+        family="vision",
+        cell=cell,
+        hyperparameters=result["hyperparameters"] if result else fallback_hyperparameters,
+        metrics=result["metrics"] if result else {},
+        emissions=result["emissions"] if result else {},
+        diverged_at=result["diverged_at"] if result else None,
+        error=error,
+        device=device,
+    )
+    return status, result, error
