@@ -227,15 +227,19 @@ L1_CONFIGS = [  # ((BN, BV, num_warps), features per outer-product block, progra
     ((64, 128, 8), 32, 4),
     ((128, 128, 8), 32, 2),
     ((64, 64, 4), 64, 4),
-    ((32, 64, 4), 32, 8),
+    ((128, 64, 4), 64, 2),
+    ((64, 128, 4), 64, 2),
+    ((128, 128, 8), 64, 2),
+    ((64, 64, 4), 128, 4),
+    ((64, 64, 2), 64, 8),
 ]
-MATMUL_CONFIGS = [  # (BM, BN, BK, num_warps, num_stages)
-    (128, 128, 64, 8, 3),
-    (128, 128, 64, 8, 4),
-    (128, 256, 64, 8, 3),
-    (256, 128, 64, 8, 3),
-    (128, 64, 64, 4, 4),
-    (64, 128, 64, 4, 4),
+MATMUL_CONFIGS = [  # ((rows, columns, num_warps) of an elementwise tile, MB of chunk buffers)
+    ((32, 256, 8), 512),
+    ((16, 512, 8), 512),
+    ((64, 256, 8), 512),
+    ((32, 256, 4), 512),
+    ((32, 256, 8), 1024),
+    ((32, 256, 8), 256),
 ]
 
 
@@ -252,7 +256,7 @@ def run_tune(results):
             if family == "l1":
                 l1_heads.BLOCK, l1_heads.FEATURE_BLOCK, l1_heads.PROGRAMS_PER_SM = config
             else:
-                matmul_heads.BLOCK_16BIT = config
+                matmul_heads.TILE, matmul_heads.CHUNK_BYTES = config[0], config[1] * 2**20
             try:
                 ms, peak, _ = time_fwd_bwd(loss_fn("fused", head, {}, math.sqrt(d)), x, w, y, None, max_ms=800.0)
             except Exception as error:  # noqa: BLE001 - e.g. a tile needing more shared memory than the GPU has
@@ -264,7 +268,7 @@ def run_tune(results):
             if ms is not None and (family not in best or ms < best[family][1]):
                 best[family] = (config, ms)
     l1_heads.BLOCK, l1_heads.FEATURE_BLOCK, l1_heads.PROGRAMS_PER_SM = best["l1"][0]
-    matmul_heads.BLOCK_16BIT = best["matmul"][0]
+    matmul_heads.TILE, matmul_heads.CHUNK_BYTES = best["matmul"][0][0], best["matmul"][0][1] * 2**20
     print("tune chosen", json.dumps({k: list(v[0]) for k, v in best.items()}), flush=True)
     return {k: list(v[0]) for k, v in best.items()}
 
@@ -375,6 +379,7 @@ def main():
         default="euclidean,cosine,manhattan",
         help="heads timed at the Qwen-like vocabulary (all heads are timed at GPT-2 shape)",
     )
+    parser.add_argument("--heads", help="comma-separated head labels to bench at GPT-2 shape (default: all)")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile baselines")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -402,7 +407,7 @@ def main():
         (args.out / "heads_benchmark.md").write_text(markdown(meta, checks, benches, trains))
 
     SAVE_HOOKS.append(save)
-    all_heads = [label for label, _, _ in head_cases()]
+    all_heads = args.heads.split(",") if args.heads else [label for label, _, _ in head_cases()]
     if "check" in parts:
         run_check("gpt2", checks)
         save()

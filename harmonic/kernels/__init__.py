@@ -11,7 +11,7 @@ hamming), so autograd carries the gradient through those steps and the kernels s
 
 Triton kernels run on CUDA, or on the CPU under TRITON_INTERPRET=1 (how tests/kernels checks them against the
 reference: harmonic.pairwise, then -n log(d + eps), then F.cross_entropy). Any case the kernels do not cover
-(float64 inputs, minkowski p outside [1, 8], hamming_gumbel noise) takes that reference path.
+(float64 inputs, minkowski p outside [1, 8]) takes that reference path.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ from harmonic.harmax import check_harmax_args, harmax_logits
 from harmonic.kernels import l1_heads, matmul_heads
 from harmonic.kernels._loss import INTERPRET, checked_targets
 
-# Distances with a fused kernel. hamming_gumbel is left out for now: its training-mode noise path through the
-# kernels has not been checked against the reference (HarmonicHead.loss does pass training=, so adding it is a
-# matter of that check; fused_harmonic_loss(..., training=...) accepts it when called directly).
+# Distances with a fused kernel (hamming_gumbel: its training noise is drawn with torch in _prepare, as the reference
+# draws it, then the bits go through the manhattan kernel).
 FUSED = (
     "euclidean",
     "cosine",
@@ -44,6 +43,7 @@ FUSED = (
     "bray_curtis",
     "bray_curtis_abs",
     "hamming_soft",
+    "hamming_gumbel",
 )
 MINKOWSKI_P_RANGE = (1.0, 8.0)  # below 1 the gradient is singular at 0; above 8 |u|^p can underflow in fp32
 REDUCTIONS = ("mean", "sum", "none")
@@ -134,7 +134,7 @@ def fused_harmonic_loss(
     )
     p = params.get("p", 2.0)
     use_reference = (
-        not supports(distance if distance != "hamming_gumbel" else "hamming_soft", x.device)
+        not supports(distance, x.device)
         or torch.float64 in (x.dtype, centres.dtype)
         or (distance == "minkowski" and not MINKOWSKI_P_RANGE[0] <= p <= MINKOWSKI_P_RANGE[1])
     )
@@ -143,19 +143,25 @@ def fused_harmonic_loss(
     x2 = x.reshape(-1, x.shape[-1])
     y = checked_targets(targets, x2.shape[0], centres.shape[0], ignore_index)
     family, kind, a, b, aa, bb, consts = _prepare(distance, x2, centres, params, factor, training)
-    if family == "matmul":
-        (scale,) = consts
-        return matmul_heads.MatmulHeadLoss.apply(
-            a, b, aa, bb, y, kind, float(n), float(eps), scale, float(label_smoothing), ignore_index, reduction
-        )
-    p, alpha, scale = consts
-    return l1_heads.L1HeadLoss.apply(
-        a, b, aa, bb, y, kind, float(n), float(eps), p, alpha, scale, float(label_smoothing), ignore_index, reduction
-    )
+    # The kernels pick their own precisions (16-bit operands, fp32 accumulation): no autocast inside.
+    with torch.autocast(x.device.type, enabled=False):
+        if family == "matmul":
+            (scale,) = consts
+            return matmul_heads.MatmulHeadLoss.apply(
+                a, b, aa, bb, y, kind, float(n), float(eps), scale, float(label_smoothing), ignore_index, reduction
+            )
+        p, alpha, scale = consts
+        return l1_heads.L1HeadLoss.apply(
+            a, b, aa, bb, y, kind, float(n), float(eps), p, alpha, scale, float(label_smoothing), ignore_index,
+            reduction,
+        )  # fmt: skip
 
 
 def _compute_dtype(x: Tensor, w: Tensor) -> torch.dtype:
-    """Tensor-core operand type: the 16-bit type if either input has one (as under autocast), else float32."""
+    """Tensor-core operand type: autocast's type when autocast is on (as F.linear would run there), else the
+    16-bit type if either input has one, else float32 (fp32 GEMMs: the accurate but slow path)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
     for t in (x, w):
         if t.dtype in (torch.bfloat16, torch.float16):
             return t.dtype

@@ -42,6 +42,37 @@ def grad_wrt_distance(d, cols, col_ok, y, lse, g, n_exp, eps, smoothing, V):
     return tl.where(col_ok[None, :] & (g[:, None] != 0.0), gd, 0.0)
 
 
+LOG2E = tl.constexpr(1.4426950408889634)  # 1 / ln 2 (constexpr: read inside kernels)
+LN2 = tl.constexpr(0.6931471805599453)
+
+
+@triton.jit
+def online_lse_update(z2, m2, s2):
+    """Elementwise online log-sum-exp in base 2 (z2 = logit / ln 2): each tile position keeps its own running max
+    m2 and sum s2 of 2^(z2 - m2), so no cross-thread reduction happens until the end of the sweep (lse_finish).
+    One exp2 per element: whichever of z2 and m2 is smaller is the one rescaled."""
+    e = tl.exp2(-tl.abs(z2 - m2))
+    s2 = tl.where(z2 > m2, s2 * e + 1.0, s2 + e)
+    return tl.maximum(m2, z2), s2
+
+
+@triton.jit
+def lse_finish(m2, s2):
+    """Row statistics (max in natural-log units, sum of exp relative to it) from the elementwise accumulators."""
+    row_max = tl.max(m2, axis=1)
+    row_sum = tl.sum(s2 * tl.exp2(m2 - row_max[:, None]), axis=1)
+    return row_max * LN2, row_sum
+
+
+@triton.jit
+def grad_from_log2(log2_d, cols, y, lse, g, n_exp, smoothing, V):
+    """dLoss/dd from log2(d + eps): g_i (p_ij - target_ij) (-n / (d_ij + eps)), with p = 2^(-n log2(d + eps) -
+    lse / ln 2) and 1 / (d + eps) = 2^(-log2(d + eps)), so the tile needs one log2 and two exp2 per element."""
+    p = tl.exp2(-n_exp * log2_d - lse[:, None] * LOG2E)
+    target = tl.where(cols[None, :] == y[:, None], 1.0 - smoothing, 0.0) + smoothing / V
+    return g[:, None] * (p - target) * (-n_exp * tl.exp2(-log2_d))
+
+
 def num_splits(row_blocks: int, col_tiles: int, device: torch.device) -> int:
     """How many V ranges each row block is split into so the forward grid fills the GPU (~4 programs per SM)."""
     if INTERPRET or device.type != "cuda":
@@ -84,16 +115,20 @@ def row_weights(grad_out, valid, count, reduction):
 
 
 def checked_targets(y: torch.Tensor, n: int, num_classes: int, ignore_index: int) -> torch.Tensor:
-    """Targets as contiguous int32, after checking their shape and range (a bad label -> ValueError, not a crash)."""
+    """Targets as contiguous int32, after checking their shape and range.
+
+    On the CPU a bad label is a ValueError. On CUDA the range check is asynchronous (a device-side assertion, as
+    F.cross_entropy's): reading the answer back on the host would stall the training loop on every step.
+    """
     y = y.reshape(-1)
     if y.numel() != n:
         raise ValueError(f"targets: expected {n} labels (one per row of x), got {y.numel()}")
     if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
         raise ValueError(f"targets must be an integer tensor (got {y.dtype})")
     bad = ((y < 0) | (y >= num_classes)) & (y != ignore_index)
-    if bool(bad.any()):
-        raise ValueError(
-            f"targets: labels must be in [0, {num_classes}) or equal ignore_index={ignore_index}; "
-            f"got {y[bad][:5].tolist()}"
-        )
+    message = f"targets: labels must be in [0, {num_classes}) or equal ignore_index={ignore_index}"
+    if y.is_cuda:
+        torch._assert_async(~bad.any(), message)
+    elif bool(bad.any()):
+        raise ValueError(f"{message}; got {y[bad][:5].tolist()}")
     return y.to(torch.int32).contiguous()

@@ -45,8 +45,23 @@ KINDS = {
 
 
 @triton.jit
-def _sign(v):
-    return tl.where(v > 0.0, 1.0, tl.where(v < 0.0, -1.0, 0.0))
+def _times_sign(c, v):
+    """c * sign(v), exactly (0 where v == 0: torch's gradient of |v| there): c's sign bit xor v's, then one select,
+    instead of two compares, two selects and a multiply per element."""
+    flipped = c.to(tl.uint32, bitcast=True) ^ (v.to(tl.uint32, bitcast=True) & 0x80000000)
+    return tl.where(v == 0.0, 0.0, flipped.to(tl.float32, bitcast=True))
+
+
+@triton.jit
+def _grid_rows(R: tl.constexpr, T: tl.constexpr):
+    """(R, 1, T, 1) index a * T + c of a tile's first axis: see _pair_stats."""
+    return tl.arange(0, R)[:, None, None, None] * T + tl.arange(0, T)[None, None, :, None]
+
+
+@triton.jit
+def _grid_cols(R: tl.constexpr, T: tl.constexpr):
+    """(1, R, 1, T) index b * T + e of a tile's second axis: see _pair_stats."""
+    return tl.arange(0, R)[None, :, None, None] * T + tl.arange(0, T)[None, None, None, :]
 
 
 @triton.jit
@@ -70,12 +85,10 @@ def _pow(v, p, P_INT: tl.constexpr):
 def _pair_stats(
     aT_ptr,
     bT_ptr,
-    rows,
-    cols,
-    row_ok,
-    col_ok,
-    N,
-    V,
+    row0,
+    col0,
+    stride_a,
+    stride_b,
     D,
     p,
     alpha,
@@ -84,18 +97,34 @@ def _pair_stats(
     BN: tl.constexpr,
     BV: tl.constexpr,
     BK: tl.constexpr,
+    TR: tl.constexpr,
+    TC: tl.constexpr,
 ):
-    """Per-pair accumulators over all D features: (A, B); their meaning depends on KIND (see _finish)."""
-    acc_a = tl.zeros((BN, BV), tl.float32)
-    acc_b = tl.zeros((BN, BV), tl.float32)
+    """Per-pair accumulators over all D features for rows row0 + arange(BN) x centres col0 + arange(BV): (A, B);
+    their meaning depends on KIND (see _finish).
+
+    The tile is held as (BN // TR, BV // TC, TR, TC) with row a * TR + c and centre b * TC + e: Triton's default
+    layout spreads the TR x TC threads over the last two axes, so each thread keeps a (BN // TR) x (BV // TC) block
+    and loads BN // TR + BV // TC values per feature instead of a whole column of BN (which made the loop bound
+    by loads, not arithmetic). The layout only changes which thread owns a pair: every pair's sum runs over k in
+    the same order, so the results are unchanged."""
+    RR: tl.constexpr = BN // TR
+    CR: tl.constexpr = BV // TC
+    # aT, bT are zero-padded to whole tiles (stride_a, stride_b columns): no masks in the loop, and the padding
+    # pairs see x = 0 / w = 0 exactly as masked loads did (the callers drop them). Each thread's RR rows sit at fixed
+    # offsets from one address, so one pointer per feature serves them all.
+    rows = row0 + _grid_rows(RR, TR)
+    cols = col0 + _grid_cols(CR, TC)
+    acc_a = tl.zeros((RR, CR, TR, TC), tl.float32)
+    acc_b = tl.zeros((RR, CR, TR, TC), tl.float32)
     if KIND == 3:
-        acc_a = tl.full((BN, BV), float("-inf"), tl.float32)
+        acc_a = tl.full((RR, CR, TR, TC), float("-inf"), tl.float32)
     for k0 in range(0, D, BK):
         for kk in tl.static_range(BK):
             k = k0 + kk
-            xk = tl.load(aT_ptr + k * N + rows, mask=row_ok, other=0.0).to(tl.float32)
-            wk = tl.load(bT_ptr + k * V + cols, mask=col_ok, other=0.0).to(tl.float32)
-            u = tl.abs(xk[:, None] - wk[None, :])
+            xk = tl.load(aT_ptr + k * stride_a + rows).to(tl.float32)
+            wk = tl.load(bT_ptr + k * stride_b + cols).to(tl.float32)
+            u = tl.abs(xk - wk)
             if KIND == 0 or KIND == 6:
                 acc_a += u
             elif KIND == 1:
@@ -111,11 +140,13 @@ def _pair_stats(
                 acc_b = tl.where(t > acc_a, acc_b * e + 1.0, acc_b + e)
                 acc_a = tl.maximum(acc_a, t)
             elif KIND == 4:
-                den = tl.abs(xk)[:, None] + tl.abs(wk)[None, :]
+                den = tl.abs(xk) + tl.abs(wk)  # |x|, |w| per row / centre, not per pair
                 acc_a += u / tl.where(den > 0.0, den, 1.0)  # den = 0 only where u = 0
             else:
                 acc_a += u
-                acc_b += tl.abs(xk[:, None] + wk[None, :])
+                acc_b += tl.abs(xk + wk)
+    acc_a = tl.reshape(tl.permute(acc_a, (0, 2, 1, 3)), (BN, BV))
+    acc_b = tl.reshape(tl.permute(acc_b, (0, 2, 1, 3)), (BN, BV))
     return acc_a, acc_b
 
 
@@ -154,6 +185,8 @@ def _forward_kernel(
     N,
     V,
     D,
+    stride_a,
+    stride_b,
     tiles_per_split,
     n_exp,
     eps,
@@ -165,6 +198,8 @@ def _forward_kernel(
     BN: tl.constexpr,
     BV: tl.constexpr,
     BK: tl.constexpr,
+    TR: tl.constexpr,
+    TC: tl.constexpr,
 ):
     split = tl.program_id(1)
     rows = tl.program_id(0) * BN + tl.arange(0, BN)
@@ -182,7 +217,22 @@ def _forward_kernel(
         col_ok = cols < V
         bb = tl.load(bb_ptr + cols, mask=col_ok, other=0.0)
         acc_a, acc_b = _pair_stats(
-            aT_ptr, bT_ptr, rows, cols, row_ok, col_ok, N, V, D, p, alpha, KIND, P_INT, BN, BV, BK
+            aT_ptr,
+            bT_ptr,
+            tl.program_id(0) * BN,
+            t * BV,
+            stride_a,
+            stride_b,
+            D,
+            p,
+            alpha,
+            KIND,
+            P_INT,
+            BN,
+            BV,
+            BK,
+            TR,
+            TC,
         )
         d = _finish(acc_a, acc_b, aa, bb, p, alpha, scale, KIND)
         m, s, zsum, zt = lse_stats_update(d, cols, col_ok, y, m, s, zsum, zt, n_exp, eps)
@@ -261,6 +311,8 @@ def _backward_kernel(
     N,
     V,
     D,
+    stride_a,
+    stride_b,
     n_exp,
     eps,
     p,
@@ -273,6 +325,8 @@ def _backward_kernel(
     BN: tl.constexpr,
     BV: tl.constexpr,
     BK: tl.constexpr,
+    TR: tl.constexpr,
+    TC: tl.constexpr,
 ):
     rows = tl.program_id(0) * BN + tl.arange(0, BN)
     row_ok = rows < N
@@ -283,7 +337,24 @@ def _backward_kernel(
     g = tl.load(g_ptr + rows, mask=row_ok, other=0.0)
     aa = tl.load(aa_ptr + rows, mask=row_ok, other=0.0)
     bb = tl.load(bb_ptr + cols, mask=col_ok, other=0.0)
-    acc_a, acc_b = _pair_stats(aT_ptr, bT_ptr, rows, cols, row_ok, col_ok, N, V, D, p, alpha, KIND, P_INT, BN, BV, BK)
+    acc_a, acc_b = _pair_stats(
+        aT_ptr,
+        bT_ptr,
+        tl.program_id(0) * BN,
+        tl.program_id(1) * BV,
+        stride_a,
+        stride_b,
+        D,
+        p,
+        alpha,
+        KIND,
+        P_INT,
+        BN,
+        BV,
+        BK,
+        TR,
+        TC,
+    )
     d = _finish(acc_a, acc_b, aa, bb, p, alpha, scale, KIND)
     gd = grad_wrt_distance(d, cols, col_ok, y, lse, g, n_exp, eps, smoothing, V)
     c1, aux = _pair_coefficients(
@@ -311,30 +382,30 @@ def _backward_kernel(
     for k0 in range(0, D, BK):
         for kk in tl.static_range(BK):
             k = k0 + kk
-            xk = tl.load(aT_ptr + k * N + rows, mask=row_ok, other=0.0).to(tl.float32)
-            wk = tl.load(bT_ptr + k * V + cols, mask=col_ok, other=0.0).to(tl.float32)
+            xk = tl.load(aT_ptr + k * stride_a + rows).to(tl.float32)  # padded: no mask
+            wk = tl.load(bT_ptr + k * stride_b + cols).to(tl.float32)
             u = xk[:, None] - wk[None, :]
             if KIND == 4:
                 den = tl.abs(xk)[:, None] + tl.abs(wk)[None, :]
                 r = 1.0 / tl.where(den > 0.0, den, 1.0)
-                su = _sign(u) * r
+                su = _times_sign(r, u)
                 t = tl.abs(u) * r * r
-                gx = tl.sum(c1 * (su - t * _sign(xk)[:, None]), axis=1)
-                gw = tl.sum(c1 * (-su - t * _sign(wk)[None, :]), axis=0)
+                gx = tl.sum(c1 * (su - _times_sign(t, xk[:, None])), axis=1)
+                gw = tl.sum(c1 * (-su - _times_sign(t, wk[None, :])), axis=0)
             elif KIND == 5:
-                e2 = c2 * _sign(xk[:, None] + wk[None, :])
-                e1 = c1 * _sign(u)
+                e2 = _times_sign(c2, xk[:, None] + wk[None, :])
+                e1 = _times_sign(c1, u)
                 gx = tl.sum(e1 + e2, axis=1)
                 gw = tl.sum(e2 - e1, axis=0)
             else:
                 if KIND == 0 or KIND == 6:
-                    e1 = c1 * _sign(u)
+                    e1 = _times_sign(c1, u)
                 elif KIND == 1:
-                    e1 = c1 * _sign(u) * _pow(tl.abs(u), p - 1.0, PM1_INT)
+                    e1 = _times_sign(c1, u) * _pow(tl.abs(u), p - 1.0, PM1_INT)
                 elif KIND == 2:
-                    e1 = tl.where(tl.abs(u) == d, c1 * _sign(u), 0.0)
+                    e1 = tl.where(tl.abs(u) == d, _times_sign(c1, u), 0.0)
                 else:
-                    e1 = c1 * _sign(u) * tl.exp(alpha * tl.abs(u) - alpha * d)
+                    e1 = _times_sign(c1, u) * tl.exp(alpha * tl.abs(u) - alpha * d)
                 gx = tl.sum(e1, axis=1)
                 gw = -tl.sum(e1, axis=0)
             tl.atomic_add(daT_ptr + k * N + rows, gx, mask=row_ok)
@@ -351,24 +422,24 @@ def _elem_grad(xv, wv, c1, aux, p, alpha, KIND: tl.constexpr, PM1_INT: tl.conste
         r = 1.0 / tl.where(den > 0.0, den, 1.0)
         t = tl.abs(u) * r * r
         if FOR_X:
-            out = c1 * (_sign(u) * r - t * _sign(xv))
+            out = c1 * (_times_sign(r, u) - _times_sign(t, xv))
         else:
-            out = c1 * (-_sign(u) * r - t * _sign(wv))
+            out = c1 * (-_times_sign(r, u) - _times_sign(t, wv))
     elif KIND == 5:
-        e2 = aux * _sign(xv + wv)
+        e2 = _times_sign(aux, xv + wv)
         if FOR_X:
-            out = c1 * _sign(u) + e2
+            out = _times_sign(c1, u) + e2
         else:
-            out = e2 - c1 * _sign(u)
+            out = e2 - _times_sign(c1, u)
     else:
         if KIND == 0 or KIND == 6:
-            e1 = c1 * _sign(u)
+            e1 = _times_sign(c1, u)
         elif KIND == 1:
-            e1 = c1 * _sign(u) * _pow(tl.abs(u), p - 1.0, PM1_INT)
+            e1 = _times_sign(c1, u) * _pow(tl.abs(u), p - 1.0, PM1_INT)
         elif KIND == 2:
-            e1 = tl.where(tl.abs(u) == aux, c1 * _sign(u), 0.0)
+            e1 = tl.where(tl.abs(u) == aux, _times_sign(c1, u), 0.0)
         else:
-            e1 = c1 * _sign(u) * tl.exp(alpha * tl.abs(u) - aux)
+            e1 = _times_sign(c1, u) * tl.exp(alpha * tl.abs(u) - aux)
         if FOR_X:
             out = e1
         else:
@@ -395,6 +466,8 @@ def _backward_outer_kernel(
     N,
     V,
     D,
+    stride_a,
+    stride_b,
     n_exp,
     eps,
     p,
@@ -407,7 +480,14 @@ def _backward_outer_kernel(
     BN: tl.constexpr,
     BV: tl.constexpr,
     BK: tl.constexpr,
+    TR: tl.constexpr,
+    TC: tl.constexpr,
     BKD: tl.constexpr,
+    XR: tl.constexpr,
+    XK: tl.constexpr,
+    WR: tl.constexpr,
+    WK: tl.constexpr,
+    EVEN_K: tl.constexpr,
 ):
     """Backward without cross-thread reductions: a persistent program takes tiles in turn; for each it recomputes
     the per-pair coefficients, parks them in its own scratch slot (row- and column-major), then accumulates dx
@@ -432,7 +512,7 @@ def _backward_outer_kernel(
         aa = tl.load(aa_ptr + rows, mask=row_ok, other=0.0)
         bb = tl.load(bb_ptr + cols, mask=col_ok, other=0.0)
         acc_a, acc_b = _pair_stats(
-            aT_ptr, bT_ptr, rows, cols, row_ok, col_ok, N, V, D, p, alpha, KIND, P_INT, BN, BV, BK
+            aT_ptr, bT_ptr, row0, col0, stride_a, stride_b, D, p, alpha, KIND, P_INT, BN, BV, BK, TR, TC
         )
         d = _finish(acc_a, acc_b, aa, bb, p, alpha, scale, KIND)
         gd = grad_wrt_distance(d, cols, col_ok, y, lse, g, n_exp, eps, smoothing, V)
@@ -463,27 +543,40 @@ def _backward_outer_kernel(
         tl.store(slot + 2 * BN * BV + ii[:, None] * BV + jj[None, :], aux)
         tl.store(slot + 3 * BN * BV + jj[None, :] * BN + ii[:, None], aux)
         tl.debug_barrier()  # every thread sees the whole slot
+        # dx (rows x BKD features) and dW (centres x BKD) blocks in the 4-d thread layout of _pair_stats: per centre
+        # (row) a thread loads a few coefficients and features, not a whole column. Centres / rows past V / N have
+        # c1 = 0 and are skipped, so their loads need no mask; so do features when BKD divides D (EVEN_K).
+        ri = _grid_rows(BN // XR, XR)
+        kx = _grid_cols(BKD // XK, XK)
+        cj = _grid_rows(BV // WR, WR)
+        kw = _grid_cols(BKD // WK, WK)
+        xrow_ok = row0 + ri < N
+        wrow_ok = col0 + cj < V
         for k0 in range(0, D, BKD):
-            ks = k0 + tl.arange(0, BKD)
-            k_ok = ks < D
-            xb = tl.load(a_ptr + rows[:, None] * D + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-            xb = xb.to(tl.float32)
-            gx = tl.zeros((BN, BKD), tl.float32)
-            for j in range(0, BV):
-                c1j = tl.load(slot + BN * BV + j * BN + ii)
-                auxj = tl.load(slot + 3 * BN * BV + j * BN + ii)
-                wr = tl.load(b_ptr + (col0 + j) * D + ks, mask=k_ok & (col0 + j < V), other=0.0).to(tl.float32)
-                gx += _elem_grad(xb, wr[None, :], c1j[:, None], auxj[:, None], p, alpha, KIND, PM1_INT, True)
-            tl.atomic_add(da_ptr + rows[:, None] * D + ks[None, :], gx, mask=row_ok[:, None] & k_ok[None, :])
-            wb = tl.load(b_ptr + cols[:, None] * D + ks[None, :], mask=col_ok[:, None] & k_ok[None, :], other=0.0)
-            wb = wb.to(tl.float32)
-            gw = tl.zeros((BV, BKD), tl.float32)
-            for i in range(0, BN):
-                c1i = tl.load(slot + i * BV + jj)
-                auxi = tl.load(slot + 2 * BN * BV + i * BV + jj)
-                xr = tl.load(a_ptr + (row0 + i) * D + ks, mask=k_ok & (row0 + i < N), other=0.0).to(tl.float32)
-                gw += _elem_grad(xr[None, :], wb, c1i[:, None], auxi[:, None], p, alpha, KIND, PM1_INT, False)
-            tl.atomic_add(db_ptr + cols[:, None] * D + ks[None, :], gw, mask=col_ok[:, None] & k_ok[None, :])
+            kxs = k0 + kx
+            kws = k0 + kw
+            if EVEN_K:
+                kxl = kxs
+                kwl = kws
+            else:  # past D: load feature D - 1, drop it at the atomic
+                kxl = tl.minimum(kxs, D - 1)
+                kwl = tl.minimum(kws, D - 1)
+            xb = tl.load(a_ptr + (row0 + ri) * D + kxl, mask=xrow_ok, other=0.0).to(tl.float32)
+            gx = tl.zeros((BN // XR, BKD // XK, XR, XK), tl.float32)
+            for j in range(0, tl.minimum(BV, V - col0)):
+                c1j = tl.load(slot + BN * BV + j * BN + ri)
+                auxj = tl.load(slot + 3 * BN * BV + j * BN + ri)
+                wr = tl.load(b_ptr + (col0 + j) * D + kxl).to(tl.float32)
+                gx += _elem_grad(xb, wr, c1j, auxj, p, alpha, KIND, PM1_INT, True)
+            tl.atomic_add(da_ptr + (row0 + ri) * D + kxs, gx, mask=xrow_ok & (kxs < D))
+            wb = tl.load(b_ptr + (col0 + cj) * D + kwl, mask=wrow_ok, other=0.0).to(tl.float32)
+            gw = tl.zeros((BV // WR, BKD // WK, WR, WK), tl.float32)
+            for i in range(0, tl.minimum(BN, N - row0)):
+                c1i = tl.load(slot + i * BV + cj)
+                auxi = tl.load(slot + 2 * BN * BV + i * BV + cj)
+                xr = tl.load(a_ptr + (row0 + i) * D + kwl).to(tl.float32)
+                gw += _elem_grad(xr, wb, c1i, auxi, p, alpha, KIND, PM1_INT, False)
+            tl.atomic_add(db_ptr + (col0 + cj) * D + kws, gw, mask=wrow_ok & (kws < D))
 
 
 # GPU tile (BN rows, BV centres, num_warps), features per outer-product block, programs per SM: the fastest of the
@@ -509,6 +602,30 @@ def _persistent_programs(tiles: int, device: torch.device) -> int:
     return min(tiles, PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count)
 
 
+def _thread_grid(rows: int, cols: int, warps: int) -> tuple[int, int]:
+    """(TR, TC): how a rows x cols tile spreads its 32 * warps threads over the two axes (see _pair_stats). Each
+    thread then owns a (rows / TR) x (cols / TC) block and loads rows / TR + cols / TC values per step: the most
+    square block that keeps at least 8 threads along the contiguous cols (64 x 64 on 4 warps: 8 x 4)."""
+    threads = 32 * warps
+    best = None
+    for tc in (8, 16, 32):
+        tr = max(1, min(rows, threads // tc))
+        if tc > cols or rows % tr or cols % tc:
+            continue
+        cost = rows // tr + cols // tc
+        if best is None or cost <= best[0]:
+            best = (cost, tr, tc)
+    return (best[1], best[2]) if best else (1, min(cols, 32))
+
+
+def _padded_t(m: torch.Tensor, block: int) -> torch.Tensor:
+    """m.T (D x rows), zero-padded to a whole number of blocks of rows so the kernels' feature loops load unmasked."""
+    rows, dim = m.shape
+    out = m.new_zeros(dim, triton.cdiv(rows, block) * block)
+    out[:, :rows] = m.t()
+    return out
+
+
 def _feature_step(dim: int) -> int:
     """Features unrolled per loop step: the largest of 8, 4, 2, 1 dividing D (so no step reads past D)."""
     return next(step for step in (8, 4, 2, 1) if dim % step == 0)
@@ -531,18 +648,19 @@ class L1HeadLoss(torch.autograd.Function):
         n, dim = a.shape
         classes = b.shape[0]
         a, b = a.contiguous(), b.contiguous()
-        aT, bT = a.t().contiguous(), b.t().contiguous()
-        aa, bb = aa.float().contiguous(), bb.float().contiguous()
         bn, bv, warps = _blocks()
+        aT, bT = _padded_t(a, bn), _padded_t(b, bv)
+        aa, bb = aa.float().contiguous(), bb.float().contiguous()
         row_blocks, col_tiles = triton.cdiv(n, bn), triton.cdiv(classes, bv)
+        tr, tc = _thread_grid(bn, bv, warps)
         splits = num_splits(row_blocks, col_tiles, a.device)
         tiles_per_split = triton.cdiv(col_tiles, splits)
         splits = triton.cdiv(col_tiles, tiles_per_split)
         m, s, zsum, zt = new_partials(splits, n, a.device)
         scalars = (n_exp, eps, p, alpha, scale)
         _forward_kernel[(row_blocks, splits)](
-            aT, bT, aa, bb, y, m, s, zsum, zt, n, classes, dim, tiles_per_split, *scalars,
-            KIND=kind, P_INT=_int_power(p), BN=bn, BV=bv, BK=_feature_step(dim), num_warps=warps,
+            aT, bT, aa, bb, y, m, s, zsum, zt, n, classes, dim, aT.stride(0), bT.stride(0), tiles_per_split, *scalars,
+            KIND=kind, P_INT=_int_power(p), BN=bn, BV=bv, BK=_feature_step(dim), TR=tr, TC=tc, num_warps=warps,
         )  # fmt: skip
         loss, lse, valid, count = combine_partials(m, s, zsum, zt, y, classes, smoothing, ignore_index, reduction)
         ctx.save_for_backward(a, b, aT, bT, aa, bb, y, lse, valid, count)
@@ -560,23 +678,45 @@ class L1HeadLoss(torch.autograd.Function):
         bn, bv, warps = _blocks()
         f32 = dict(device=a.device, dtype=torch.float32)
         daa, dbb = torch.zeros(n, **f32), torch.zeros(classes, **f32)
+        tr, tc = _thread_grid(bn, bv, warps)
         constants = dict(
             KIND=kind, P_INT=_int_power(p), PM1_INT=_int_power(p - 1.0), BN=bn, BV=bv, BK=_feature_step(dim),
-            num_warps=warps,
+            TR=tr, TC=tc, num_warps=warps,
         )  # fmt: skip
         if BACKWARD == "outer":
             da, db = torch.zeros(n, dim, **f32), torch.zeros(classes, dim, **f32)
             tiles = triton.cdiv(n, bn) * triton.cdiv(classes, bv)
             programs = _persistent_programs(tiles, a.device)
             scratch = torch.empty(programs * 4 * bn * bv, **f32)
+            bkd = 16 if INTERPRET else FEATURE_BLOCK
+            (xr, xk), (wr, wk) = _thread_grid(bn, bkd, warps), _thread_grid(bv, bkd, warps)
             _backward_outer_kernel[(programs,)](
-                aT, bT, a, b, aa, bb, y, lse, g, da, db, daa, dbb, scratch, n, classes, dim, *scalars, smoothing,
-                BKD=16 if INTERPRET else FEATURE_BLOCK, **constants,
+                aT, bT, a, b, aa, bb, y, lse, g, da, db, daa, dbb, scratch, n, classes, dim, aT.stride(0), bT.stride(0),
+                *scalars, smoothing,
+                BKD=bkd, XR=xr, XK=xk, WR=wr, WK=wk, EVEN_K=dim % bkd == 0, **constants,
             )  # fmt: skip
         else:
             daT, dbT = torch.zeros(dim, n, **f32), torch.zeros(dim, classes, **f32)
             _backward_kernel[(triton.cdiv(n, bn), triton.cdiv(classes, bv))](
-                aT, bT, aa, bb, y, lse, g, daT, dbT, daa, dbb, n, classes, dim, *scalars, smoothing, **constants
+                aT,
+                bT,
+                aa,
+                bb,
+                y,
+                lse,
+                g,
+                daT,
+                dbT,
+                daa,
+                dbb,
+                n,
+                classes,
+                dim,
+                aT.stride(0),
+                bT.stride(0),
+                *scalars,
+                smoothing,
+                **constants,
             )
             da, db = daT.t(), dbT.t()
         grads_aa = daa if ctx.needs_input_grad[2] else None

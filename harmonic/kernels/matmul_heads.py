@@ -4,14 +4,22 @@
     LINEAR  d = max(aa_i + bb_j - 2 a_i.b_j, 0) * scale          hamming_hard (a, b straight-through bits, scale 1/D)
 The caller prepares a, b, aa, bb with ordinary torch ops, so autograd carries gradients back to x, W and the metric.
 
-Forward: one Triton kernel; each program owns a block of rows and a range of V tiles, computes the dot products
-with tensor-core tiles (fp32 accumulation) and folds -n log(d + eps) into a running log-sum-exp: the N x V matrix is
-never written. Backward: a second kernel recomputes each tile, writes dLoss/d(a.b) for a chunk of rows (at most
-CHUNK_BYTES) plus the row and column sums for aa and bb, and two cuBLAS GEMMs turn it into da and db (the way
-Liger's fused linear cross-entropy chunks CE). Memory beyond inputs and gradients: O(N + V) + one chunk.
+The rows are processed in chunks (at most CHUNK_BYTES of chunk-sized buffers), the way Liger's fused linear
+cross-entropy chunks CE: for each chunk, cuBLAS computes the dot products (bf16/fp16 operands, fp32 output), one
+Triton kernel folds -n log(d + eps) into per-row log-sum-exp statistics, a second turns the tile into
+dLoss/d(a.b) (plus the row and column sums for aa and bb), and two cuBLAS GEMMs turn that into da and db. With a
+mean or sum reduction the gradient is computed in the forward, where the chunk's dot products already exist
+(three GEMM passes in all, as CE eager); the backward only scales it by the incoming gradient. reduction="none"
+needs the incoming per-row gradient, so its backward recomputes each chunk (four passes). Nothing of size N x V
+outlives a chunk: memory beyond inputs and gradients is O(N + V) plus one chunk.
+
+Hand-written Triton GEMMs with the log-sum-exp in their epilogue were tried first and ran at a third of cuBLAS's
+speed on an H100 (docs/performance.md); the elementwise kernels here are memory-bound passes over the chunk.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import triton
@@ -19,59 +27,34 @@ import triton.language as tl
 
 from harmonic.kernels._loss import (
     INTERPRET,
+    LN2,
     combine_partials,
-    grad_wrt_distance,
-    lse_stats_update,
+    grad_from_log2,
+    lse_finish,
     new_partials,
     num_splits,
+    online_lse_update,
     row_weights,
 )
 
 EUCLID, COSINE, LINEAR = 0, 1, 2
 KINDS = {"euclid": EUCLID, "cosine": COSINE, "linear": LINEAR}
-# Largest dLoss/d(a.b) chunk the backward writes at once (rows x V); 256 MB keeps it well under CE eager's logits.
-CHUNK_BYTES = 256 * 2**20
-UPCAST_DOT = tl.constexpr(INTERPRET)
-# (BM, BN, BK, num_warps, num_stages) for bf16/fp16 on the GPU: the fastest of those benchmarks/heads_benchmark.py
-# tunes over on an H100 (docs/performance.md).
-BLOCK_16BIT = (128, 128, 64, 8, 4)
-
-
-@triton.jit
-def _dot_tile(
-    a_ptr,
-    b_ptr,
-    rows,
-    cols,
-    row_ok,
-    col_ok,
-    D,
-    BM: tl.constexpr,
-    BN: tl.constexpr,
-    BK: tl.constexpr,
-    PRECISION: tl.constexpr,
-):
-    acc = tl.zeros((BM, BN), dtype=tl.float32)
-    for k0 in range(0, D, BK):
-        ks = k0 + tl.arange(0, BK)
-        k_ok = ks < D
-        a = tl.load(a_ptr + rows[:, None] * D + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-        b = tl.load(b_ptr + cols[:, None] * D + ks[None, :], mask=col_ok[:, None] & k_ok[None, :], other=0.0)
-        if UPCAST_DOT:  # Triton's CPU interpreter cannot multiply 16-bit tiles
-            a, b = a.to(tl.float32), b.to(tl.float32)
-        acc = tl.dot(a, tl.trans(b), acc, input_precision=PRECISION)
-    return acc
+# Largest set of per-chunk buffers (fp32 dot products + dLoss/d(a.b)) held at once; 512 MB keeps the peak below CE
+# eager's bf16 logits at GPT-2 shape while each chunk's GEMM stays large enough for cuBLAS to run at full speed.
+CHUNK_BYTES = 512 * 2**20
+# (rows, columns, num_warps) of one elementwise tile on the GPU: benchmarks/heads_benchmark.py --tune times others.
+TILE = (32, 256, 8)
 
 
 @triton.jit
 def _distance(dot, aa, bb, scale, KIND: tl.constexpr):
-    """Distance tile from the dot-product tile, plus the value whose clamp decides where gradients pass (strictly
-    inside the clamp's range, as torch.clamp's gradient)."""
+    """Distance tile from the dot-product tile (aa, bb already broadcast against it), plus the value whose clamp
+    decides where gradients pass (strictly inside the clamp's range, as torch.clamp's gradient)."""
     if KIND == 1:
         raw = 1.0 - dot
         d = tl.minimum(tl.maximum(raw, 0.0), 2.0)
     else:
-        raw = aa[:, None] + bb[None, :] - 2.0 * dot
+        raw = aa + bb - 2.0 * dot
         if KIND == 0:
             d = tl.sqrt(tl.maximum(raw, 1e-30))
         else:
@@ -80,9 +63,8 @@ def _distance(dot, aa, bb, scale, KIND: tl.constexpr):
 
 
 @triton.jit
-def _forward_kernel(
-    a_ptr,
-    b_ptr,
+def _stats_kernel(
+    dot_ptr,
     aa_ptr,
     bb_ptr,
     y_ptr,
@@ -90,61 +72,68 @@ def _forward_kernel(
     s_ptr,
     zsum_ptr,
     zt_ptr,
+    row0,
+    rows_in_chunk,
     N,
     V,
-    D,
     tiles_per_split,
     n_exp,
     eps,
     scale,
     KIND: tl.constexpr,
+    SMOOTHING: tl.constexpr,
     BM: tl.constexpr,
     BN: tl.constexpr,
-    BK: tl.constexpr,
-    PRECISION: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
+    """Log-sum-exp statistics of one chunk's rows over one range of V tiles (split = program_id(1)): elementwise
+    accumulators over the tiles, one reduction at the end; the target's logit is read directly by split 0."""
+    local = tl.program_id(0) * BM + tl.arange(0, BM)
+    row_ok = local < rows_in_chunk
+    rows = row0 + local
     split = tl.program_id(1)
-    rows = pid_m * BM + tl.arange(0, BM)
-    row_ok = rows < N
-    y = tl.load(y_ptr + rows, mask=row_ok, other=-1)
     aa = tl.load(aa_ptr + rows, mask=row_ok, other=0.0)
-    m = tl.full((BM,), float("-inf"), tl.float32)
-    s = tl.zeros((BM,), tl.float32)
-    zsum = tl.zeros((BM,), tl.float32)
-    zt = tl.zeros((BM,), tl.float32)
+    m2 = tl.full((BM, BN), -1e30, tl.float32)  # finite: masked positions (also -1e30) never make inf - inf
+    s2 = tl.zeros((BM, BN), tl.float32)
+    zsum2 = tl.zeros((BM, BN), tl.float32)
     first = split * tiles_per_split
     last = tl.minimum(first + tiles_per_split, tl.cdiv(V, BN))
     for t in range(first, last):
         cols = t * BN + tl.arange(0, BN)
         col_ok = cols < V
+        tile_ok = row_ok[:, None] & col_ok[None, :]
         bb = tl.load(bb_ptr + cols, mask=col_ok, other=0.0)
-        dot = _dot_tile(a_ptr, b_ptr, rows, cols, row_ok, col_ok, D, BM, BN, BK, PRECISION)
-        d, raw = _distance(dot, aa, bb, scale, KIND)
-        m, s, zsum, zt = lse_stats_update(d, cols, col_ok, y, m, s, zsum, zt, n_exp, eps)
+        dot = tl.load(dot_ptr + local[:, None] * V + cols[None, :], mask=tile_ok, other=0.0)
+        d, raw = _distance(dot, aa[:, None], bb[None, :], scale, KIND)
+        z2 = tl.where(tile_ok, -n_exp * tl.log2(d + eps), -1e30)
+        m2, s2 = online_lse_update(z2, m2, s2)
+        if SMOOTHING:
+            zsum2 += tl.where(tile_ok, z2, 0.0)
+    m, s = lse_finish(m2, s2)
     out = split * N + rows
     tl.store(m_ptr + out, m, mask=row_ok)
     tl.store(s_ptr + out, s, mask=row_ok)
-    tl.store(zsum_ptr + out, zsum, mask=row_ok)
-    tl.store(zt_ptr + out, zt, mask=row_ok)
+    tl.store(zsum_ptr + out, tl.sum(zsum2, axis=1) * LN2, mask=row_ok)
+    y = tl.load(y_ptr + rows, mask=row_ok, other=-1)
+    target_ok = row_ok & (y >= 0) & (y < V) & (split == 0)
+    dot_t = tl.load(dot_ptr + local * V + y, mask=target_ok, other=0.0)
+    bb_t = tl.load(bb_ptr + y, mask=target_ok, other=0.0)
+    d_t, raw_t = _distance(dot_t[:, None], aa[:, None], bb_t[:, None], scale, KIND)
+    z_t = tl.sum(-n_exp * tl.log(d_t + eps), axis=1)
+    tl.store(zt_ptr + out, tl.where(target_ok, z_t, 0.0), mask=row_ok)
 
 
 @triton.jit
-def _backward_kernel(
-    a_ptr,
-    b_ptr,
+def _grad_kernel(
+    dot_ptr,
     aa_ptr,
     bb_ptr,
     y_ptr,
     lse_ptr,
     g_ptr,
     h_ptr,
-    daa_ptr,
-    dbb_ptr,
     row0,
     rows_in_chunk,
     V,
-    D,
     n_exp,
     eps,
     scale,
@@ -152,9 +141,9 @@ def _backward_kernel(
     KIND: tl.constexpr,
     BM: tl.constexpr,
     BN: tl.constexpr,
-    BK: tl.constexpr,
-    PRECISION: tl.constexpr,
 ):
+    """One tile of h = dLoss/d(a.b), written to the chunk's h buffer: purely elementwise (the row and column sums
+    that aa and bb need come out of the GEMMs, see _sweep)."""
     local = tl.program_id(0) * BM + tl.arange(0, BM)
     row_ok = local < rows_in_chunk
     rows = row0 + local
@@ -165,41 +154,125 @@ def _backward_kernel(
     g = tl.load(g_ptr + rows, mask=row_ok, other=0.0)
     aa = tl.load(aa_ptr + rows, mask=row_ok, other=0.0)
     bb = tl.load(bb_ptr + cols, mask=col_ok, other=0.0)
-    dot = _dot_tile(a_ptr, b_ptr, rows, cols, row_ok, col_ok, D, BM, BN, BK, PRECISION)
-    d, raw = _distance(dot, aa, bb, scale, KIND)
-    gd = grad_wrt_distance(d, cols, col_ok, y, lse, g, n_exp, eps, smoothing, V)
+    tile = local[:, None] * V + cols[None, :]
+    tile_ok = row_ok[:, None] & col_ok[None, :]
+    dot = tl.load(dot_ptr + tile, mask=tile_ok, other=0.0)
+    d, raw = _distance(dot, aa[:, None], bb[None, :], scale, KIND)
+    gd = grad_from_log2(tl.log2(d + eps), cols, y, lse, g, n_exp, smoothing, V)
+    gd = tl.where(tile_ok & (g[:, None] != 0.0), gd, 0.0)
     if KIND == 1:
         h = tl.where((raw > 0.0) & (raw < 2.0), -gd, 0.0)
+    elif KIND == 0:
+        h = tl.where(raw > 1e-30, -gd / d, 0.0)  # -2 dLoss/draw, draw = dd * 2d
     else:
-        if KIND == 0:
-            graw = tl.where(raw > 1e-30, gd / (2.0 * d), 0.0)
-        else:
-            graw = tl.where(raw > 0.0, gd * scale, 0.0)
-        h = -2.0 * graw
-        tl.atomic_add(daa_ptr + rows, tl.sum(graw, axis=1), mask=row_ok)
-        tl.atomic_add(dbb_ptr + cols, tl.sum(graw, axis=0), mask=col_ok)
-    h_ptrs = h_ptr + local[:, None] * V + cols[None, :]
-    tl.store(h_ptrs, h.to(h_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
+        h = tl.where(raw > 0.0, -2.0 * scale * gd, 0.0)
+    tl.store(h_ptr + tile, h.to(h_ptr.dtype.element_ty), mask=tile_ok)
 
 
-def _blocks(dtype: torch.dtype):
-    """(BM, BN, BK, num_warps, num_stages, dot precision) for this input dtype."""
-    precision = "tf32x3" if dtype == torch.float32 else "tf32"  # fp32 inputs: ~fp32-accurate dot products
-    if INTERPRET:
-        return 16, 16, 16, 4, 1, precision
-    if dtype == torch.float32:
-        return 64, 64, 32, 4, 3, precision
-    return (*BLOCK_16BIT, precision)
+def _tile():
+    """(rows, columns, num_warps) of an elementwise tile; small under the CPU interpreter (partial tiles tested)."""
+    return (16, 16, 4) if INTERPRET else TILE
+
+
+@functools.cache
+def _has_out_dtype(device_type: str) -> bool:
+    """Whether this torch has mm/addmm(..., out_dtype=float32) for 16-bit operands on this device (CUDA, torch 2.9+):
+    fp32 results straight from cuBLAS's fp32 accumulator, without a rounding to 16 bits."""
+    try:
+        p = torch.ones(2, 2, device=device_type, dtype=torch.bfloat16)
+        acc = torch.zeros(2, 2, device=device_type)
+        torch.addmm(acc, p, p, out_dtype=torch.float32, out=acc)
+        return bool((acc == 2.0).all()) and torch.mm(p, p, out_dtype=torch.float32).dtype == torch.float32
+    except (TypeError, RuntimeError, NotImplementedError):
+        return False
 
 
 def _mm(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """p @ q with fp32 output (cuBLAS accumulates in fp32; asking for fp32 output skips the rounding to 16 bits)."""
-    if p.is_cuda and p.dtype in (torch.bfloat16, torch.float16):
-        try:
-            return torch.mm(p, q, out_dtype=torch.float32)
-        except (TypeError, RuntimeError, NotImplementedError):
-            pass
-    return torch.mm(p, q).float()
+    """p @ q as float32 (fp32 accumulation; 16-bit operands stay 16-bit where cuBLAS can return fp32)."""
+    if p.dtype != torch.float32 and _has_out_dtype(p.device.type):
+        return torch.mm(p, q, out_dtype=torch.float32)
+    return torch.mm(p.float(), q.float())
+
+
+def _add_mm(acc: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> None:
+    """acc += p @ q, acc float32."""
+    if p.dtype != torch.float32 and _has_out_dtype(p.device.type):
+        torch.addmm(acc, p, q, out_dtype=torch.float32, out=acc)
+    else:
+        acc.addmm_(p.float(), q.float())
+
+
+def _chunk_rows(n: int, classes: int, h_itemsize: int, block: int) -> int:
+    """Rows per chunk: equal chunks, a multiple of the tile, buffers (fp32 dots + h) within CHUNK_BYTES."""
+    most = max(block, CHUNK_BYTES // (classes * (4 + h_itemsize)))
+    chunks = triton.cdiv(n, most)
+    return min(n, triton.cdiv(triton.cdiv(n, chunks), block) * block)
+
+
+def _with_ones_column(t: torch.Tensor) -> torch.Tensor:
+    """[t | 1 | 0 ...]: D + 8 columns (rows stay 16-byte aligned for cuBLAS), so that h @ [b | 1] also returns the
+    row sums of h and h^T @ [a | 1] its column sums, which the gradients through aa and bb need."""
+    out = torch.zeros(t.shape[0], t.shape[1] + 8, device=t.device, dtype=t.dtype)
+    out[:, : t.shape[1]] = t
+    out[:, t.shape[1]] = 1.0
+    return out
+
+
+def _sweep(a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing, *, lse=None, g=None, grads=True):
+    """One pass over the row chunks.
+
+    lse None: computes the loss statistics (per-split partials m, s, zsum, zt, and the per-row lse); with g given
+    (per-row weights of the loss) and grads=True, also the gradients da, db, daa, dbb, using the chunk's own lse.
+    lse given: only the gradients (the backward of reduction="none").
+    """
+    n, dim = a.shape
+    classes = b.shape[0]
+    bm, bn, warps = _tile()
+    # fp16 cannot hold p_ij / N (underflow): its dLoss/d(a.b) is fp32 and so are its GEMMs.
+    h_dtype = torch.float32 if a.dtype in (torch.float16, torch.float32) else a.dtype
+    chunk = _chunk_rows(n, classes, h_dtype.itemsize, bm)
+    stats = None
+    if lse is None:
+        col_tiles = triton.cdiv(classes, bn)
+        splits = num_splits(triton.cdiv(chunk, bm), col_tiles, a.device)
+        tiles_per_split = triton.cdiv(col_tiles, splits)
+        splits = triton.cdiv(col_tiles, tiles_per_split)
+        stats = new_partials(splits, n, a.device)
+        lse = torch.empty(n, device=a.device, dtype=torch.float32)
+    if grads:
+        h = torch.empty(chunk, classes, device=a.device, dtype=h_dtype)
+        sums = kind != COSINE  # cosine has no aa, bb terms
+        a_mm, b_mm = (a.float(), b.float()) if h_dtype != a.dtype else (a, b)
+        if sums:
+            a_mm, b_mm = _with_ones_column(a_mm), _with_ones_column(b_mm)
+        da = torch.empty(n, b_mm.shape[1], device=a.device, dtype=torch.float32)
+        db = torch.zeros(classes, b_mm.shape[1], device=a.device, dtype=torch.float32)
+    for row0 in range(0, n, chunk):
+        rows = min(chunk, n - row0)
+        dot = _mm(a[row0 : row0 + rows], b.t())
+        if stats is not None:
+            _stats_kernel[(triton.cdiv(rows, bm), splits)](
+                dot, aa, bb, y, *stats, row0, rows, n, classes, tiles_per_split, n_exp, eps, scale,
+                KIND=kind, SMOOTHING=smoothing > 0, BM=bm, BN=bn, num_warps=warps,
+            )  # fmt: skip
+            m, s = stats[0][:, row0 : row0 + rows], stats[1][:, row0 : row0 + rows]
+            lse[row0 : row0 + rows] = torch.logsumexp(m + torch.log(s), dim=0)
+        if not grads:
+            continue
+        part = h[:rows]
+        _grad_kernel[(triton.cdiv(rows, bm), triton.cdiv(classes, bn))](
+            dot, aa, bb, y, lse, g, part, row0, rows, classes, n_exp, eps, scale, smoothing,
+            KIND=kind, BM=bm, BN=bn, num_warps=warps,
+        )  # fmt: skip
+        del dot  # its memory is reused by the next chunk's dot products
+        da[row0 : row0 + rows] = _mm(part, b_mm)
+        _add_mm(db, part.t(), a_mm[row0 : row0 + rows])
+    if not grads:
+        return stats, None
+    if not sums:
+        return stats, (da, db, None, None)
+    # h = -2 dLoss/draw and raw = aa + bb - 2 a.b, so dLoss/daa_i = -(sum_j h_ij) / 2, dLoss/dbb_j = -(sum_i h_ij) / 2
+    return stats, (da[:, :dim], db[:, :dim], -0.5 * da[:, dim], -0.5 * db[:, dim])
 
 
 class MatmulHeadLoss(torch.autograd.Function):
@@ -209,94 +282,32 @@ class MatmulHeadLoss(torch.autograd.Function):
     def forward(ctx, a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing, ignore_index, reduction):
         a, b = a.contiguous(), b.contiguous()
         aa, bb = aa.float().contiguous(), bb.float().contiguous()
-        n, dim = a.shape
         classes = b.shape[0]
-        bm, bn, bk, warps, stages, precision = _blocks(a.dtype)
-        row_blocks, col_tiles = triton.cdiv(n, bm), triton.cdiv(classes, bn)
-        splits = num_splits(row_blocks, col_tiles, a.device)
-        tiles_per_split = triton.cdiv(col_tiles, splits)
-        splits = triton.cdiv(col_tiles, tiles_per_split)
-        m, s, zsum, zt = new_partials(splits, n, a.device)
-        _forward_kernel[(row_blocks, splits)](
-            a,
-            b,
-            aa,
-            bb,
-            y,
-            m,
-            s,
-            zsum,
-            zt,
-            n,
-            classes,
-            dim,
-            tiles_per_split,
-            n_exp,
-            eps,
-            scale,
-            KIND=kind,
-            BM=bm,
-            BN=bn,
-            BK=bk,
-            PRECISION=precision,
-            num_warps=warps,
-            num_stages=stages,
-        )
-        loss, lse, valid, count = combine_partials(m, s, zsum, zt, y, classes, smoothing, ignore_index, reduction)
-        ctx.save_for_backward(a, b, aa, bb, y, lse, valid, count)
-        ctx.args = (kind, n_exp, eps, scale, smoothing, reduction)
+        needs_grad = any(t.requires_grad for t in (a, b, aa, bb))
+        valid = y != ignore_index
+        count = valid.sum()
+        # mean / sum: the loss's weight of every row is known now, so the gradient comes out of the same sweep.
+        early = needs_grad and reduction != "none"
+        g = row_weights(torch.ones((), device=a.device), valid, count, reduction) if early else None
+        consts = (kind, n_exp, eps, scale, smoothing)
+        stats, grads = _sweep(a, b, aa, bb, y, *consts, g=g, grads=early)
+        loss, lse, valid, count = combine_partials(*stats, y, classes, smoothing, ignore_index, reduction)
+        if early:
+            ctx.save_for_backward(*grads)
+        elif needs_grad:
+            ctx.save_for_backward(a, b, aa, bb, y, lse, valid, count)
+        ctx.early, ctx.consts, ctx.reduction = early, consts, reduction
+        ctx.dtypes = (a.dtype, b.dtype)
         return loss
 
     @staticmethod
     def backward(ctx, grad_out):
-        a, b, aa, bb, y, lse, valid, count = ctx.saved_tensors
-        kind, n_exp, eps, scale, smoothing, reduction = ctx.args
-        n, dim = a.shape
-        classes = b.shape[0]
-        g = row_weights(grad_out, valid, count, reduction)
-        bm, bn, bk, warps, stages, precision = _blocks(a.dtype)
-        # fp16 cannot hold p_ij / N (underflow): its chunk is fp32 and so are its GEMMs.
-        h_dtype = torch.float32 if a.dtype == torch.float16 else a.dtype
-        a_mm, b_mm = (a.float(), b.float()) if h_dtype != a.dtype else (a, b)
-        chunk = max(bm, min(n, CHUNK_BYTES // (classes * h_dtype.itemsize)) // bm * bm)
-        h = torch.empty(min(chunk, n), classes, device=a.device, dtype=h_dtype)
-        da = torch.empty(n, dim, device=a.device, dtype=torch.float32)
-        db = torch.zeros(classes, dim, device=a.device, dtype=torch.float32)
-        daa = torch.zeros(n, device=a.device, dtype=torch.float32)
-        dbb = torch.zeros(classes, device=a.device, dtype=torch.float32)
-        for row0 in range(0, n, chunk):
-            rows = min(chunk, n - row0)
-            grid = (triton.cdiv(rows, bm), triton.cdiv(classes, bn))
-            _backward_kernel[grid](
-                a,
-                b,
-                aa,
-                bb,
-                y,
-                lse,
-                g,
-                h,
-                daa,
-                dbb,
-                row0,
-                rows,
-                classes,
-                dim,
-                n_exp,
-                eps,
-                scale,
-                smoothing,
-                KIND=kind,
-                BM=bm,
-                BN=bn,
-                BK=bk,
-                PRECISION=precision,
-                num_warps=warps,
-                num_stages=stages,
-            )
-            part = h[:rows]
-            da[row0 : row0 + rows] = _mm(part, b_mm)
-            db += _mm(part.t(), a_mm[row0 : row0 + rows])
+        if ctx.early:
+            da, db, daa, dbb = (None if t is None else t * grad_out.float() for t in ctx.saved_tensors)
+        else:
+            a, b, aa, bb, y, lse, valid, count = ctx.saved_tensors
+            g = row_weights(grad_out, valid, count, ctx.reduction)
+            _, (da, db, daa, dbb) = _sweep(a, b, aa, bb, y, *ctx.consts, lse=lse, g=g)
         grads_aa = daa if ctx.needs_input_grad[2] else None
         grads_bb = dbb if ctx.needs_input_grad[3] else None
-        return da.to(a.dtype), db.to(b.dtype), grads_aa, grads_bb, *([None] * 8)
+        return da.to(ctx.dtypes[0]), db.to(ctx.dtypes[1]), grads_aa, grads_bb, *([None] * 8)

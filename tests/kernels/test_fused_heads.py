@@ -122,7 +122,7 @@ def test_head_loss_uses_the_kernel_and_agrees():
 
 def test_supports_and_bad_input():
     assert kernels.supports("manhattan", "cpu")  # under the interpreter
-    assert not kernels.supports("hamming_gumbel", "cpu")  # not fused yet: see FUSED in harmonic/kernels
+    assert kernels.supports("hamming_gumbel", "cpu")
     assert not kernels.supports("no_such_distance", "cpu")
     x, w, y, _ = _case("manhattan")
     y[0] = 21
@@ -132,6 +132,39 @@ def test_supports_and_bad_input():
         kernels.fused_harmonic_loss(x, w, y, distance="manhattan", n=1.0, eps=1e-8, reduction="avg")
     with pytest.raises(ValueError, match="share D"):
         kernels.fused_harmonic_loss(x, w[:, :5], y, distance="manhattan", n=1.0, eps=1e-8)
+
+
+@pytest.mark.parametrize("noise", [1.0, 0.0])
+def test_hamming_gumbel_training_noise_matches_the_reference(noise):
+    """In training the noise is drawn in torch before the kernel, in the reference's order (x, then the centres):
+    with the same seed both paths see the same noisy bits; in eval there is no noise at all."""
+    x, w, y, _ = _case("hamming_gumbel", n_rows=10, classes=23, dim=12, seed=7)
+    kwargs = dict(distance="hamming_gumbel", n=2.0, eps=1e-8, params={"T": 0.7, "noise": noise})
+    torch.manual_seed(11)
+    fused, fused_grads = _loss_and_grads(kernels.fused_harmonic_loss, x, w, y, None, training=True, **kwargs)
+    torch.manual_seed(11)
+    ref, ref_grads = _loss_and_grads(kernels.reference_harmonic_loss, x, w, y, None, training=True, **kwargs)
+    torch.testing.assert_close(fused, ref, rtol=LOSS_RTOL, atol=1e-6)
+    for got, want in zip(fused_grads, ref_grads):
+        assert float((got - want).norm() / want.norm()) <= GRAD_RTOL
+    eval_loss = kernels.fused_harmonic_loss(x, w, y, training=False, **kwargs)
+    noisy_again = kernels.fused_harmonic_loss(x, w, y, training=True, **kwargs)
+    assert (float(noisy_again) != float(eval_loss)) == (noise > 0)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("distance", ["euclidean", "cosine", "hamming_hard"])
+def test_matmul_heads_over_several_row_chunks(monkeypatch, distance, reduction):
+    """Rows split into chunks (tiny CHUNK_BYTES): mean computes the gradient in the forward sweep, none recomputes
+    each chunk in the backward; both must equal the unchunked reference, the last chunk being partial."""
+    from harmonic.kernels import matmul_heads
+
+    classes = 21
+    monkeypatch.setattr(matmul_heads, "CHUNK_BYTES", 16 * classes * 8)  # 16 rows of fp32 dots + fp32 h
+    assert matmul_heads._chunk_rows(40, classes, 4, 16) == 16
+    x, w, y, factor = _case(distance, n_rows=40, classes=classes, dim=12, seed=8)
+    y[5] = -100
+    _compare(x, w, y, factor, distance=distance, n=2.0, eps=1e-8, params={}, reduction=reduction)
 
 
 @pytest.mark.parametrize("variant", ["outer", "reduce"])
