@@ -189,9 +189,8 @@ def _prepare(name: str, x: Tensor, w: Tensor, params: dict, factor: Tensor | Non
                 )
             root = factor.float().clamp_min(0.0).sqrt()
             a, b = x.float() * root, w.float() * root
-        a, b = a.to(dtype), b.to(dtype)
-        aa, bb = a.float().pow(2).sum(-1), b.float().pow(2).sum(-1)
-        return "matmul", matmul_heads.EUCLID, a, b, aa, bb, (1.0,)
+        # aa = |a|^2, bb = |b|^2 are computed inside the kernel's autograd Function, which also adds their gradient
+        return "matmul", matmul_heads.EUCLID, a.to(dtype), b.to(dtype), None, None, (1.0,)
     if name == "cosine":
         a = F.normalize(x.float(), dim=-1, eps=TINY).to(dtype)
         b = F.normalize(w.float(), dim=-1, eps=TINY).to(dtype)

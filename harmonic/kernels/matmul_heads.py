@@ -29,6 +29,7 @@ from harmonic.kernels._loss import (
     INTERPRET,
     LN2,
     combine_partials,
+    fast_log2,
     grad_from_log2,
     lse_finish,
     new_partials,
@@ -104,7 +105,7 @@ def _stats_kernel(
         bb = tl.load(bb_ptr + cols, mask=col_ok, other=0.0)
         dot = tl.load(dot_ptr + local[:, None] * V + cols[None, :], mask=tile_ok, other=0.0)
         d, raw = _distance(dot, aa[:, None], bb[None, :], scale, KIND)
-        z2 = tl.where(tile_ok, -n_exp * tl.log2(d + eps), -1e30)
+        z2 = tl.where(tile_ok, -n_exp * fast_log2(d + eps), -1e30)
         m2, s2 = online_lse_update(z2, m2, s2)
         if SMOOTHING:
             zsum2 += tl.where(tile_ok, z2, 0.0)
@@ -158,7 +159,7 @@ def _grad_kernel(
     tile_ok = row_ok[:, None] & col_ok[None, :]
     dot = tl.load(dot_ptr + tile, mask=tile_ok, other=0.0)
     d, raw = _distance(dot, aa[:, None], bb[None, :], scale, KIND)
-    gd = grad_from_log2(tl.log2(d + eps), cols, y, lse, g, n_exp, smoothing, V)
+    gd = grad_from_log2(fast_log2(d + eps), cols, y, lse, g, n_exp, smoothing, V)
     gd = tl.where(tile_ok & (g[:, None] != 0.0), gd, 0.0)
     if KIND == 1:
         h = tl.where((raw > 0.0) & (raw < 2.0), -gd, 0.0)
@@ -167,6 +168,28 @@ def _grad_kernel(
     else:
         h = tl.where(raw > 0.0, -2.0 * scale * gd, 0.0)
     tl.store(h_ptr + tile, h.to(h_ptr.dtype.element_ty), mask=tile_ok)
+
+
+@triton.jit
+def _row_sq_norms_kernel(t_ptr, out_ptr, rows, D, BM: tl.constexpr, BK: tl.constexpr):
+    """out_i = sum_k t_ik^2 in fp32 from 16-bit or fp32 rows (no fp32 copy of the matrix)."""
+    r = tl.program_id(0) * BM + tl.arange(0, BM)
+    acc = tl.zeros((BM, BK), tl.float32)
+    for k0 in range(0, D, BK):
+        ks = k0 + tl.arange(0, BK)
+        v = tl.load(t_ptr + r[:, None] * D + ks[None, :], mask=(r < rows)[:, None] & (ks < D)[None, :], other=0.0)
+        v = v.to(tl.float32)
+        acc += v * v
+    tl.store(out_ptr + r, tl.sum(acc, axis=1), mask=r < rows)
+
+
+def _row_sq_norms(t: torch.Tensor) -> torch.Tensor:
+    out = torch.empty(t.shape[0], device=t.device, dtype=torch.float32)
+    bm = 16 if INTERPRET else 32
+    _row_sq_norms_kernel[(triton.cdiv(t.shape[0], bm),)](
+        t, out, t.shape[0], t.shape[1], BM=bm, BK=16 if INTERPRET else 128
+    )
+    return out
 
 
 def _tile():
@@ -187,11 +210,12 @@ def _has_out_dtype(device_type: str) -> bool:
         return False
 
 
-def _mm(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """p @ q as float32 (fp32 accumulation; 16-bit operands stay 16-bit where cuBLAS can return fp32)."""
+def _mm(p: torch.Tensor, q: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """p @ q as float32, into `out` (contiguous fp32) if given (fp32 accumulation; 16-bit operands stay 16-bit
+    where cuBLAS can return fp32)."""
     if p.dtype != torch.float32 and _has_out_dtype(p.device.type):
-        return torch.mm(p, q, out_dtype=torch.float32)
-    return torch.mm(p.float(), q.float())
+        return torch.mm(p, q, out_dtype=torch.float32, out=out)
+    return torch.mm(p.float(), q.float(), out=out)
 
 
 def _add_mm(acc: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> None:
@@ -212,10 +236,9 @@ def _chunk_rows(n: int, classes: int, h_itemsize: int, block: int) -> int:
 def _with_ones_column(t: torch.Tensor) -> torch.Tensor:
     """[t | 1 | 0 ...]: D + 8 columns (rows stay 16-byte aligned for cuBLAS), so that h @ [b | 1] also returns the
     row sums of h and h^T @ [a | 1] its column sums, which the gradients through aa and bb need."""
-    out = torch.zeros(t.shape[0], t.shape[1] + 8, device=t.device, dtype=t.dtype)
-    out[:, : t.shape[1]] = t
-    out[:, t.shape[1]] = 1.0
-    return out
+    pad = torch.zeros(t.shape[0], 8, device=t.device, dtype=t.dtype)
+    pad[:, 0] = 1.0
+    return torch.cat([t, pad], dim=1)
 
 
 def _sweep(a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing, *, lse=None, g=None, grads=True):
@@ -265,14 +288,31 @@ def _sweep(a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing, *, lse=None, g=N
             KIND=kind, BM=bm, BN=bn, num_warps=warps,
         )  # fmt: skip
         del dot  # its memory is reused by the next chunk's dot products
-        da[row0 : row0 + rows] = _mm(part, b_mm)
+        _mm(part, b_mm, out=da[row0 : row0 + rows])
         _add_mm(db, part.t(), a_mm[row0 : row0 + rows])
     if not grads:
         return stats, None
-    if not sums:
-        return stats, (da, db, None, None)
-    # h = -2 dLoss/draw and raw = aa + bb - 2 a.b, so dLoss/daa_i = -(sum_j h_ij) / 2, dLoss/dbb_j = -(sum_i h_ij) / 2
-    return stats, (da[:, :dim], db[:, :dim], -0.5 * da[:, dim], -0.5 * db[:, dim])
+    return stats, _final_grads(kind, a, b, da, db)
+
+
+def _final_grads(kind, a, b, da, db):
+    """(da, db in the input dtypes, daa, dbb) from the GEMM results (with the row / column sums of h in column D
+    where the kind has aa, bb terms).
+
+    h = -2 dLoss/draw and raw = aa + bb - 2 a.b, so dLoss/daa_i = -(sum_j h_ij) / 2 and dLoss/dbb_j = -(sum_i
+    h_ij) / 2. Euclidean's aa = |a|^2 and bb = |b|^2 belong to this Function, so their gradient is added here,
+    2 a_i dLoss/daa_i = -a_i sum_j h_ij, in the same fused step that rounds to the input dtype.
+    """
+    if kind == COSINE:
+        return da.to(a.dtype), db.to(b.dtype), None, None
+    dim = a.shape[1]
+    rowsum, colsum = da[:, dim], db[:, dim]
+    da, db = da[:, :dim], db[:, :dim]
+    if kind == EUCLID:
+        da = torch.addcmul(da, rowsum[:, None], a, value=-1.0, out=torch.empty_like(a))
+        db = torch.addcmul(db, colsum[:, None], b, value=-1.0, out=torch.empty_like(b))
+        return da, db, None, None
+    return da.to(a.dtype), db.to(b.dtype), -0.5 * rowsum, -0.5 * colsum
 
 
 class MatmulHeadLoss(torch.autograd.Function):
@@ -281,9 +321,11 @@ class MatmulHeadLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing, ignore_index, reduction):
         a, b = a.contiguous(), b.contiguous()
+        if kind == EUCLID:  # aa, bb = squared norms, their gradient handled in _final_grads
+            aa, bb = _row_sq_norms(a), _row_sq_norms(b)
         aa, bb = aa.float().contiguous(), bb.float().contiguous()
         classes = b.shape[0]
-        needs_grad = any(t.requires_grad for t in (a, b, aa, bb))
+        needs_grad = any(ctx.needs_input_grad[:4])
         valid = y != ignore_index
         count = valid.sum()
         # mean / sum: the loss's weight of every row is known now, so the gradient comes out of the same sweep.
@@ -297,17 +339,16 @@ class MatmulHeadLoss(torch.autograd.Function):
         elif needs_grad:
             ctx.save_for_backward(a, b, aa, bb, y, lse, valid, count)
         ctx.early, ctx.consts, ctx.reduction = early, consts, reduction
-        ctx.dtypes = (a.dtype, b.dtype)
         return loss
 
     @staticmethod
     def backward(ctx, grad_out):
         if ctx.early:
-            da, db, daa, dbb = (None if t is None else t * grad_out.float() for t in ctx.saved_tensors)
+            da, db, daa, dbb = (None if t is None else t * grad_out for t in ctx.saved_tensors)
         else:
             a, b, aa, bb, y, lse, valid, count = ctx.saved_tensors
             g = row_weights(grad_out, valid, count, ctx.reduction)
             _, (da, db, daa, dbb) = _sweep(a, b, aa, bb, y, *ctx.consts, lse=lse, g=g)
         grads_aa = daa if ctx.needs_input_grad[2] else None
         grads_bb = dbb if ctx.needs_input_grad[3] else None
-        return da.to(ctx.dtypes[0]), db.to(ctx.dtypes[1]), grads_aa, grads_bb, *([None] * 8)
+        return da, db, grads_aa, grads_bb, *([None] * 8)

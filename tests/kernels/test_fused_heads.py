@@ -152,6 +152,23 @@ def test_hamming_gumbel_training_noise_matches_the_reference(noise):
     assert (float(noisy_again) != float(eval_loss)) == (noise > 0)
 
 
+@pytest.mark.parametrize("distance", ["euclidean", "cosine", "manhattan"])
+def test_gradient_for_the_centres_only_and_no_gradient_at_all(distance):
+    """x without requires_grad (frozen features): dW still matches; under no_grad the loss has no graph."""
+    x, w, y, _ = _case(distance, n_rows=7, classes=19, dim=10, seed=9)
+    x = x.detach()
+    kwargs = dict(distance=distance, n=2.0, eps=1e-8, params={})
+    (fused_grad,) = torch.autograd.grad(kernels.fused_harmonic_loss(x, w, y, **kwargs), [w])
+    (ref_grad,) = torch.autograd.grad(kernels.reference_harmonic_loss(x, w, y, **kwargs), [w])
+    assert float((fused_grad - ref_grad).norm() / ref_grad.norm()) <= GRAD_RTOL
+    with torch.no_grad():
+        loss = kernels.fused_harmonic_loss(x, w, y, **kwargs)
+    assert loss.grad_fn is None
+    torch.testing.assert_close(
+        loss, kernels.reference_harmonic_loss(x, w, y, **kwargs).detach(), rtol=LOSS_RTOL, atol=1e-6
+    )
+
+
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 @pytest.mark.parametrize("distance", ["euclidean", "cosine", "hamming_hard"])
 def test_matmul_heads_over_several_row_chunks(monkeypatch, distance, reduction):
