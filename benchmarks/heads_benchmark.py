@@ -234,12 +234,13 @@ L1_CONFIGS = [  # ((BN, BV, num_warps), features per outer-product block, progra
     ((64, 64, 2), 64, 8),
 ]
 MATMUL_CONFIGS = [  # ((rows, columns, num_warps) of an elementwise tile, MB of chunk buffers)
+    ((32, 256, 8), 1024),
     ((32, 256, 8), 512),
     ((16, 512, 8), 512),
     ((64, 256, 8), 512),
     ((32, 256, 4), 512),
-    ((32, 256, 8), 1024),
-    ((32, 256, 8), 256),
+    ((16, 512, 8), 1024),
+    ((32, 256, 8), 2048),
 ]
 
 

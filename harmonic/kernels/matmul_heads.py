@@ -40,9 +40,9 @@ from harmonic.kernels._loss import (
 
 EUCLID, COSINE, LINEAR = 0, 1, 2
 KINDS = {"euclid": EUCLID, "cosine": COSINE, "linear": LINEAR}
-# Largest set of per-chunk buffers (fp32 dot products + dLoss/d(a.b)) held at once; 512 MB keeps the peak below CE
+# Largest set of per-chunk buffers (fp32 dot products + dLoss/d(a.b)) held at once; 1 GB keeps the peak below CE
 # eager's bf16 logits at GPT-2 shape while each chunk's GEMM stays large enough for cuBLAS to run at full speed.
-CHUNK_BYTES = 512 * 2**20
+CHUNK_BYTES = 1024 * 2**20
 # (rows, columns, num_warps) of one elementwise tile on the GPU: benchmarks/heads_benchmark.py --tune times others.
 TILE = (32, 256, 8)
 
