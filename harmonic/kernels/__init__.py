@@ -171,8 +171,6 @@ def _compute_dtype(x: Tensor, w: Tensor) -> torch.dtype:
 def _prepare(name: str, x: Tensor, w: Tensor, params: dict, factor: Tensor | None, training: bool):
     """Reduce a registry distance to a kernel kind: (family, kind, a, b, aa, bb, constants), all torch ops."""
     dim = x.shape[1]
-    zeros_x = torch.zeros(x.shape[0], device=x.device)
-    zeros_w = torch.zeros(w.shape[0], device=x.device)
     dtype = _compute_dtype(x, w)
     if name == "minkowski" and params["p"] == 2.0:
         name = "euclidean"  # identical function; the GEMM form is ~20x cheaper than CUDA-core tiles
@@ -191,17 +189,15 @@ def _prepare(name: str, x: Tensor, w: Tensor, params: dict, factor: Tensor | Non
             a, b = x.float() * root, w.float() * root
         # aa = |a|^2, bb = |b|^2 are computed inside the kernel's autograd Function, which also adds their gradient
         return "matmul", matmul_heads.EUCLID, a.to(dtype), b.to(dtype), None, None, (1.0,)
-    if name == "cosine":
-        a = F.normalize(x.float(), dim=-1, eps=TINY).to(dtype)
-        b = F.normalize(w.float(), dim=-1, eps=TINY).to(dtype)
-        return "matmul", matmul_heads.COSINE, a, b, zeros_x, zeros_w, (1.0,)
+    if name == "cosine":  # the normalisation (and its gradient) happens inside the Function
+        return "matmul", matmul_heads.COSINE, x.to(dtype), w.to(dtype), None, None, (1.0,)
     if name == "hamming_hard":
         bits_x = _straight_through_bits(x.float(), params["T"], params["threshold"])
         bits_w = _straight_through_bits(w.float(), params["T"], params["threshold"])
         aa, bb = bits_x.sum(-1), bits_w.sum(-1)
         return "matmul", matmul_heads.LINEAR, bits_x.to(dtype), bits_w.to(dtype), aa, bb, (1.0 / dim,)
     p, alpha, scale = 1.0, 1.0, 1.0
-    aa, bb = zeros_x, zeros_w
+    aa, bb = torch.zeros(x.shape[0], device=x.device), torch.zeros(w.shape[0], device=x.device)
     a, b = x, w
     if name in ("manhattan", "hamming_soft", "hamming_gumbel"):
         kind = l1_heads.MANHATTAN

@@ -1,6 +1,6 @@
 """Fused harmonic loss for matmul-type distances: every distance is a function of one dot product per pair,
     EUCLID  d = sqrt(max(aa_i + bb_j - 2 a_i.b_j, 1e-30))      euclidean, mahalanobis (a = x L), diagonal (a = x m^.5)
-    COSINE  d = clamp(1 - a_i.b_j, 0, 2)                         cosine (a, b unit rows)
+    COSINE  d = clamp(1 - a_i.b_j ra_i rb_j, 0, 2)               cosine (ra = 1 / max(|a|, TINY), as F.normalize)
     LINEAR  d = max(aa_i + bb_j - 2 a_i.b_j, 0) * scale          hamming_hard (a, b straight-through bits, scale 1/D)
 The caller prepares a, b, aa, bb with ordinary torch ops, so autograd carries gradients back to x, W and the metric.
 
@@ -25,6 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
+from harmonic.distances import TINY
 from harmonic.kernels._loss import (
     INTERPRET,
     LN2,
@@ -51,8 +52,8 @@ TILE = (32, 256, 8)
 def _distance(dot, aa, bb, scale, KIND: tl.constexpr):
     """Distance tile from the dot-product tile (aa, bb already broadcast against it), plus the value whose clamp
     decides where gradients pass (strictly inside the clamp's range, as torch.clamp's gradient)."""
-    if KIND == 1:
-        raw = 1.0 - dot
+    if KIND == 1:  # aa, bb hold the reciprocal norms
+        raw = 1.0 - dot * aa * bb
         d = tl.minimum(tl.maximum(raw, 0.0), 2.0)
     else:
         raw = aa + bb - 2.0 * dot
@@ -161,8 +162,8 @@ def _grad_kernel(
     d, raw = _distance(dot, aa[:, None], bb[None, :], scale, KIND)
     gd = grad_from_log2(fast_log2(d + eps), cols, y, lse, g, n_exp, smoothing, V)
     gd = tl.where(tile_ok & (g[:, None] != 0.0), gd, 0.0)
-    if KIND == 1:
-        h = tl.where((raw > 0.0) & (raw < 2.0), -gd, 0.0)
+    if KIND == 1:  # dd/d(a.b) = -ra_i rb_j inside the clamp
+        h = tl.where((raw > 0.0) & (raw < 2.0), -gd * aa[:, None] * bb[None, :], 0.0)
     elif KIND == 0:
         h = tl.where(raw > 1e-30, -gd / d, 0.0)  # -2 dLoss/draw, draw = dd * 2d
     else:
@@ -171,25 +172,39 @@ def _grad_kernel(
 
 
 @triton.jit
-def _row_sq_norms_kernel(t_ptr, out_ptr, rows, D, BM: tl.constexpr, BK: tl.constexpr):
-    """out_i = sum_k t_ik^2 in fp32 from 16-bit or fp32 rows (no fp32 copy of the matrix)."""
+def _row_dots_kernel(p_ptr, q_ptr, out_ptr, rows, D, stride_p, stride_q, BM: tl.constexpr, BK: tl.constexpr):
+    """out_i = sum_k p_ik q_ik, accumulated in fp32 from 16-bit or fp32 rows (no fp32 copy of a matrix)."""
     r = tl.program_id(0) * BM + tl.arange(0, BM)
     acc = tl.zeros((BM, BK), tl.float32)
     for k0 in range(0, D, BK):
         ks = k0 + tl.arange(0, BK)
-        v = tl.load(t_ptr + r[:, None] * D + ks[None, :], mask=(r < rows)[:, None] & (ks < D)[None, :], other=0.0)
-        v = v.to(tl.float32)
-        acc += v * v
+        ok = (r < rows)[:, None] & (ks < D)[None, :]
+        p = tl.load(p_ptr + r[:, None] * stride_p + ks[None, :], mask=ok, other=0.0).to(tl.float32)
+        q = tl.load(q_ptr + r[:, None] * stride_q + ks[None, :], mask=ok, other=0.0).to(tl.float32)
+        acc += p * q
     tl.store(out_ptr + r, tl.sum(acc, axis=1), mask=r < rows)
 
 
-def _row_sq_norms(t: torch.Tensor) -> torch.Tensor:
-    out = torch.empty(t.shape[0], device=t.device, dtype=torch.float32)
-    bm = 16 if INTERPRET else 32
-    _row_sq_norms_kernel[(triton.cdiv(t.shape[0], bm),)](
-        t, out, t.shape[0], t.shape[1], BM=bm, BK=16 if INTERPRET else 128
-    )
+def _row_dots(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot products of two (rows, D) matrices with unit column stride, in fp32."""
+    out = torch.empty(p.shape[0], device=p.device, dtype=torch.float32)
+    bm, bk = (16, 16) if INTERPRET else (32, 128)
+    _row_dots_kernel[(triton.cdiv(p.shape[0], bm),)](p, q, out, p.shape[0], p.shape[1], p.stride(0), q.stride(0),
+                                                     BM=bm, BK=bk)  # fmt: skip
     return out
+
+
+def _reciprocal_norms(t: torch.Tensor) -> torch.Tensor:
+    """1 / max(|t_i|, TINY): F.normalize's scaling of each row."""
+    return 1.0 / _row_dots(t, t).sqrt().clamp_min(TINY)
+
+
+def _through_normalisation(t: torch.Tensor, grad_unit: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Gradient for t from grad_unit = r_i (dLoss/d t_hat_i), t_hat = t r: the normalisation's Jacobian
+    r (I - t_hat t_hat^T) gives grad_unit_i - r_i^2 (t_i . grad_unit_i) t_i (no projection where |t| <= TINY,
+    F.normalize's constant branch). Returned in t's dtype."""
+    coef = torch.where(r < 1.0 / TINY, _row_dots(grad_unit, t) * r * r, 0.0)
+    return torch.addcmul(grad_unit, coef[:, None], t, value=-1.0, out=torch.empty_like(t))
 
 
 def _tile():
@@ -269,7 +284,7 @@ def _sweep(a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing, *, lse=None, g=N
         if sums:
             a_mm, b_mm = _with_ones_column(a_mm), _with_ones_column(b_mm)
         da = torch.empty(n, b_mm.shape[1], device=a.device, dtype=torch.float32)
-        db = torch.zeros(classes, b_mm.shape[1], device=a.device, dtype=torch.float32)
+        db = torch.empty(classes, b_mm.shape[1], device=a.device, dtype=torch.float32)
     for row0 in range(0, n, chunk):
         rows = min(chunk, n - row0)
         dot = _mm(a[row0 : row0 + rows], b.t())
@@ -289,13 +304,16 @@ def _sweep(a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing, *, lse=None, g=N
         )  # fmt: skip
         del dot  # its memory is reused by the next chunk's dot products
         _mm(part, b_mm, out=da[row0 : row0 + rows])
-        _add_mm(db, part.t(), a_mm[row0 : row0 + rows])
+        if row0 == 0:
+            _mm(part.t(), a_mm[:rows], out=db)
+        else:
+            _add_mm(db, part.t(), a_mm[row0 : row0 + rows])
     if not grads:
         return stats, None
-    return stats, _final_grads(kind, a, b, da, db)
+    return stats, _final_grads(kind, a, b, da, db, aa, bb)
 
 
-def _final_grads(kind, a, b, da, db):
+def _final_grads(kind, a, b, da, db, aa, bb):
     """(da, db in the input dtypes, daa, dbb) from the GEMM results (with the row / column sums of h in column D
     where the kind has aa, bb terms).
 
@@ -303,8 +321,8 @@ def _final_grads(kind, a, b, da, db):
     h_ij) / 2. Euclidean's aa = |a|^2 and bb = |b|^2 belong to this Function, so their gradient is added here,
     2 a_i dLoss/daa_i = -a_i sum_j h_ij, in the same fused step that rounds to the input dtype.
     """
-    if kind == COSINE:
-        return da.to(a.dtype), db.to(b.dtype), None, None
+    if kind == COSINE:  # aa, bb are the reciprocal norms; h already carries them, so da = r_a (dLoss/d a_hat)
+        return _through_normalisation(a, da, aa), _through_normalisation(b, db, bb), None, None
     dim = a.shape[1]
     rowsum, colsum = da[:, dim], db[:, dim]
     da, db = da[:, :dim], db[:, :dim]
@@ -322,7 +340,9 @@ class MatmulHeadLoss(torch.autograd.Function):
     def forward(ctx, a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing, ignore_index, reduction):
         a, b = a.contiguous(), b.contiguous()
         if kind == EUCLID:  # aa, bb = squared norms, their gradient handled in _final_grads
-            aa, bb = _row_sq_norms(a), _row_sq_norms(b)
+            aa, bb = _row_dots(a, a), _row_dots(b, b)
+        elif kind == COSINE:  # aa, bb = reciprocal norms, likewise
+            aa, bb = _reciprocal_norms(a), _reciprocal_norms(b)
         aa, bb = aa.float().contiguous(), bb.float().contiguous()
         classes = b.shape[0]
         needs_grad = any(ctx.needs_input_grad[:4])
