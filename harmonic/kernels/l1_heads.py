@@ -52,6 +52,42 @@ def _times_sign(c, v):
     return tl.where(v == 0.0, 0.0, flipped.to(tl.float32, bitcast=True))
 
 
+# Inline PTX only when compiling for the GPU: the interpreter (the CPU tests) has no inline assembly.
+_PTX = tl.constexpr(not INTERPRET)
+FLT_MIN = tl.constexpr(1.1754943508222875e-38)  # smallest normal fp32
+LOG2E = tl.constexpr(1.4426950408889634)
+
+
+@triton.jit
+def _rcp(v):
+    """1 / v for FLT_MIN <= v <= 2^126: one MUFU.RCP (rcp.approx.ftz, 1 ulp). Triton's a / b is div.full.f32, ~7
+    instructions here (range tests and scalings around the same MUFU.RCP), which the callers do not need: they
+    clamp v to >= FLT_MIN, and v > 2^126 would take |x| + |w| above 8e37."""
+    if _PTX:
+        return tl.inline_asm_elementwise(
+            "rcp.approx.ftz.f32 $0, $1;", "=f,f", [v], dtype=tl.float32, is_pure=True, pack=1
+        )
+    else:
+        return 1.0 / v
+
+
+@triton.jit
+def _exp2(v):
+    """2^v for v <= 0 (results below FLT_MIN flush to 0): one MUFU.EX2, without tl.exp2's subnormal scaling."""
+    if _PTX:
+        return tl.inline_asm_elementwise(
+            "ex2.approx.ftz.f32 $0, $1;", "=f,f", [v], dtype=tl.float32, is_pure=True, pack=1
+        )
+    else:
+        return tl.exp2(v)
+
+
+@triton.jit
+def _sign(v):
+    """sign(v) as -1.0, 0.0 or 1.0 (computed once per block, outside the hot loops)."""
+    return tl.where(v > 0.0, 1.0, tl.where(v < 0.0, -1.0, 0.0))
+
+
 @triton.jit
 def _grid_rows(R: tl.constexpr, T: tl.constexpr):
     """(R, 1, T, 1) index a * T + c of a tile's first axis: see _pair_stats."""
@@ -119,6 +155,7 @@ def _pair_stats(
     acc_b = tl.zeros((RR, CR, TR, TC), tl.float32)
     if KIND == 3:
         acc_a = tl.full((RR, CR, TR, TC), float("-inf"), tl.float32)
+    neg_alpha2 = -alpha * LOG2E
     for k0 in range(0, D, BK):
         for kk in tl.static_range(BK):
             k = k0 + kk
@@ -134,14 +171,17 @@ def _pair_stats(
                 acc_b = tl.where(u > acc_a, 1.0, tl.where(u == acc_a, acc_b + 1.0, acc_b))
                 acc_a = tl.maximum(acc_a, u)
             elif KIND == 3:
-                # running max of alpha|u| (acc_a) and sum of exp(alpha|u| - max) (acc_b), one exp per element
-                t = alpha * u
-                e = tl.exp(-tl.abs(t - acc_a))
-                acc_b = tl.where(t > acc_a, acc_b * e + 1.0, acc_b + e)
-                acc_a = tl.maximum(acc_a, t)
+                # running max of |u| (acc_a) and sum of exp(alpha (|u| - max)) (acc_b), one exp2 per element: the
+                # smaller of |u| and the max is the one rescaled, by 2^(-alpha / ln 2 * ||u| - max|)
+                t = u - acc_a
+                e = _exp2(tl.abs(t) * neg_alpha2)
+                acc_b = tl.where(t > 0.0, acc_b * e + 1.0, acc_b + e)
+                acc_a = tl.maximum(acc_a, u)
             elif KIND == 4:
-                den = tl.abs(xk) + tl.abs(wk)  # |x|, |w| per row / centre, not per pair
-                acc_a += u / tl.where(den > 0.0, den, 1.0)  # den = 0 only where u = 0
+                # den = 0 only where u = 0: clamped to FLT_MIN the term is 0 * 2^126 = 0 (so is any u <= den below
+                # FLT_MIN: subnormal pairs count ~0)
+                den = tl.maximum(tl.abs(xk) + tl.abs(wk), FLT_MIN)
+                acc_a += u * _rcp(den)
             else:
                 acc_a += u
                 acc_b += tl.abs(xk + wk)
@@ -160,7 +200,7 @@ def _finish(acc_a, acc_b, aa, bb, p, alpha, scale, KIND: tl.constexpr):
     elif KIND == 2:
         d = acc_a
     elif KIND == 3:
-        d = (acc_a + tl.log(acc_b)) / alpha
+        d = acc_a + tl.log(acc_b) / alpha
     elif KIND == 4:
         d = acc_a
     elif KIND == 5:
@@ -278,7 +318,7 @@ def _pair_coefficients(
         aux = d
     elif KIND == 3:
         c1 = gd
-        aux = alpha * d
+        aux = d * (alpha * LOG2E)
     elif KIND == 4:
         c1 = gd
     elif KIND == 5:
@@ -386,12 +426,13 @@ def _backward_kernel(
             wk = tl.load(bT_ptr + k * stride_b + cols).to(tl.float32)
             u = xk[:, None] - wk[None, :]
             if KIND == 4:
-                den = tl.abs(xk)[:, None] + tl.abs(wk)[None, :]
-                r = 1.0 / tl.where(den > 0.0, den, 1.0)
-                su = _times_sign(r, u)
-                t = tl.abs(u) * r * r
-                gx = tl.sum(c1 * (su - _times_sign(t, xk[:, None])), axis=1)
-                gw = tl.sum(c1 * (-su - _times_sign(t, wk[None, :])), axis=0)
+                # see _elem_grad: d/dx = sign(u) (|w| + w sign(x)) / den^2, d/dw = -sign(u) (|x| + x sign(w)) / den^2
+                r = _rcp(tl.maximum(tl.abs(xk)[:, None] + tl.abs(wk)[None, :], FLT_MIN))
+                cr = c1 * r * r
+                nx = tl.abs(wk)[None, :] + wk[None, :] * _sign(xk)[:, None]
+                nw = tl.abs(xk)[:, None] + xk[:, None] * _sign(wk)[None, :]
+                gx = tl.sum(_times_sign(cr * nx, u), axis=1)
+                gw = -tl.sum(_times_sign(cr * nw, u), axis=0)
             elif KIND == 5:
                 e2 = _times_sign(c2, xk[:, None] + wk[None, :])
                 e1 = _times_sign(c1, u)
@@ -405,7 +446,7 @@ def _backward_kernel(
                 elif KIND == 2:
                     e1 = tl.where(tl.abs(u) == d, _times_sign(c1, u), 0.0)
                 else:
-                    e1 = _times_sign(c1, u) * tl.exp(alpha * tl.abs(u) - alpha * d)
+                    e1 = _times_sign(c1, u) * _exp2(tl.abs(u) * (alpha * LOG2E) - c2)
                 gx = tl.sum(e1, axis=1)
                 gw = -tl.sum(e1, axis=0)
             tl.atomic_add(daT_ptr + k * N + rows, gx, mask=row_ok)
@@ -413,25 +454,28 @@ def _backward_kernel(
 
 
 @triton.jit
-def _elem_grad(xv, wv, c1, aux, p, alpha, KIND: tl.constexpr, PM1_INT: tl.constexpr, FOR_X: tl.constexpr):
+def _elem_grad(xv, wv, c1, aux, own_sign, p, alpha, KIND: tl.constexpr, PM1_INT: tl.constexpr, FOR_X: tl.constexpr):
     """c1 * dd/dx (FOR_X) or c1 * dd/dw for broadcast element pairs (x_k, w_k); aux is the second per-pair value:
-    chebyshev d, smooth alpha * d, bray-curtis c2 (the coefficient of the denominator)."""
-    u = xv - wv
+    chebyshev d, smooth alpha * d / ln 2, bray-curtis c2 (the coefficient of the denominator). own_sign (canberra
+    only): sign of the operand the caller holds across its loop, sign(x) for dx, sign(w) for dW."""
     if KIND == 4:
-        den = tl.abs(xv) + tl.abs(wv)
-        r = 1.0 / tl.where(den > 0.0, den, 1.0)
-        t = tl.abs(u) * r * r
+        # d/dx |u| / den = sign(u) / den - |u| sign(x) / den^2 = sign(u) (den - u sign(x)) / den^2, and
+        # den - u sign(x) = |w| + w sign(x) (also at x = 0); likewise d/dw = -sign(u) (|x| + x sign(w)) / den^2.
+        # Where u = 0 (den = 0 included) _times_sign gives torch's 0 whatever r is.
+        r = _rcp(tl.maximum(tl.abs(xv) + tl.abs(wv), FLT_MIN))
         if FOR_X:
-            out = c1 * (_times_sign(r, u) - _times_sign(t, xv))
+            out = _times_sign(c1 * (tl.abs(wv) + wv * own_sign) * r * r, xv - wv)
         else:
-            out = c1 * (-_times_sign(r, u) - _times_sign(t, wv))
+            out = _times_sign(c1 * (tl.abs(xv) + xv * own_sign) * r * r, wv - xv)
     elif KIND == 5:
+        u = xv - wv
         e2 = _times_sign(aux, xv + wv)
         if FOR_X:
             out = _times_sign(c1, u) + e2
         else:
             out = e2 - _times_sign(c1, u)
     else:
+        u = xv - wv
         if KIND == 0 or KIND == 6:
             e1 = _times_sign(c1, u)
         elif KIND == 1:
@@ -439,7 +483,7 @@ def _elem_grad(xv, wv, c1, aux, p, alpha, KIND: tl.constexpr, PM1_INT: tl.conste
         elif KIND == 2:
             e1 = tl.where(tl.abs(u) == aux, _times_sign(c1, u), 0.0)
         else:
-            e1 = _times_sign(c1, u) * tl.exp(alpha * tl.abs(u) - aux)
+            e1 = _times_sign(c1, u) * _exp2(tl.abs(u) * (alpha * LOG2E) - aux)
         if FOR_X:
             out = e1
         else:
@@ -562,20 +606,22 @@ def _backward_outer_kernel(
                 kxl = tl.minimum(kxs, D - 1)
                 kwl = tl.minimum(kws, D - 1)
             xb = tl.load(a_ptr + (row0 + ri) * D + kxl, mask=xrow_ok, other=0.0).to(tl.float32)
+            xs = _sign(xb) if KIND == 4 else xb
             gx = tl.zeros((BN // XR, BKD // XK, XR, XK), tl.float32)
             for j in range(0, tl.minimum(BV, V - col0)):
                 c1j = tl.load(slot + BN * BV + j * BN + ri)
                 auxj = tl.load(slot + 3 * BN * BV + j * BN + ri)
                 wr = tl.load(b_ptr + (col0 + j) * D + kxl).to(tl.float32)
-                gx += _elem_grad(xb, wr, c1j, auxj, p, alpha, KIND, PM1_INT, True)
+                gx += _elem_grad(xb, wr, c1j, auxj, xs, p, alpha, KIND, PM1_INT, True)
             tl.atomic_add(da_ptr + (row0 + ri) * D + kxs, gx, mask=xrow_ok & (kxs < D))
             wb = tl.load(b_ptr + (col0 + cj) * D + kwl, mask=wrow_ok, other=0.0).to(tl.float32)
+            ws = _sign(wb) if KIND == 4 else wb
             gw = tl.zeros((BV // WR, BKD // WK, WR, WK), tl.float32)
             for i in range(0, tl.minimum(BN, N - row0)):
                 c1i = tl.load(slot + i * BV + cj)
                 auxi = tl.load(slot + 2 * BN * BV + i * BV + cj)
                 xr = tl.load(a_ptr + (row0 + i) * D + kwl).to(tl.float32)
-                gw += _elem_grad(xr, wb, c1i, auxi, p, alpha, KIND, PM1_INT, False)
+                gw += _elem_grad(xr, wb, c1i, auxi, ws, p, alpha, KIND, PM1_INT, False)
             tl.atomic_add(db_ptr + (col0 + cj) * D + kws, gw, mask=wrow_ok & (kws < D))
 
 
