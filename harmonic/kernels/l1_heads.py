@@ -628,7 +628,7 @@ def _backward_outer_kernel(
 # GPU tile (BN rows, BV centres, num_warps), features per outer-product block, programs per SM: the fastest of the
 # configurations benchmarks/heads_benchmark.py tunes over on an H100 (docs/performance.md).
 BLOCK = (64, 64, 4)
-FEATURE_BLOCK = 64
+FEATURE_BLOCK = 128
 
 
 def _blocks():

@@ -199,12 +199,35 @@ def _reciprocal_norms(t: torch.Tensor) -> torch.Tensor:
     return 1.0 / _row_dots(t, t).sqrt().clamp_min(TINY)
 
 
-def _through_normalisation(t: torch.Tensor, grad_unit: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """Gradient for t from grad_unit = r_i (dLoss/d t_hat_i), t_hat = t r: the normalisation's Jacobian
-    r (I - t_hat t_hat^T) gives grad_unit_i - r_i^2 (t_i . grad_unit_i) t_i (no projection where |t| <= TINY,
-    F.normalize's constant branch). Returned in t's dtype."""
-    coef = torch.where(r < 1.0 / TINY, _row_dots(grad_unit, t) * r * r, 0.0)
-    return torch.addcmul(grad_unit, coef[:, None], t, value=-1.0, out=torch.empty_like(t))
+@triton.jit
+def _combine_kernel(
+    p_ptr, t_ptr, coef_ptr, scale_ptr, out_ptr, rows, D, stride_p,
+    HAS_COEF: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr,
+):  # fmt: skip
+    """out = scale p + coef_i t_i, rounded to out's dtype: the last step of every gradient in one pass."""
+    r = tl.program_id(0) * BM + tl.arange(0, BM)
+    scale = tl.load(scale_ptr)
+    coef = tl.zeros((BM,), tl.float32)
+    if HAS_COEF:
+        coef = tl.load(coef_ptr + r, mask=r < rows, other=0.0)
+    for k0 in range(0, D, BK):
+        ks = k0 + tl.arange(0, BK)
+        ok = (r < rows)[:, None] & (ks < D)[None, :]
+        val = tl.load(p_ptr + r[:, None] * stride_p + ks[None, :], mask=ok, other=0.0) * scale
+        if HAS_COEF:
+            val += coef[:, None] * tl.load(t_ptr + r[:, None] * D + ks[None, :], mask=ok, other=0.0).to(tl.float32)
+        tl.store(out_ptr + r[:, None] * D + ks[None, :], val.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+def _combine(p: torch.Tensor, t: torch.Tensor, coef: torch.Tensor | None, scale: torch.Tensor) -> torch.Tensor:
+    """scale p + coef[:, None] t in t's dtype; p fp32 (rows, >= D) with unit column stride, t contiguous."""
+    out = torch.empty_like(t)
+    bm, bk = (16, 16) if INTERPRET else (32, 128)
+    _combine_kernel[(triton.cdiv(t.shape[0], bm),)](
+        p, t, coef if coef is not None else p, scale, out, t.shape[0], t.shape[1], p.stride(0),
+        HAS_COEF=coef is not None, BM=bm, BK=bk,
+    )  # fmt: skip
+    return out
 
 
 def _tile():
@@ -308,29 +331,30 @@ def _sweep(a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing, *, lse=None, g=N
             _mm(part.t(), a_mm[:rows], out=db)
         else:
             _add_mm(db, part.t(), a_mm[row0 : row0 + rows])
-    if not grads:
-        return stats, None
-    return stats, _final_grads(kind, a, b, da, db, aa, bb)
+    return stats, ((da, db) if grads else None)
 
 
-def _final_grads(kind, a, b, da, db, aa, bb):
-    """(da, db in the input dtypes, daa, dbb) from the GEMM results (with the row / column sums of h in column D
-    where the kind has aa, bb terms).
+def _final_grads(kind, a, b, da, db, aa, bb, scale):
+    """(da, db in the input dtypes, daa, dbb) from the GEMM results P = h @ b, Q = h^T @ a, times scale (the
+    incoming gradient when the sweep ran in the forward, else 1), in one pass per matrix.
 
-    h = -2 dLoss/draw and raw = aa + bb - 2 a.b, so dLoss/daa_i = -(sum_j h_ij) / 2 and dLoss/dbb_j = -(sum_i
-    h_ij) / 2. Euclidean's aa = |a|^2 and bb = |b|^2 belong to this Function, so their gradient is added here,
-    2 a_i dLoss/daa_i = -a_i sum_j h_ij, in the same fused step that rounds to the input dtype.
+    euclid, linear: column D of P and Q holds the row / column sums of h (see _with_ones_column). Since h =
+    -2 dLoss/draw and raw = aa + bb - 2 a.b, dLoss/daa_i = -(sum_j h_ij) / 2. Euclidean's aa = |a|^2 and
+    bb = |b|^2 belong to this Function, so their gradient goes straight into da: 2 a_i dLoss/daa_i = -a_i sum_j h_ij.
+    cosine: aa, bb are the reciprocal norms r and h already carries them, so P_i = r_i dLoss/d a_hat_i; the
+    normalisation's Jacobian r (I - a_hat a_hat^T) then gives P_i - r_i^2 (a_i . P_i) a_i (no projection where
+    |a| <= TINY, F.normalize's constant branch).
     """
-    if kind == COSINE:  # aa, bb are the reciprocal norms; h already carries them, so da = r_a (dLoss/d a_hat)
-        return _through_normalisation(a, da, aa), _through_normalisation(b, db, bb), None, None
+    scale = torch.ones((), device=a.device) if scale is None else scale.float().reshape(())
+    if kind == COSINE:
+        coef_a = -scale * torch.where(aa < 1.0 / TINY, _row_dots(da, a) * aa * aa, 0.0)
+        coef_b = -scale * torch.where(bb < 1.0 / TINY, _row_dots(db, b) * bb * bb, 0.0)
+        return _combine(da, a, coef_a, scale), _combine(db, b, coef_b, scale), None, None
     dim = a.shape[1]
     rowsum, colsum = da[:, dim], db[:, dim]
-    da, db = da[:, :dim], db[:, :dim]
     if kind == EUCLID:
-        da = torch.addcmul(da, rowsum[:, None], a, value=-1.0, out=torch.empty_like(a))
-        db = torch.addcmul(db, colsum[:, None], b, value=-1.0, out=torch.empty_like(b))
-        return da, db, None, None
-    return da.to(a.dtype), db.to(b.dtype), -0.5 * rowsum, -0.5 * colsum
+        return _combine(da, a, -scale * rowsum, scale), _combine(db, b, -scale * colsum, scale), None, None
+    return _combine(da, a, None, scale), _combine(db, b, None, scale), -0.5 * scale * rowsum, -0.5 * scale * colsum
 
 
 class MatmulHeadLoss(torch.autograd.Function):
@@ -354,8 +378,8 @@ class MatmulHeadLoss(torch.autograd.Function):
         consts = (kind, n_exp, eps, scale, smoothing)
         stats, grads = _sweep(a, b, aa, bb, y, *consts, g=g, grads=early)
         loss, lse, valid, count = combine_partials(*stats, y, classes, smoothing, ignore_index, reduction)
-        if early:
-            ctx.save_for_backward(*grads)
+        if early:  # P = h @ b and Q = h^T @ a; the backward only scales and finishes them
+            ctx.save_for_backward(a, b, aa, bb, *grads)
         elif needs_grad:
             ctx.save_for_backward(a, b, aa, bb, y, lse, valid, count)
         ctx.early, ctx.consts, ctx.reduction = early, consts, reduction
@@ -363,12 +387,15 @@ class MatmulHeadLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        kind = ctx.consts[0]
         if ctx.early:
-            da, db, daa, dbb = (None if t is None else t * grad_out for t in ctx.saved_tensors)
+            a, b, aa, bb, p, q = ctx.saved_tensors
+            da, db, daa, dbb = _final_grads(kind, a, b, p, q, aa, bb, grad_out)
         else:
             a, b, aa, bb, y, lse, valid, count = ctx.saved_tensors
             g = row_weights(grad_out, valid, count, ctx.reduction)
-            _, (da, db, daa, dbb) = _sweep(a, b, aa, bb, y, *ctx.consts, lse=lse, g=g)
+            _, (p, q) = _sweep(a, b, aa, bb, y, *ctx.consts, lse=lse, g=g)
+            da, db, daa, dbb = _final_grads(kind, a, b, p, q, aa, bb, None)
         grads_aa = daa if ctx.needs_input_grad[2] else None
         grads_bb = dbb if ctx.needs_input_grad[3] else None
         return da, db, grads_aa, grads_bb, *([None] * 8)
