@@ -67,7 +67,8 @@ def make_inputs(n, d, v, seed=0, metric_for=None):
     return x, w, y, factor
 
 
-def loss_fn(which, distance, params, n_exp):
+def loss_fn(which, distance, params, n_exp, training=True):
+    """The loss under test; training=True as in a training step (hamming_gumbel draws its noise then)."""
     from harmonic import kernels
 
     def ce(x, w, y, factor):
@@ -78,12 +79,12 @@ def loss_fn(which, distance, params, n_exp):
 
     def fused(x, w, y, factor):
         return kernels.fused_harmonic_loss(
-            x, w, y, distance=distance, n=n_exp, eps=1e-8, params=params, factor=factor
+            x, w, y, distance=distance, n=n_exp, eps=1e-8, params=params, factor=factor, training=training
         )
 
     def reference(x, w, y, factor):
         return kernels.reference_harmonic_loss(
-            x, w, y, distance=distance, n=n_exp, eps=1e-8, params=params, factor=factor
+            x, w, y, distance=distance, n=n_exp, eps=1e-8, params=params, factor=factor, training=training
         )
 
     return {"ce": ce, "ce_fp32": ce_fp32_logits, "fused": fused, "reference": reference}[which]
@@ -135,7 +136,7 @@ def run_check(shape_name, results):
         inputs = [t for t in (x, w, factor) if t is not None]
         out = {}
         for which in ("fused", "reference"):
-            loss = loss_fn(which, distance, params, n_exp)(x, w, y, factor)
+            loss = loss_fn(which, distance, params, n_exp, training=False)(x, w, y, factor)  # no noise: comparable
             out[which] = (loss.detach(), torch.autograd.grad(loss, inputs))
             del loss
         row = {
