@@ -17,6 +17,10 @@ from harmonic.distances import Param, distance_names, get_distance, pairwise
 from harmonic.harmax import DEFAULT_EPS, check_harmax_args, harmax_logits
 
 BASELINE = "baseline"
+# fused="auto": matmul-type heads with fewer (row, class) pairs than this take the reference path on CUDA too. There
+# one GEMM + cross_entropy is as fast, compiles into the model's graph, and its N x V logits are small (4M pairs =
+# 16 MB in fp32); language-model heads (16k tokens x 50k classes) are 200x larger.
+FUSED_MIN_PAIRS = 2**22
 
 # Parameters every harmonic head has besides its distance's own.
 HARMAX_PARAMS = (
@@ -112,15 +116,17 @@ class HarmonicHead(nn.Module):
         reduction: str = "mean",
         fused: bool | str = "auto",
     ) -> Tensor:
-        """F.cross_entropy(self(x), y, ...) over flattened leading dims; on CUDA the fused kernel when available.
+        """F.cross_entropy(self(x), y, ...) over flattened leading dims; on CUDA the fused kernel when it pays.
 
-        fused="auto" uses harmonic.kernels when x is on CUDA and the kernels support this distance; fused=True
-        requires it; fused=False always takes the reference path. The baseline never uses a kernel.
+        fused="auto": harmonic.kernels when uses_fused_kernel says so (CUDA, a supported distance, and for
+        matmul-type distances at least FUSED_MIN_PAIRS row-class pairs); fused=True always calls the kernels;
+        fused=False always takes the reference path. The baseline never uses a kernel.
         """
         if fused not in (True, False, "auto"):
             raise ValueError(f"fused must be True, False or 'auto' (got {fused!r})")
+        rows = x.numel() // max(x.shape[-1], 1)
         if self.distance != BASELINE and (
-            fused is True or (fused == "auto" and x.is_cuda and _kernels_support(self.distance, x.device))
+            fused is True or (fused == "auto" and uses_fused_kernel(self.distance, rows, self.num_classes, x.device))
         ):
             from harmonic import kernels
 
@@ -153,6 +159,15 @@ class HarmonicHead(nn.Module):
         if self.distance != BASELINE:
             text += f", n={self.n:g}, eps={self.eps:g}" + "".join(f", {k}={v:g}" for k, v in self.params.items())
         return text
+
+
+def uses_fused_kernel(distance: str, rows: int, num_classes: int, device) -> bool:
+    """fused="auto"'s choice: the kernel on CUDA when it supports the distance, except for small matmul-type heads
+    (rows x classes < FUSED_MIN_PAIRS). Elementwise distances always take it there: their reference path
+    broadcasts (rows, chunk, D) and is slower at every size."""
+    if distance == BASELINE or torch.device(device).type != "cuda" or not _kernels_support(distance, device):
+        return False
+    return not get_distance(distance).matmul_type or rows * num_classes >= FUSED_MIN_PAIRS
 
 
 def _kernels_support(distance: str, device: torch.device) -> bool:

@@ -18,6 +18,9 @@ from harmonic.heads import BASELINE, head_from_spec, head_label
 from harmonic.llm.data import IGNORE_INDEX, padded_vocab
 
 MODEL_KINDS = ("gpt", "bert", "qwen2")
+# The config's head_kernel -> HarmonicHead.loss(fused=...): "auto" lets the head decide (the fused kernel on CUDA for
+# language-model sizes), "fused" / "reference" force one path (docs/performance.md compares them).
+HEAD_KERNELS = {"auto": "auto", "fused": True, "reference": False}
 
 
 def lm_head_spec(spec: dict | str, d_model: int) -> dict:
@@ -240,9 +243,12 @@ class Qwen2LM(nn.Module):
 class LanguageModel(nn.Module):
     """Wraps one of the above: forward(batch) -> mean loss over the labelled positions (labels != -100)."""
 
-    def __init__(self, body: nn.Module):
+    def __init__(self, body: nn.Module, head_kernel: str = "auto"):
         super().__init__()
+        if head_kernel not in HEAD_KERNELS:
+            raise ValueError(f"head_kernel must be one of {', '.join(HEAD_KERNELS)}, got {head_kernel!r}")
         self.body = body
+        self.fused = HEAD_KERNELS[head_kernel]
 
     @property
     def head(self):
@@ -258,7 +264,7 @@ class LanguageModel(nn.Module):
 
     def forward(self, batch):
         x, y = self.labelled_hidden(batch)
-        return self.head.loss(x, y, ignore_index=IGNORE_INDEX)
+        return self.head.loss(x, y, ignore_index=IGNORE_INDEX, fused=self.fused)
 
     @torch.no_grad()
     def logits(self, batch):
@@ -281,8 +287,11 @@ def special_tokens(vocab_size: int) -> dict:
     return {"mask_token": vocab_size, "pad_token": vocab_size + 1}
 
 
-def build_model(kind: str, model_args: dict, head: dict | str, data_vocab: int) -> LanguageModel:
-    """The model `kind` with `model_args`, a tied head from `head` (LM defaults filled), vocab sized to the data."""
+def build_model(
+    kind: str, model_args: dict, head: dict | str, data_vocab: int, head_kernel: str = "auto"
+) -> LanguageModel:
+    """The model `kind` with `model_args`, a tied head from `head` (LM defaults filled), vocab sized to the data;
+    head_kernel picks the loss path (HEAD_KERNELS)."""
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model {kind!r}; valid: {', '.join(MODEL_KINDS)}")
     args = dict(model_args)
@@ -296,4 +305,4 @@ def build_model(kind: str, model_args: dict, head: dict | str, data_vocab: int) 
         )
     else:
         body = Qwen2LM(padded_vocab(data_vocab), spec, **args)
-    return LanguageModel(body)
+    return LanguageModel(body, head_kernel)

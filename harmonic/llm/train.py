@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from harmonic.emissions import EmissionsMeter
 from harmonic.llm.data import TRAIN_EVAL_STREAM, TRAIN_STREAM, VAL_STREAM, BatchSource, TokenBins
-from harmonic.llm.models import build_model, lm_head_spec, special_tokens
+from harmonic.llm.models import HEAD_KERNELS, build_model, lm_head_spec, special_tokens
 from harmonic.runs import atomic_output, resolve_device, seed_everything
 
 DEFAULTS = {
@@ -56,6 +56,7 @@ DEFAULTS = {
     "device": "auto",
     "dtype": "bfloat16",  # autocast dtype on CUDA; CPU always runs float32
     "compile": False,
+    "head_kernel": "auto",  # the loss: "auto" (harmonic.kernels on CUDA when it pays), "fused" or "reference"
     "tensorboard": True,
     "wandb": {"enabled": False, "project": "harmonic-repro", "mode": "offline"},
     "emissions": {"enabled": True, "country_iso_code": "USA", "measure_power_secs": 15},
@@ -103,6 +104,8 @@ def resolve_config(cfg: dict) -> dict:
         raise ValueError(f"micro_batch must be a positive integer or 'auto', got {out['micro_batch']!r}")
     if out["dtype"] not in ("bfloat16", "float16", "float32"):
         raise ValueError(f"dtype must be bfloat16, float16 or float32, got {out['dtype']!r}")
+    if out["head_kernel"] not in HEAD_KERNELS:
+        raise ValueError(f"head_kernel must be one of {', '.join(HEAD_KERNELS)}, got {out['head_kernel']!r}")
     return out
 
 
@@ -348,7 +351,7 @@ def train(
     source = BatchSource(bins, cfg["model"], block, micro_batch, cfg["seed"], special)
 
     seed_everything(cfg["seed"])
-    model = build_model(cfg["model"], cfg["model_args"], cfg["head"], bins.vocab_size).to(device)
+    model = build_model(cfg["model"], cfg["model_args"], cfg["head"], bins.vocab_size, cfg["head_kernel"]).to(device)
     optimizer = make_optimizer(model, cfg, device)
     use_amp = device.type == "cuda" and cfg["dtype"] != "float32"
     autocast = torch.autocast(device.type, dtype=getattr(torch, cfg["dtype"]), enabled=use_amp)

@@ -48,6 +48,21 @@ def test_harmonic_exponent_defaults_to_sqrt_d(shakespeare_bins):
     assert build_model("gpt", TINY_ARGS["gpt"], {"distance": "euclidean", "n": 3.0}, 1000).head.n == 3.0
 
 
+def test_head_kernel_switch_reaches_the_head_loss(monkeypatch):
+    """The config's head_kernel picks HarmonicHead.loss(fused=...); a bad value is named before any work."""
+    seen = []
+    model = build_model("gpt", TINY_ARGS["gpt"], {"distance": "euclidean"}, 1000, head_kernel="reference")
+    monkeypatch.setattr(model.head, "loss", lambda x, y, **kwargs: seen.append(kwargs["fused"]) or x.sum())
+    tokens = torch.randint(0, 1000, (2, 9))
+    model({"input_ids": tokens[:, :-1], "labels": tokens[:, 1:]})
+    model.fused = build_model("gpt", TINY_ARGS["gpt"], "euclidean", 1000, head_kernel="fused").fused
+    model({"input_ids": tokens[:, :-1], "labels": tokens[:, 1:]})
+    assert seen == [False, True]
+    assert build_model("gpt", TINY_ARGS["gpt"], "euclidean", 1000).fused == "auto"
+    with pytest.raises(ValueError, match="head_kernel must be one of auto, fused, reference"):
+        resolve_config({"head_kernel": "triton"})
+
+
 def test_bert_masks_only_real_tokens(shakespeare_bins):
     bins = TokenBins(shakespeare_bins)
     special = special_tokens(bins.vocab_size)

@@ -120,6 +120,19 @@ def test_fused_true_calls_the_kernel_with_the_head_settings(fake_kernels, distan
         torch.testing.assert_close(kwargs["factor"], head.log_diagonal.exp())
 
 
+def test_auto_takes_the_kernel_for_large_or_elementwise_heads_on_cuda(fake_kernels):
+    """The choice only (no GPU needed): CUDA + supported; small matmul-type heads stay on the reference path."""
+    from harmonic.heads import FUSED_MIN_PAIRS, uses_fused_kernel
+
+    assert uses_fused_kernel("euclidean", 16384, 50304, "cuda")
+    assert not uses_fused_kernel("euclidean", 128, 10, "cuda")
+    assert uses_fused_kernel("cosine", FUSED_MIN_PAIRS // 8, 8, "cuda")
+    assert not uses_fused_kernel("cosine", FUSED_MIN_PAIRS // 8 - 1, 8, "cuda")
+    assert uses_fused_kernel("manhattan", 128, 10, "cuda")  # elementwise: the kernel at every size
+    assert not uses_fused_kernel("manhattan", 16384, 50304, "cpu")
+    assert not uses_fused_kernel("baseline", 16384, 50304, "cuda")
+
+
 def test_fused_argument_is_checked():
     with pytest.raises(ValueError, match="fused"):
         harmonic.HarmonicHead(5, 7).loss(torch.randn(2, 5), torch.tensor([0, 1]), fused="yes")
