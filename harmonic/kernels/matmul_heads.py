@@ -49,10 +49,19 @@ TILE = (32, 256, 8)
 
 
 @triton.jit
-def _distance(dot, aa, bb, scale, KIND: tl.constexpr):
+def _distance(dot, aa, bb, scale, KIND: tl.constexpr, SHIFTED: tl.constexpr):
     """Distance tile from the dot-product tile (aa, bb already broadcast against it), plus the value whose clamp
-    decides where gradients pass (strictly inside the clamp's range, as torch.clamp's gradient)."""
-    if KIND == 1:  # aa, bb hold the reciprocal norms
+    decides where gradients pass (strictly inside the clamp's range, as torch.clamp's gradient).
+
+    SHIFTED: the tile holds q from _shifted_operands' GEMM, -d^2 / 2 (euclid) or -d |a| |b| (cosine)."""
+    if SHIFTED:
+        if KIND == 1:
+            raw = -dot * aa * bb
+            d = tl.minimum(tl.maximum(raw, 0.0), 2.0)
+        else:
+            raw = -2.0 * dot
+            d = tl.sqrt(tl.maximum(raw, 1e-30))
+    elif KIND == 1:  # aa, bb hold the reciprocal norms
         raw = 1.0 - dot * aa * bb
         d = tl.minimum(tl.maximum(raw, 0.0), 2.0)
     else:
@@ -83,6 +92,7 @@ def _stats_kernel(
     eps,
     scale,
     KIND: tl.constexpr,
+    SHIFTED: tl.constexpr,
     SMOOTHING: tl.constexpr,
     BM: tl.constexpr,
     BN: tl.constexpr,
@@ -104,8 +114,8 @@ def _stats_kernel(
         col_ok = cols < V
         tile_ok = row_ok[:, None] & col_ok[None, :]
         bb = tl.load(bb_ptr + cols, mask=col_ok, other=0.0)
-        dot = tl.load(dot_ptr + local[:, None] * V + cols[None, :], mask=tile_ok, other=0.0)
-        d, raw = _distance(dot, aa[:, None], bb[None, :], scale, KIND)
+        dot = tl.load(dot_ptr + local[:, None] * V + cols[None, :], mask=tile_ok, other=0.0).to(tl.float32)
+        d, raw = _distance(dot, aa[:, None], bb[None, :], scale, KIND, SHIFTED)
         z2 = tl.where(tile_ok, -n_exp * fast_log2(d + eps), -1e30)
         m2, s2 = online_lse_update(z2, m2, s2)
         if SMOOTHING:
@@ -117,9 +127,9 @@ def _stats_kernel(
     tl.store(zsum_ptr + out, tl.sum(zsum2, axis=1) * LN2, mask=row_ok)
     y = tl.load(y_ptr + rows, mask=row_ok, other=-1)
     target_ok = row_ok & (y >= 0) & (y < V) & (split == 0)
-    dot_t = tl.load(dot_ptr + local * V + y, mask=target_ok, other=0.0)
+    dot_t = tl.load(dot_ptr + local * V + y, mask=target_ok, other=0.0).to(tl.float32)
     bb_t = tl.load(bb_ptr + y, mask=target_ok, other=0.0)
-    d_t, raw_t = _distance(dot_t[:, None], aa[:, None], bb_t[:, None], scale, KIND)
+    d_t, raw_t = _distance(dot_t[:, None], aa[:, None], bb_t[:, None], scale, KIND, SHIFTED)
     z_t = tl.sum(-n_exp * tl.log(d_t + eps), axis=1)
     tl.store(zt_ptr + out, tl.where(target_ok, z_t, 0.0), mask=row_ok)
 
@@ -141,6 +151,7 @@ def _grad_kernel(
     scale,
     smoothing,
     KIND: tl.constexpr,
+    SHIFTED: tl.constexpr,
     BM: tl.constexpr,
     BN: tl.constexpr,
 ):
@@ -158,8 +169,8 @@ def _grad_kernel(
     bb = tl.load(bb_ptr + cols, mask=col_ok, other=0.0)
     tile = local[:, None] * V + cols[None, :]
     tile_ok = row_ok[:, None] & col_ok[None, :]
-    dot = tl.load(dot_ptr + tile, mask=tile_ok, other=0.0)
-    d, raw = _distance(dot, aa[:, None], bb[None, :], scale, KIND)
+    dot = tl.load(dot_ptr + tile, mask=tile_ok, other=0.0).to(tl.float32)
+    d, raw = _distance(dot, aa[:, None], bb[None, :], scale, KIND, SHIFTED)
     gd = grad_from_log2(fast_log2(d + eps), cols, y, lse, g, n_exp, smoothing, V)
     gd = tl.where(tile_ok & (g[:, None] != 0.0), gd, 0.0)
     if KIND == 1:  # dd/d(a.b) = -ra_i rb_j inside the clamp
@@ -264,9 +275,9 @@ def _add_mm(acc: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> None:
         acc.addmm_(p.float(), q.float())
 
 
-def _chunk_rows(n: int, classes: int, h_itemsize: int, block: int) -> int:
-    """Rows per chunk: equal chunks, a multiple of the tile, buffers (fp32 dots + h) within CHUNK_BYTES."""
-    most = max(block, CHUNK_BYTES // (classes * (4 + h_itemsize)))
+def _chunk_rows(n: int, classes: int, bytes_per_pair: int, block: int) -> int:
+    """Rows per chunk: equal chunks, a multiple of the tile, buffers (dot products + h) within CHUNK_BYTES."""
+    most = max(block, CHUNK_BYTES // (classes * bytes_per_pair))
     chunks = triton.cdiv(n, most)
     return min(n, triton.cdiv(triton.cdiv(n, chunks), block) * block)
 
@@ -277,6 +288,50 @@ def _with_ones_column(t: torch.Tensor) -> torch.Tensor:
     pad = torch.zeros(t.shape[0], 8, device=t.device, dtype=t.dtype)
     pad[:, 0] = 1.0
     return torch.cat([t, pad], dim=1)
+
+
+def _split3(v: torch.Tensor) -> list[torch.Tensor]:
+    """Three bf16 terms whose sum is the fp32 v to about 2^-24 relative (8 significant bits each)."""
+    parts = []
+    for _ in range(3):
+        part = v.to(torch.bfloat16)
+        parts.append(part)
+        v = v - part.float()
+    return parts
+
+
+def _shifted_operands(kind: int, a: torch.Tensor, b: torch.Tensor, aa: torch.Tensor, bb: torch.Tensor):
+    """bf16 operands [a | 16 columns], [b | 16 columns] whose GEMM (fp32 accumulation) directly gives a small,
+    well-scaled q, so that q can be stored in bf16 (half the bytes of fp32 dot products) without losing d:
+        euclid  q = a.b - aa/2 - bb/2 = -d^2 / 2            (aa, bb = squared norms)
+        cosine  q = a.b - |a| |b| = -d |a| |b|             (aa, bb = reciprocal norms 1 / max(|.|, TINY))
+    The norm terms enter as three bf16 pieces each (_split3), exact to fp32 precision, and a, b unchanged, so the
+    cancellation happens in the fp32 accumulator; only q itself is rounded (relative 2^-9). A plain a.b stored in
+    bf16 would lose d whenever x is close to a centre (|a||b| >> d)."""
+    dim = a.shape[1]
+    out = []
+    for t, own, a_side in ((a, aa, True), (b, bb, False)):
+        aug = torch.zeros(t.shape[0], dim + 16, device=t.device, dtype=torch.bfloat16)
+        aug[:, :dim] = t
+        if kind == EUCLID:
+            # a side: [1, 1, 1, aa1, aa2, aa3]; b side: [-bb1/2, -bb2/2, -bb3/2, -1/2, -1/2, -1/2]
+            pieces = _split3(own)
+            columns = [1.0] * 3 + pieces if a_side else [-0.5 * p for p in pieces] + [-0.5] * 3
+        else:
+            # the 3 x 3 products of the norms' pieces: a side [n1 n1 n1 n2 n2 n2 n3 n3 n3], b side -[m1 m2 m3] x 3
+            pieces = _split3(1.0 / own)
+            columns = [p for p in pieces for _ in range(3)] if a_side else [-p for _ in range(3) for p in pieces]
+        for k, value in enumerate(columns):
+            aug[:, dim + k] = value
+        out.append(aug)
+    return out
+
+
+def _mm_bf16(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """p @ q with fp32 accumulation and bf16 output (cuBLAS; on the CPU the same rounding, emulated)."""
+    if p.is_cuda:
+        return torch.mm(p, q)
+    return torch.mm(p.float(), q.float()).to(torch.bfloat16)
 
 
 def _sweep(a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing, *, lse=None, g=None, grads=True):
@@ -291,7 +346,12 @@ def _sweep(a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing, *, lse=None, g=N
     bm, bn, warps = _tile()
     # fp16 cannot hold p_ij / N (underflow): its dLoss/d(a.b) is fp32 and so are its GEMMs.
     h_dtype = torch.float32 if a.dtype in (torch.float16, torch.float32) else a.dtype
-    chunk = _chunk_rows(n, classes, h_dtype.itemsize, bm)
+    # bf16 euclid / cosine: the GEMM returns the distance's own small quantity in bf16 (see _shifted_operands);
+    # otherwise fp32 dot products (fp16 cannot hold d^2 / 2 for d > 362).
+    shifted = a.dtype == torch.bfloat16 and kind in (EUCLID, COSINE)
+    if shifted:
+        a_q, b_q = _shifted_operands(kind, a, b, aa, bb)
+    chunk = _chunk_rows(n, classes, (2 if shifted else 4) + h_dtype.itemsize, bm)
     stats = None
     if lse is None:
         col_tiles = triton.cdiv(classes, bn)
@@ -310,11 +370,11 @@ def _sweep(a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing, *, lse=None, g=N
         db = torch.empty(classes, b_mm.shape[1], device=a.device, dtype=torch.float32)
     for row0 in range(0, n, chunk):
         rows = min(chunk, n - row0)
-        dot = _mm(a[row0 : row0 + rows], b.t())
+        dot = _mm_bf16(a_q[row0 : row0 + rows], b_q.t()) if shifted else _mm(a[row0 : row0 + rows], b.t())
         if stats is not None:
             _stats_kernel[(triton.cdiv(rows, bm), splits)](
                 dot, aa, bb, y, *stats, row0, rows, n, classes, tiles_per_split, n_exp, eps, scale,
-                KIND=kind, SMOOTHING=smoothing > 0, BM=bm, BN=bn, num_warps=warps,
+                KIND=kind, SHIFTED=shifted, SMOOTHING=smoothing > 0, BM=bm, BN=bn, num_warps=warps,
             )  # fmt: skip
             m, s = stats[0][:, row0 : row0 + rows], stats[1][:, row0 : row0 + rows]
             lse[row0 : row0 + rows] = torch.logsumexp(m + torch.log(s), dim=0)
@@ -323,7 +383,7 @@ def _sweep(a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing, *, lse=None, g=N
         part = h[:rows]
         _grad_kernel[(triton.cdiv(rows, bm), triton.cdiv(classes, bn))](
             dot, aa, bb, y, lse, g, part, row0, rows, classes, n_exp, eps, scale, smoothing,
-            KIND=kind, BM=bm, BN=bn, num_warps=warps,
+            KIND=kind, SHIFTED=shifted, BM=bm, BN=bn, num_warps=warps,
         )  # fmt: skip
         del dot  # its memory is reused by the next chunk's dot products
         _mm(part, b_mm, out=da[row0 : row0 + rows])

@@ -104,6 +104,30 @@ def test_bfloat16_inputs(distance):
     _compare(x, w, y, factor, loss_rtol=2e-2, grad_rtol=5e-2, distance=distance, n=1.0, eps=1e-8, params={})
 
 
+@pytest.mark.parametrize("distance", ["euclidean", "cosine"])
+def test_bfloat16_points_close_to_far_away_centres(distance):
+    """bf16 euclid / cosine store the GEMM's q = -d^2/2 or cos - 1 in bf16 (matmul_heads._shifted_operands). With
+    |x|^2 ~ 1000 and d^2 ~ 0.1, a bf16 a.b (error ~4) would lose d entirely; q must keep it to bf16 precision,
+    also for points exactly on a centre."""
+    gen = torch.Generator().manual_seed(12)
+    dim, classes, rows = 16, 24, 10
+    offset = 8.0 * torch.ones(dim)
+    w = (offset + 0.3 * torch.randn(classes, dim, generator=gen)).bfloat16()
+    y = torch.randint(0, classes, (rows,), generator=gen)
+    x = (w[y].float() + 0.1 * torch.randn(rows, dim, generator=gen)).bfloat16()
+    x[0] = w[y[0]]  # exactly on its centre
+    x, w = x.requires_grad_(), w.requires_grad_()
+    _compare(x, w, y, None, loss_rtol=2e-2, grad_rtol=5e-2, distance=distance, n=4.0, eps=1e-3, params={})
+    with torch.no_grad():  # a zero vector (cosine: distance 1 to every centre, F.normalize's eps branch)
+        x[1] = 0.0
+        kwargs = dict(distance=distance, n=4.0, eps=1e-3, reduction="none")
+        fused, ref = (
+            kernels.fused_harmonic_loss(x, w, y, **kwargs),
+            kernels.reference_harmonic_loss(x, w, y, **kwargs),
+        )
+    torch.testing.assert_close(fused, ref, rtol=2e-2, atol=1e-4)
+
+
 def test_head_loss_uses_the_kernel_and_agrees():
     """HarmonicHead.loss(fused=True) goes through the kernels and equals the reference path."""
     from harmonic.heads import HarmonicHead
@@ -178,7 +202,7 @@ def test_matmul_heads_over_several_row_chunks(monkeypatch, distance, reduction):
 
     classes = 21
     monkeypatch.setattr(matmul_heads, "CHUNK_BYTES", 16 * classes * 8)  # 16 rows of fp32 dots + fp32 h
-    assert matmul_heads._chunk_rows(40, classes, 4, 16) == 16
+    assert matmul_heads._chunk_rows(40, classes, 8, 16) == 16
     x, w, y, factor = _case(distance, n_rows=40, classes=classes, dim=12, seed=8)
     y[5] = -100
     _compare(x, w, y, factor, distance=distance, n=2.0, eps=1e-8, params={}, reduction=reduction)
