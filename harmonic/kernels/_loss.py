@@ -116,6 +116,50 @@ def combine_partials(m, s, zsum, zt, y, num_classes, smoothing, ignore_index, re
     return loss, lse, valid, count
 
 
+@triton.jit
+def _finish_rows_kernel(m_ptr, s_ptr, zsum_ptr, zt_ptr, y_ptr, lse_ptr, loss_ptr, row0, rows, N, splits,
+                        ignore_index, smoothing, V, BM: tl.constexpr):  # fmt: skip
+    """Per row: lse over the splits' partial statistics, and the row's loss (0 where the target is ignored)."""
+    r = row0 + tl.program_id(0) * BM + tl.arange(0, BM)
+    ok = r < row0 + rows
+    top = tl.full((BM,), float("-inf"), tl.float32)
+    for k in range(splits):
+        top = tl.maximum(top, tl.load(m_ptr + k * N + r, mask=ok, other=0.0))
+    total = tl.zeros((BM,), tl.float32)
+    zsum = tl.zeros((BM,), tl.float32)
+    zt = tl.zeros((BM,), tl.float32)
+    for k in range(splits):
+        m = tl.load(m_ptr + k * N + r, mask=ok, other=0.0)
+        total += tl.load(s_ptr + k * N + r, mask=ok, other=1.0) * tl.exp(m - top)
+        zsum += tl.load(zsum_ptr + k * N + r, mask=ok, other=0.0)
+        zt += tl.load(zt_ptr + k * N + r, mask=ok, other=0.0)
+    lse = top + tl.log(total)
+    y = tl.load(y_ptr + r, mask=ok, other=ignore_index)
+    loss = tl.where(y != ignore_index, lse - (1.0 - smoothing) * zt - (smoothing / V) * zsum, 0.0)
+    tl.store(lse_ptr + r, lse, mask=ok)
+    tl.store(loss_ptr + r, loss, mask=ok)
+
+
+def finish_rows(stats, y, lse, per_row, row0, rows, num_classes, smoothing, ignore_index):
+    """lse and per-row losses of rows row0 .. row0 + rows from the per-split statistics, in one launch (the same
+    numbers as combine_partials, written into lse and per_row)."""
+    m, s, zsum, zt = stats
+    bm = 16 if INTERPRET else 128
+    _finish_rows_kernel[(triton.cdiv(rows, bm),)](
+        m, s, zsum, zt, y, lse, per_row, row0, rows, y.shape[0], m.shape[0], ignore_index, float(smoothing),
+        num_classes, BM=bm,
+    )  # fmt: skip
+
+
+def reduce_rows(per_row, count, reduction):
+    """The loss from per-row losses: mean over counted rows (count), sum, or the rows themselves."""
+    if reduction == "mean":
+        return per_row.sum() / count
+    if reduction == "sum":
+        return per_row.sum()
+    return per_row
+
+
 def row_weights(grad_out, valid, count, reduction):
     """dLoss_total/dloss_i for every row (0 on ignored rows), in float32."""
     grad_out = grad_out.float()

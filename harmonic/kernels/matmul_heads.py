@@ -29,13 +29,14 @@ from harmonic.distances import TINY
 from harmonic.kernels._loss import (
     INTERPRET,
     LN2,
-    combine_partials,
     fast_log2,
+    finish_rows,
     grad_from_log2,
     lse_finish,
     new_partials,
     num_splits,
     online_lse_update,
+    reduce_rows,
     row_weights,
 )
 
@@ -290,14 +291,41 @@ def _with_ones_column(t: torch.Tensor) -> torch.Tensor:
     return torch.cat([t, pad], dim=1)
 
 
-def _split3(v: torch.Tensor) -> list[torch.Tensor]:
-    """Three bf16 terms whose sum is the fp32 v to about 2^-24 relative (8 significant bits each)."""
-    parts = []
-    for _ in range(3):
-        part = v.to(torch.bfloat16)
-        parts.append(part)
-        v = v - part.float()
-    return parts
+@triton.jit
+def _augment_kernel(t_ptr, own_ptr, out_ptr, rows, D, KIND: tl.constexpr, A_SIDE: tl.constexpr,
+                    BM: tl.constexpr, BK: tl.constexpr):  # fmt: skip
+    """One side of _shifted_operands: copy the rows, then 16 extra bf16 columns made of the norm term's pieces."""
+    r = tl.program_id(0) * BM + tl.arange(0, BM)
+    r_ok = r < rows
+    for k0 in range(0, D, BK):
+        ks = k0 + tl.arange(0, BK)
+        ok = r_ok[:, None] & (ks < D)[None, :]
+        v = tl.load(t_ptr + r[:, None] * D + ks[None, :], mask=ok, other=0.0)
+        tl.store(out_ptr + r[:, None] * (D + 16) + ks[None, :], v.to(tl.bfloat16), mask=ok)
+    own = tl.load(own_ptr + r, mask=r_ok, other=1.0)
+    if KIND == 1:
+        own = 1.0 / own  # cosine: the clamped norm from its reciprocal
+    # three bf16 pieces whose sum is the fp32 value to about 2^-24 relative
+    p1 = own.to(tl.bfloat16).to(tl.float32)
+    p2 = (own - p1).to(tl.bfloat16).to(tl.float32)
+    p3 = (own - p1 - p2).to(tl.bfloat16).to(tl.float32)
+    c = tl.arange(0, 16)[None, :]
+    if KIND == 0:  # a side [1 1 1 aa1 aa2 aa3], b side [-bb1/2 -bb2/2 -bb3/2 -1/2 -1/2 -1/2]
+        piece = tl.where(c % 3 == 0, p1[:, None], tl.where(c % 3 == 1, p2[:, None], p3[:, None]))
+        if A_SIDE:
+            extra = tl.where(c < 3, 1.0, tl.where(c < 6, piece, 0.0))
+        else:
+            extra = tl.where(c < 3, -0.5 * piece, tl.where(c < 6, -0.5, 0.0))
+    else:  # a side [n1 n1 n1 n2 n2 n2 n3 n3 n3], b side -[m1 m2 m3 m1 m2 m3 m1 m2 m3]: the 9 products
+        if A_SIDE:
+            index = c // 3
+            sign = 1.0
+        else:
+            index = c % 3
+            sign = -1.0
+        piece = tl.where(index == 0, p1[:, None], tl.where(index == 1, p2[:, None], p3[:, None]))
+        extra = tl.where(c < 9, sign * piece, 0.0)
+    tl.store(out_ptr + r[:, None] * (D + 16) + D + c, extra.to(tl.bfloat16), mask=r_ok[:, None])
 
 
 def _shifted_operands(kind: int, a: torch.Tensor, b: torch.Tensor, aa: torch.Tensor, bb: torch.Tensor):
@@ -305,24 +333,18 @@ def _shifted_operands(kind: int, a: torch.Tensor, b: torch.Tensor, aa: torch.Ten
     well-scaled q, so that q can be stored in bf16 (half the bytes of fp32 dot products) without losing d:
         euclid  q = a.b - aa/2 - bb/2 = -d^2 / 2            (aa, bb = squared norms)
         cosine  q = a.b - |a| |b| = -d |a| |b|             (aa, bb = reciprocal norms 1 / max(|.|, TINY))
-    The norm terms enter as three bf16 pieces each (_split3), exact to fp32 precision, and a, b unchanged, so the
+    The norm terms enter as three bf16 pieces each, exact to fp32 precision, and a, b unchanged, so the
     cancellation happens in the fp32 accumulator; only q itself is rounded (relative 2^-9). A plain a.b stored in
-    bf16 would lose d whenever x is close to a centre (|a||b| >> d)."""
-    dim = a.shape[1]
+    bf16 would lose d whenever x is close to a centre (|a||b| >> d).
+
+    The same operands serve the gradient GEMMs: for euclid, column D of [a | ...] is 1 and column D + 3 of
+    [b | ...] is -1/2, so h^T @ [a | ...] and h @ [b | ...] also return the column and row sums of h."""
+    bm, bk = (16, 16) if INTERPRET else (32, 128)
     out = []
     for t, own, a_side in ((a, aa, True), (b, bb, False)):
-        aug = torch.zeros(t.shape[0], dim + 16, device=t.device, dtype=torch.bfloat16)
-        aug[:, :dim] = t
-        if kind == EUCLID:
-            # a side: [1, 1, 1, aa1, aa2, aa3]; b side: [-bb1/2, -bb2/2, -bb3/2, -1/2, -1/2, -1/2]
-            pieces = _split3(own)
-            columns = [1.0] * 3 + pieces if a_side else [-0.5 * p for p in pieces] + [-0.5] * 3
-        else:
-            # the 3 x 3 products of the norms' pieces: a side [n1 n1 n1 n2 n2 n2 n3 n3 n3], b side -[m1 m2 m3] x 3
-            pieces = _split3(1.0 / own)
-            columns = [p for p in pieces for _ in range(3)] if a_side else [-p for _ in range(3) for p in pieces]
-        for k, value in enumerate(columns):
-            aug[:, dim + k] = value
+        aug = torch.empty(t.shape[0], t.shape[1] + 16, device=t.device, dtype=torch.bfloat16)
+        _augment_kernel[(triton.cdiv(t.shape[0], bm),)](t, own, aug, t.shape[0], t.shape[1], KIND=kind,
+                                                        A_SIDE=a_side, BM=bm, BK=bk)  # fmt: skip
         out.append(aug)
     return out
 
@@ -334,12 +356,13 @@ def _mm_bf16(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return torch.mm(p.float(), q.float()).to(torch.bfloat16)
 
 
-def _sweep(a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing, *, lse=None, g=None, grads=True):
-    """One pass over the row chunks.
+def _sweep(a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing, ignore_index, *, lse=None, g=None, grads=True):
+    """One pass over the row chunks: (lse, per-row losses, gradient GEMM results or None).
 
-    lse None: computes the loss statistics (per-split partials m, s, zsum, zt, and the per-row lse); with g given
-    (per-row weights of the loss) and grads=True, also the gradients da, db, daa, dbb, using the chunk's own lse.
-    lse given: only the gradients (the backward of reduction="none").
+    lse None: computes the loss statistics per chunk (and, with grads, the gradient from the chunk's own lse);
+    g: per-row weights of the loss in the gradient. lse given: only the gradient (the backward of "none").
+    The gradient results are (P, Q, rowsum, colsum): P = h @ [b | ...], Q = h^T @ [a | ...] (first D columns
+    used) and the row / column sums of h for the kinds with norm terms (else None).
     """
     n, dim = a.shape
     classes = b.shape[0]
@@ -349,10 +372,14 @@ def _sweep(a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing, *, lse=None, g=N
     # bf16 euclid / cosine: the GEMM returns the distance's own small quantity in bf16 (see _shifted_operands);
     # otherwise fp32 dot products (fp16 cannot hold d^2 / 2 for d > 362).
     shifted = a.dtype == torch.bfloat16 and kind in (EUCLID, COSINE)
-    if shifted:
-        a_q, b_q = _shifted_operands(kind, a, b, aa, bb)
     chunk = _chunk_rows(n, classes, (2 if shifted else 4) + h_dtype.itemsize, bm)
-    stats = None
+    if shifted:
+        a_mm, b_mm = _shifted_operands(kind, a, b, aa, bb)
+    elif grads:
+        a_mm, b_mm = (a.float(), b.float()) if h_dtype != a.dtype else (a, b)
+        if kind != COSINE:
+            a_mm, b_mm = _with_ones_column(a_mm), _with_ones_column(b_mm)
+    stats = per_row = None
     if lse is None:
         col_tiles = triton.cdiv(classes, bn)
         splits = num_splits(triton.cdiv(chunk, bm), col_tiles, a.device)
@@ -360,24 +387,20 @@ def _sweep(a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing, *, lse=None, g=N
         splits = triton.cdiv(col_tiles, tiles_per_split)
         stats = new_partials(splits, n, a.device)
         lse = torch.empty(n, device=a.device, dtype=torch.float32)
+        per_row = torch.empty(n, device=a.device, dtype=torch.float32)
     if grads:
         h = torch.empty(chunk, classes, device=a.device, dtype=h_dtype)
-        sums = kind != COSINE  # cosine has no aa, bb terms
-        a_mm, b_mm = (a.float(), b.float()) if h_dtype != a.dtype else (a, b)
-        if sums:
-            a_mm, b_mm = _with_ones_column(a_mm), _with_ones_column(b_mm)
         da = torch.empty(n, b_mm.shape[1], device=a.device, dtype=torch.float32)
         db = torch.empty(classes, b_mm.shape[1], device=a.device, dtype=torch.float32)
     for row0 in range(0, n, chunk):
         rows = min(chunk, n - row0)
-        dot = _mm_bf16(a_q[row0 : row0 + rows], b_q.t()) if shifted else _mm(a[row0 : row0 + rows], b.t())
+        dot = _mm_bf16(a_mm[row0 : row0 + rows], b_mm.t()) if shifted else _mm(a[row0 : row0 + rows], b.t())
         if stats is not None:
             _stats_kernel[(triton.cdiv(rows, bm), splits)](
                 dot, aa, bb, y, *stats, row0, rows, n, classes, tiles_per_split, n_exp, eps, scale,
                 KIND=kind, SHIFTED=shifted, SMOOTHING=smoothing > 0, BM=bm, BN=bn, num_warps=warps,
             )  # fmt: skip
-            m, s = stats[0][:, row0 : row0 + rows], stats[1][:, row0 : row0 + rows]
-            lse[row0 : row0 + rows] = torch.logsumexp(m + torch.log(s), dim=0)
+            finish_rows(stats, y, lse, per_row, row0, rows, classes, smoothing, ignore_index)
         if not grads:
             continue
         part = h[:rows]
@@ -391,30 +414,39 @@ def _sweep(a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing, *, lse=None, g=N
             _mm(part.t(), a_mm[:rows], out=db)
         else:
             _add_mm(db, part.t(), a_mm[row0 : row0 + rows])
-    return stats, ((da, db) if grads else None)
+    if not grads:
+        return lse, per_row, None
+    if kind == COSINE:
+        sums = (None, None)
+    elif shifted:  # [b | ...] column D + 3 is -1/2, [a | ...] column D is 1
+        sums = (-2.0 * da[:, dim + 3], db[:, dim])
+    else:  # the ones columns
+        sums = (da[:, dim], db[:, dim])
+    return lse, per_row, (da, db, *sums)
 
 
-def _final_grads(kind, a, b, da, db, aa, bb, scale):
-    """(da, db in the input dtypes, daa, dbb) from the GEMM results P = h @ b, Q = h^T @ a, times scale (the
-    incoming gradient when the sweep ran in the forward, else 1), in one pass per matrix.
+def _final_grads(kind, a, b, p, q, rowsum, colsum, aa, bb, scale):
+    """(da, db in the input dtypes, daa, dbb) from the GEMM results P = h @ [b | ...], Q = h^T @ [a | ...] (first
+    D columns) and the row / column sums of h, times scale (the incoming gradient when the sweep ran in the
+    forward, else 1), in one pass per matrix.
 
-    euclid, linear: column D of P and Q holds the row / column sums of h (see _with_ones_column). Since h =
-    -2 dLoss/draw and raw = aa + bb - 2 a.b, dLoss/daa_i = -(sum_j h_ij) / 2. Euclidean's aa = |a|^2 and
-    bb = |b|^2 belong to this Function, so their gradient goes straight into da: 2 a_i dLoss/daa_i = -a_i sum_j h_ij.
+    euclid, linear: h = -2 dLoss/draw and raw = aa + bb - 2 a.b, so dLoss/daa_i = -(sum_j h_ij) / 2. Euclidean's
+    aa = |a|^2 and bb = |b|^2 belong to this Function, so their gradient goes straight into da:
+    2 a_i dLoss/daa_i = -a_i sum_j h_ij.
     cosine: aa, bb are the reciprocal norms r and h already carries them, so P_i = r_i dLoss/d a_hat_i; the
     normalisation's Jacobian r (I - a_hat a_hat^T) then gives P_i - r_i^2 (a_i . P_i) a_i (no projection where
     |a| <= TINY, F.normalize's constant branch).
     """
     scale = torch.ones((), device=a.device) if scale is None else scale.float().reshape(())
-    if kind == COSINE:
-        coef_a = -scale * torch.where(aa < 1.0 / TINY, _row_dots(da, a) * aa * aa, 0.0)
-        coef_b = -scale * torch.where(bb < 1.0 / TINY, _row_dots(db, b) * bb * bb, 0.0)
-        return _combine(da, a, coef_a, scale), _combine(db, b, coef_b, scale), None, None
     dim = a.shape[1]
-    rowsum, colsum = da[:, dim], db[:, dim]
+    p, q = p[:, :dim], q[:, :dim]
+    if kind == COSINE:
+        coef_a = -scale * torch.where(aa < 1.0 / TINY, _row_dots(p, a) * aa * aa, 0.0)
+        coef_b = -scale * torch.where(bb < 1.0 / TINY, _row_dots(q, b) * bb * bb, 0.0)
+        return _combine(p, a, coef_a, scale), _combine(q, b, coef_b, scale), None, None
     if kind == EUCLID:
-        return _combine(da, a, -scale * rowsum, scale), _combine(db, b, -scale * colsum, scale), None, None
-    return _combine(da, a, None, scale), _combine(db, b, None, scale), -0.5 * scale * rowsum, -0.5 * scale * colsum
+        return _combine(p, a, -scale * rowsum, scale), _combine(q, b, -scale * colsum, scale), None, None
+    return _combine(p, a, None, scale), _combine(q, b, None, scale), -0.5 * scale * rowsum, -0.5 * scale * colsum
 
 
 class MatmulHeadLoss(torch.autograd.Function):
@@ -428,34 +460,32 @@ class MatmulHeadLoss(torch.autograd.Function):
         elif kind == COSINE:  # aa, bb = reciprocal norms, likewise
             aa, bb = _reciprocal_norms(a), _reciprocal_norms(b)
         aa, bb = aa.float().contiguous(), bb.float().contiguous()
-        classes = b.shape[0]
         needs_grad = any(ctx.needs_input_grad[:4])
         valid = y != ignore_index
         count = valid.sum()
         # mean / sum: the loss's weight of every row is known now, so the gradient comes out of the same sweep.
         early = needs_grad and reduction != "none"
         g = row_weights(torch.ones((), device=a.device), valid, count, reduction) if early else None
-        consts = (kind, n_exp, eps, scale, smoothing)
-        stats, grads = _sweep(a, b, aa, bb, y, *consts, g=g, grads=early)
-        loss, lse, valid, count = combine_partials(*stats, y, classes, smoothing, ignore_index, reduction)
-        if early:  # P = h @ b and Q = h^T @ a; the backward only scales and finishes them
+        consts = (kind, n_exp, eps, scale, smoothing, ignore_index)
+        lse, per_row, grads = _sweep(a, b, aa, bb, y, *consts, g=g, grads=early)
+        if early:  # the backward only scales and finishes the GEMM results
             ctx.save_for_backward(a, b, aa, bb, *grads)
         elif needs_grad:
             ctx.save_for_backward(a, b, aa, bb, y, lse, valid, count)
         ctx.early, ctx.consts, ctx.reduction = early, consts, reduction
-        return loss
+        return reduce_rows(per_row, count, reduction)
 
     @staticmethod
     def backward(ctx, grad_out):
         kind = ctx.consts[0]
         if ctx.early:
-            a, b, aa, bb, p, q = ctx.saved_tensors
-            da, db, daa, dbb = _final_grads(kind, a, b, p, q, aa, bb, grad_out)
+            a, b, aa, bb, *results = ctx.saved_tensors
+            da, db, daa, dbb = _final_grads(kind, a, b, *results, aa, bb, grad_out)
         else:
             a, b, aa, bb, y, lse, valid, count = ctx.saved_tensors
             g = row_weights(grad_out, valid, count, ctx.reduction)
-            _, (p, q) = _sweep(a, b, aa, bb, y, *ctx.consts, lse=lse, g=g)
-            da, db, daa, dbb = _final_grads(kind, a, b, p, q, aa, bb, None)
+            _, _, results = _sweep(a, b, aa, bb, y, *ctx.consts, lse=lse, g=g)
+            da, db, daa, dbb = _final_grads(kind, a, b, *results, aa, bb, None)
         grads_aa = daa if ctx.needs_input_grad[2] else None
         grads_bb = dbb if ctx.needs_input_grad[3] else None
         return da, db, grads_aa, grads_bb, *([None] * 8)
