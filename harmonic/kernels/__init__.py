@@ -25,7 +25,7 @@ from torch import Tensor
 from harmonic.distances import TINY, _logistic_noise, _straight_through_bits, get_distance, pairwise
 from harmonic.harmax import check_harmax_args, harmax_logits
 from harmonic.kernels import l1_heads, matmul_heads
-from harmonic.kernels._loss import INTERPRET, checked_targets
+from harmonic.kernels._loss import INTERPRET, assert_targets_async, checked_targets
 
 # Distances with a fused kernel (hamming_gumbel: its training noise is drawn with torch in _prepare, as the reference
 # draws it, then the bits go through the manhattan kernel).
@@ -147,14 +147,18 @@ def fused_harmonic_loss(
     with torch.autocast(x.device.type, enabled=False):
         if family == "matmul":
             (scale,) = consts
-            return matmul_heads.MatmulHeadLoss.apply(
+            loss = matmul_heads.MatmulHeadLoss.apply(
                 a, b, aa, bb, y, kind, float(n), float(eps), scale, float(label_smoothing), ignore_index, reduction
             )
-        p, alpha, scale = consts
-        return l1_heads.L1HeadLoss.apply(
-            a, b, aa, bb, y, kind, float(n), float(eps), p, alpha, scale, float(label_smoothing), ignore_index,
-            reduction,
-        )  # fmt: skip
+        else:
+            p, alpha, scale = consts
+            loss = l1_heads.L1HeadLoss.apply(
+                a, b, aa, bb, y, kind, float(n), float(eps), p, alpha, scale, float(label_smoothing), ignore_index,
+                reduction,
+            )  # fmt: skip
+    if y.is_cuda:  # after the kernels are enqueued, so the GPU starts on them at once
+        assert_targets_async(y, centres.shape[0], ignore_index)
+    return loss
 
 
 def _compute_dtype(x: Tensor, w: Tensor) -> torch.dtype:

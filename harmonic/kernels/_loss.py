@@ -173,20 +173,29 @@ def row_weights(grad_out, valid, count, reduction):
 
 
 def checked_targets(y: torch.Tensor, n: int, num_classes: int, ignore_index: int) -> torch.Tensor:
-    """Targets as contiguous int32, after checking their shape and range.
-
-    On the CPU a bad label is a ValueError. On CUDA the range check is asynchronous (a device-side assertion, as
-    F.cross_entropy's): reading the answer back on the host would stall the training loop on every step.
-    """
+    """Targets flattened and contiguous (int64 or int32 as given, smaller integer types widened to int32), after
+    checking their shape and dtype; on the CPU also their range (a ValueError). On CUDA the range check is
+    assert_targets_async, which the caller enqueues after the kernels (they never index memory with a label)."""
     y = y.reshape(-1)
     if y.numel() != n:
         raise ValueError(f"targets: expected {n} labels (one per row of x), got {y.numel()}")
     if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
         raise ValueError(f"targets must be an integer tensor (got {y.dtype})")
+    if not y.is_cuda:
+        bad = ((y < 0) | (y >= num_classes)) & (y != ignore_index)
+        if bool(bad.any()):
+            raise ValueError(f"{_label_message(num_classes, ignore_index)}; got {y[bad][:5].tolist()}")
+    if y.dtype not in (torch.int64, torch.int32):
+        y = y.to(torch.int32)
+    return y.contiguous()
+
+
+def assert_targets_async(y: torch.Tensor, num_classes: int, ignore_index: int) -> None:
+    """The range check of CUDA targets as a device-side assertion (F.cross_entropy's behaviour): reading the
+    answer back on the host would stall the training loop on every step."""
     bad = ((y < 0) | (y >= num_classes)) & (y != ignore_index)
-    message = f"targets: labels must be in [0, {num_classes}) or equal ignore_index={ignore_index}"
-    if y.is_cuda:
-        torch._assert_async(~bad.any(), message)
-    elif bool(bad.any()):
-        raise ValueError(f"{message}; got {y[bad][:5].tolist()}")
-    return y.to(torch.int32).contiguous()
+    torch._assert_async(~bad.any(), _label_message(num_classes, ignore_index))
+
+
+def _label_message(num_classes: int, ignore_index: int) -> str:
+    return f"targets: labels must be in [0, {num_classes}) or equal ignore_index={ignore_index}"

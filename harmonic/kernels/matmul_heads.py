@@ -294,17 +294,24 @@ def _with_ones_column(t: torch.Tensor) -> torch.Tensor:
 @triton.jit
 def _augment_kernel(t_ptr, own_ptr, out_ptr, rows, D, KIND: tl.constexpr, A_SIDE: tl.constexpr,
                     BM: tl.constexpr, BK: tl.constexpr):  # fmt: skip
-    """One side of _shifted_operands: copy the rows, then 16 extra bf16 columns made of the norm term's pieces."""
+    """One side of _shifted_operands: copy the rows while summing their squares, store the row's norm term (euclid:
+    |t|^2; cosine: 1 / max(|t|, TINY)) in own, then 16 extra bf16 columns made of that term's pieces."""
     r = tl.program_id(0) * BM + tl.arange(0, BM)
     r_ok = r < rows
+    squares = tl.zeros((BM, BK), tl.float32)
     for k0 in range(0, D, BK):
         ks = k0 + tl.arange(0, BK)
         ok = r_ok[:, None] & (ks < D)[None, :]
         v = tl.load(t_ptr + r[:, None] * D + ks[None, :], mask=ok, other=0.0)
         tl.store(out_ptr + r[:, None] * (D + 16) + ks[None, :], v.to(tl.bfloat16), mask=ok)
-    own = tl.load(own_ptr + r, mask=r_ok, other=1.0)
+        v = v.to(tl.float32)
+        squares += v * v
+    own = tl.sum(squares, axis=1)
     if KIND == 1:
-        own = 1.0 / own  # cosine: the clamped norm from its reciprocal
+        own = tl.maximum(tl.sqrt_rn(own), 1e-30)  # cosine: F.normalize's clamped norm (TINY)
+        tl.store(own_ptr + r, 1.0 / own, mask=r_ok)
+    else:
+        tl.store(own_ptr + r, own, mask=r_ok)
     # three bf16 pieces whose sum is the fp32 value to about 2^-24 relative
     p1 = own.to(tl.bfloat16).to(tl.float32)
     p2 = (own - p1).to(tl.bfloat16).to(tl.float32)
@@ -328,7 +335,7 @@ def _augment_kernel(t_ptr, own_ptr, out_ptr, rows, D, KIND: tl.constexpr, A_SIDE
     tl.store(out_ptr + r[:, None] * (D + 16) + D + c, extra.to(tl.bfloat16), mask=r_ok[:, None])
 
 
-def _shifted_operands(kind: int, a: torch.Tensor, b: torch.Tensor, aa: torch.Tensor, bb: torch.Tensor):
+def _shifted_operands(kind: int, a: torch.Tensor, b: torch.Tensor):
     """bf16 operands [a | 16 columns], [b | 16 columns] whose GEMM (fp32 accumulation) directly gives a small,
     well-scaled q, so that q can be stored in bf16 (half the bytes of fp32 dot products) without losing d:
         euclid  q = a.b - aa/2 - bb/2 = -d^2 / 2            (aa, bb = squared norms)
@@ -338,15 +345,25 @@ def _shifted_operands(kind: int, a: torch.Tensor, b: torch.Tensor, aa: torch.Ten
     bf16 would lose d whenever x is close to a centre (|a||b| >> d).
 
     The same operands serve the gradient GEMMs: for euclid, column D of [a | ...] is 1 and column D + 3 of
-    [b | ...] is -1/2, so h^T @ [a | ...] and h @ [b | ...] also return the column and row sums of h."""
+    [b | ...] is -1/2, so h^T @ [a | ...] and h @ [b | ...] also return the column and row sums of h.
+
+    Returns (a_q, b_q, aa, bb): the kernel also computes the norm terms while it copies the rows."""
     bm, bk = (16, 16) if INTERPRET else (32, 128)
-    out = []
-    for t, own, a_side in ((a, aa, True), (b, bb, False)):
+    operands, terms = [], []
+    for t, a_side in ((a, True), (b, False)):
         aug = torch.empty(t.shape[0], t.shape[1] + 16, device=t.device, dtype=torch.bfloat16)
+        own = torch.empty(t.shape[0], device=t.device, dtype=torch.float32)
         _augment_kernel[(triton.cdiv(t.shape[0], bm),)](t, own, aug, t.shape[0], t.shape[1], KIND=kind,
                                                         A_SIDE=a_side, BM=bm, BK=bk)  # fmt: skip
-        out.append(aug)
-    return out
+        operands.append(aug)
+        terms.append(own)
+    return (*operands, *terms)
+
+
+def _uses_shifted_operands(kind: int, a: torch.Tensor) -> bool:
+    """bf16 euclid / cosine: the GEMM returns the distance's own small quantity in bf16 (_shifted_operands);
+    otherwise fp32 dot products (fp16 could not hold d^2 / 2 for d > 362)."""
+    return a.dtype == torch.bfloat16 and kind in (EUCLID, COSINE)
 
 
 def _mm_bf16(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -356,7 +373,8 @@ def _mm_bf16(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return torch.mm(p.float(), q.float()).to(torch.bfloat16)
 
 
-def _sweep(a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing, ignore_index, *, lse=None, g=None, grads=True):
+def _sweep(a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing, ignore_index, *, shifted_operands=None, lse=None,
+           g=None, grads=True):  # fmt: skip
     """One pass over the row chunks: (lse, per-row losses, gradient GEMM results or None).
 
     lse None: computes the loss statistics per chunk (and, with grads, the gradient from the chunk's own lse);
@@ -369,12 +387,10 @@ def _sweep(a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing, ignore_index, *,
     bm, bn, warps = _tile()
     # fp16 cannot hold p_ij / N (underflow): its dLoss/d(a.b) is fp32 and so are its GEMMs.
     h_dtype = torch.float32 if a.dtype in (torch.float16, torch.float32) else a.dtype
-    # bf16 euclid / cosine: the GEMM returns the distance's own small quantity in bf16 (see _shifted_operands);
-    # otherwise fp32 dot products (fp16 cannot hold d^2 / 2 for d > 362).
-    shifted = a.dtype == torch.bfloat16 and kind in (EUCLID, COSINE)
+    shifted = shifted_operands is not None  # (a_q, b_q) from _shifted_operands
     chunk = _chunk_rows(n, classes, (2 if shifted else 4) + h_dtype.itemsize, bm)
     if shifted:
-        a_mm, b_mm = _shifted_operands(kind, a, b, aa, bb)
+        a_mm, b_mm = shifted_operands
     elif grads:
         a_mm, b_mm = (a.float(), b.float()) if h_dtype != a.dtype else (a, b)
         if kind != COSINE:
@@ -455,9 +471,13 @@ class MatmulHeadLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing, ignore_index, reduction):
         a, b = a.contiguous(), b.contiguous()
-        if kind == EUCLID:  # aa, bb = squared norms, their gradient handled in _final_grads
+        operands = None
+        # euclid: aa, bb = squared norms; cosine: reciprocal norms. Their gradient is handled in _final_grads.
+        if _uses_shifted_operands(kind, a):
+            *operands, aa, bb = _shifted_operands(kind, a, b)
+        elif kind == EUCLID:
             aa, bb = _row_dots(a, a), _row_dots(b, b)
-        elif kind == COSINE:  # aa, bb = reciprocal norms, likewise
+        elif kind == COSINE:
             aa, bb = _reciprocal_norms(a), _reciprocal_norms(b)
         aa, bb = aa.float().contiguous(), bb.float().contiguous()
         needs_grad = any(ctx.needs_input_grad[:4])
@@ -467,7 +487,7 @@ class MatmulHeadLoss(torch.autograd.Function):
         early = needs_grad and reduction != "none"
         g = row_weights(torch.ones((), device=a.device), valid, count, reduction) if early else None
         consts = (kind, n_exp, eps, scale, smoothing, ignore_index)
-        lse, per_row, grads = _sweep(a, b, aa, bb, y, *consts, g=g, grads=early)
+        lse, per_row, grads = _sweep(a, b, aa, bb, y, *consts, shifted_operands=operands, g=g, grads=early)
         if early:  # the backward only scales and finishes the GEMM results
             ctx.save_for_backward(a, b, aa, bb, *grads)
         elif needs_grad:
@@ -484,7 +504,8 @@ class MatmulHeadLoss(torch.autograd.Function):
         else:
             a, b, aa, bb, y, lse, valid, count = ctx.saved_tensors
             g = row_weights(grad_out, valid, count, ctx.reduction)
-            _, _, results = _sweep(a, b, aa, bb, y, *ctx.consts, lse=lse, g=g)
+            operands = _shifted_operands(kind, a, b)[:2] if _uses_shifted_operands(kind, a) else None
+            _, _, results = _sweep(a, b, aa, bb, y, *ctx.consts, shifted_operands=operands, lse=lse, g=g)
             da, db, daa, dbb = _final_grads(kind, a, b, *results, aa, bb, None)
         grads_aa = daa if ctx.needs_input_grad[2] else None
         grads_bb = dbb if ctx.needs_input_grad[3] else None
