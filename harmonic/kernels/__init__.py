@@ -6,8 +6,9 @@ N x V distance or logit matrix, so every registry distance works at language-mod
 
 Two kernel families (docs/performance.md has their speed): matmul_heads.py for distances that are a function of one
 dot product per pair (tensor cores) and l1_heads.py for the elementwise ones (CUDA cores). Here each distance is
-reduced to one of their kinds with ordinary torch ops (normalising for cosine, x L for mahalanobis, sigmoid bits for
-hamming), so autograd carries the gradient through those steps and the kernels stay small.
+reduced to one of their kinds with ordinary torch ops (x L for mahalanobis, sigmoid bits for hamming, the training
+noise of hamming_gumbel), so autograd carries the gradient through those steps and the kernels stay small. Under
+autocast the operands take autocast's dtype, as F.linear's would.
 
 Triton kernels run on CUDA, or on the CPU under TRITON_INTERPRET=1 (how tests/kernels checks them against the
 reference: harmonic.pairwise, then -n log(d + eps), then F.cross_entropy). Any case the kernels do not cover

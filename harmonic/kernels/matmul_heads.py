@@ -2,16 +2,20 @@
     EUCLID  d = sqrt(max(aa_i + bb_j - 2 a_i.b_j, 1e-30))      euclidean, mahalanobis (a = x L), diagonal (a = x m^.5)
     COSINE  d = clamp(1 - a_i.b_j ra_i rb_j, 0, 2)               cosine (ra = 1 / max(|a|, TINY), as F.normalize)
     LINEAR  d = max(aa_i + bb_j - 2 a_i.b_j, 0) * scale          hamming_hard (a, b straight-through bits, scale 1/D)
-The caller prepares a, b, aa, bb with ordinary torch ops, so autograd carries gradients back to x, W and the metric.
+The caller prepares a, b (and aa, bb for LINEAR) with torch ops, so autograd carries gradients back to x, W and the
+metric; euclid's squared norms and cosine's normalisation, and their gradients, are handled here.
 
 The rows are processed in chunks (at most CHUNK_BYTES of chunk-sized buffers), the way Liger's fused linear
-cross-entropy chunks CE: for each chunk, cuBLAS computes the dot products (bf16/fp16 operands, fp32 output), one
-Triton kernel folds -n log(d + eps) into per-row log-sum-exp statistics, a second turns the tile into
-dLoss/d(a.b) (plus the row and column sums for aa and bb), and two cuBLAS GEMMs turn that into da and db. With a
-mean or sum reduction the gradient is computed in the forward, where the chunk's dot products already exist
-(three GEMM passes in all, as CE eager); the backward only scales it by the incoming gradient. reduction="none"
-needs the incoming per-row gradient, so its backward recomputes each chunk (four passes). Nothing of size N x V
-outlives a chunk: memory beyond inputs and gradients is O(N + V) plus one chunk.
+cross-entropy chunks CE. For each chunk:
+- cuBLAS computes the pairwise quantity: for bf16 euclid / cosine directly q = -d^2/2 or -d|a||b| in bf16, from
+  operands with the norm terms appended (_shifted_operands); otherwise fp32 dot products;
+- one Triton kernel folds -n log(d + eps) into per-row log-sum-exp statistics;
+- a second turns the tile into h = dLoss/d(a.b), and two cuBLAS GEMMs turn that into da and db (the appended
+  columns also give the row and column sums of h that the norm terms need).
+With a mean or sum reduction the gradient is computed in the forward, where the chunk's products already exist
+(three GEMM passes in all, as CE eager); the backward only scales and finishes it. reduction="none" needs the
+incoming per-row gradient, so its backward recomputes each chunk (four passes). Nothing of size N x V outlives a
+chunk: memory beyond inputs and gradients is O(N + V) plus one chunk.
 
 Hand-written Triton GEMMs with the log-sum-exp in their epilogue were tried first and ran at a third of cuBLAS's
 speed on an H100 (docs/performance.md); the elementwise kernels here are memory-bound passes over the chunk.
