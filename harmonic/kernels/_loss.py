@@ -32,16 +32,6 @@ def lse_stats_update(d, cols, col_ok, y, m, s, zsum, zt, n_exp, eps):
     return m_new, s, zsum, zt
 
 
-@triton.jit
-def grad_wrt_distance(d, cols, col_ok, y, lse, g, n_exp, eps, smoothing, V):
-    """dLoss/dd for one tile: g_i (p_ij - target_ij) * (-n / (d_ij + eps)); 0 outside the tile and on ignored rows."""
-    z = -n_exp * tl.log(d + eps)
-    p = tl.exp(z - lse[:, None])
-    target = tl.where(cols[None, :] == y[:, None], 1.0 - smoothing, 0.0) + smoothing / V
-    gd = g[:, None] * (p - target) * (-n_exp / (d + eps))
-    return tl.where(col_ok[None, :] & (g[:, None] != 0.0), gd, 0.0)
-
-
 _INTERPRET = tl.constexpr(INTERPRET)
 LOG2E = tl.constexpr(1.4426950408889634)  # 1 / ln 2 (constexpr: read inside kernels)
 LN2 = tl.constexpr(0.6931471805599453)
@@ -79,12 +69,27 @@ def lse_finish(m2, s2):
 
 
 @triton.jit
-def grad_from_log2(log2_d, cols, y, lse, g, n_exp, smoothing, V):
-    """dLoss/dd from log2(d + eps): g_i (p_ij - target_ij) (-n / (d_ij + eps)), with p = 2^(-n log2(d + eps) -
-    lse / ln 2) and 1 / (d + eps) = 2^(-log2(d + eps)), so the tile needs one log2 and two exp2 per element."""
+def load_tile_terms(y_ptr, lse_ptr, g_ptr, aa_ptr, bb_ptr, rows, row_ok, cols, col_ok):
+    """What a backward tile needs besides its distances: targets, lse and loss weights of its rows, and the
+    per-row / per-centre terms aa, bb."""
+    y = tl.load(y_ptr + rows, mask=row_ok, other=-1)
+    lse = tl.load(lse_ptr + rows, mask=row_ok, other=0.0)
+    g = tl.load(g_ptr + rows, mask=row_ok, other=0.0)
+    aa = tl.load(aa_ptr + rows, mask=row_ok, other=0.0)
+    bb = tl.load(bb_ptr + cols, mask=col_ok, other=0.0)
+    return y, lse, g, aa, bb
+
+
+@triton.jit
+def grad_wrt_distance(d, eps, cols, tile_ok, y, lse, g, n_exp, smoothing, V):
+    """dLoss/dd for one tile: g_i (p_ij - target_ij) (-n / (d_ij + eps)); 0 outside tile_ok and on ignored rows.
+    With l = log2(d + eps): p = 2^(-n l - lse / ln 2) and 1 / (d + eps) = 2^-l, so one log2 and two exp2 per
+    element."""
+    log2_d = fast_log2(d + eps)
     p = tl.exp2(-n_exp * log2_d - lse[:, None] * LOG2E)
     target = tl.where(cols[None, :] == y[:, None], 1.0 - smoothing, 0.0) + smoothing / V
-    return g[:, None] * (p - target) * (-n_exp * tl.exp2(-log2_d))
+    gd = g[:, None] * (p - target) * (-n_exp * tl.exp2(-log2_d))
+    return tl.where(tile_ok & (g[:, None] != 0.0), gd, 0.0)
 
 
 def num_splits(row_blocks: int, col_tiles: int, device: torch.device) -> int:
@@ -98,22 +103,6 @@ def num_splits(row_blocks: int, col_tiles: int, device: torch.device) -> int:
 def new_partials(splits: int, n: int, device: torch.device) -> list[torch.Tensor]:
     """Per-split row statistics written by the forward kernels: running max, sum exp, sum z, z at the target."""
     return [torch.empty(splits, n, device=device, dtype=torch.float32) for _ in range(4)]
-
-
-def combine_partials(m, s, zsum, zt, y, num_classes, smoothing, ignore_index, reduction):
-    """Per-split statistics -> (loss, lse, per-row weight of the mean/sum, number of counted rows)."""
-    lse = torch.logsumexp(m + torch.log(s), dim=0)
-    zsum, zt = zsum.sum(0), zt.sum(0)
-    valid = y != ignore_index
-    per_row = torch.where(valid, lse - (1.0 - smoothing) * zt - (smoothing / num_classes) * zsum, 0.0)
-    count = valid.sum()
-    if reduction == "mean":
-        loss = per_row.sum() / count
-    elif reduction == "sum":
-        loss = per_row.sum()
-    else:
-        loss = per_row
-    return loss, lse, valid, count
 
 
 @triton.jit
@@ -141,8 +130,8 @@ def _finish_rows_kernel(m_ptr, s_ptr, zsum_ptr, zt_ptr, y_ptr, lse_ptr, loss_ptr
 
 
 def finish_rows(stats, y, lse, per_row, row0, rows, num_classes, smoothing, ignore_index):
-    """lse and per-row losses of rows row0 .. row0 + rows from the per-split statistics, in one launch (the same
-    numbers as combine_partials, written into lse and per_row)."""
+    """lse and per-row losses (0 on ignored rows) of rows row0 .. row0 + rows from the per-split statistics, in
+    one launch, written into lse and per_row."""
     m, s, zsum, zt = stats
     bm = 16 if INTERPRET else 128
     _finish_rows_kernel[(triton.cdiv(rows, bm),)](
@@ -164,12 +153,8 @@ def row_weights(grad_out, valid, count, reduction):
     """dLoss_total/dloss_i for every row (0 on ignored rows), in float32."""
     grad_out = grad_out.float()
     if reduction == "mean":
-        weights = (grad_out / count) * valid
-    elif reduction == "sum":
-        weights = grad_out * valid
-    else:
-        weights = grad_out * valid
-    return weights.float().contiguous()
+        grad_out = grad_out / count
+    return (grad_out * valid).contiguous()
 
 
 def checked_targets(y: torch.Tensor, n: int, num_classes: int, ignore_index: int) -> torch.Tensor:

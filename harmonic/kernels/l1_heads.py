@@ -24,11 +24,13 @@ import triton.language as tl
 
 from harmonic.kernels._loss import (
     INTERPRET,
-    combine_partials,
+    finish_rows,
     grad_wrt_distance,
+    load_tile_terms,
     lse_stats_update,
     new_partials,
     num_splits,
+    reduce_rows,
     row_weights,
 )
 
@@ -336,6 +338,32 @@ def _pair_coefficients(
 
 
 @triton.jit
+def _tile_coefficients(
+    aT_ptr, bT_ptr, aa_ptr, bb_ptr, y_ptr, lse_ptr, g_ptr, daa_ptr, dbb_ptr, row0, col0, N, V,
+    stride_a, stride_b, D, n_exp, eps, p, alpha, scale, smoothing,
+    KIND: tl.constexpr, P_INT: tl.constexpr, PM1_INT: tl.constexpr, BN: tl.constexpr, BV: tl.constexpr,
+    BK: tl.constexpr, TR: tl.constexpr, TC: tl.constexpr,
+):  # fmt: skip
+    """The start of every backward tile, shared by both variants: recompute the tile's distances d and turn
+    dLoss/dd into the per-pair coefficients (c1, aux) of _pair_coefficients."""
+    rows = row0 + tl.arange(0, BN)
+    row_ok = rows < N
+    cols = col0 + tl.arange(0, BV)
+    col_ok = cols < V
+    y, lse, g, aa, bb = load_tile_terms(y_ptr, lse_ptr, g_ptr, aa_ptr, bb_ptr, rows, row_ok, cols, col_ok)
+    acc_a, acc_b = _pair_stats(
+        aT_ptr, bT_ptr, row0, col0, stride_a, stride_b, D, p, alpha, KIND, P_INT, BN, BV, BK, TR, TC
+    )  # fmt: skip
+    d = _finish(acc_a, acc_b, aa, bb, p, alpha, scale, KIND)
+    gd = grad_wrt_distance(d, eps, cols, col_ok[None, :], y, lse, g, n_exp, smoothing, V)
+    c1, aux = _pair_coefficients(
+        gd, d, acc_a, acc_b, aa, bb, rows, cols, row_ok, col_ok, daa_ptr, dbb_ptr, p, alpha, scale, KIND, PM1_INT,
+        BN, BV,
+    )  # fmt: skip
+    return d, c1, aux
+
+
+@triton.jit
 def _backward_kernel(
     aT_ptr,
     bT_ptr,
@@ -372,52 +400,11 @@ def _backward_kernel(
     row_ok = rows < N
     cols = tl.program_id(1) * BV + tl.arange(0, BV)
     col_ok = cols < V
-    y = tl.load(y_ptr + rows, mask=row_ok, other=-1)
-    lse = tl.load(lse_ptr + rows, mask=row_ok, other=0.0)
-    g = tl.load(g_ptr + rows, mask=row_ok, other=0.0)
-    aa = tl.load(aa_ptr + rows, mask=row_ok, other=0.0)
-    bb = tl.load(bb_ptr + cols, mask=col_ok, other=0.0)
-    acc_a, acc_b = _pair_stats(
-        aT_ptr,
-        bT_ptr,
-        tl.program_id(0) * BN,
-        tl.program_id(1) * BV,
-        stride_a,
-        stride_b,
-        D,
-        p,
-        alpha,
-        KIND,
-        P_INT,
-        BN,
-        BV,
-        BK,
-        TR,
-        TC,
-    )
-    d = _finish(acc_a, acc_b, aa, bb, p, alpha, scale, KIND)
-    gd = grad_wrt_distance(d, cols, col_ok, y, lse, g, n_exp, eps, smoothing, V)
-    c1, aux = _pair_coefficients(
-        gd,
-        d,
-        acc_a,
-        acc_b,
-        aa,
-        bb,
-        rows,
-        cols,
-        row_ok,
-        col_ok,
-        daa_ptr,
-        dbb_ptr,
-        p,
-        alpha,
-        scale,
-        KIND,
-        PM1_INT,
-        BN,
-        BV,
-    )
+    d, c1, aux = _tile_coefficients(
+        aT_ptr, bT_ptr, aa_ptr, bb_ptr, y_ptr, lse_ptr, g_ptr, daa_ptr, dbb_ptr, tl.program_id(0) * BN,
+        tl.program_id(1) * BV, N, V, stride_a, stride_b, D, n_exp, eps, p, alpha, scale, smoothing,
+        KIND, P_INT, PM1_INT, BN, BV, BK, TR, TC,
+    )  # fmt: skip
     c2 = aux
     for k0 in range(0, D, BK):
         for kk in tl.static_range(BK):
@@ -546,41 +533,10 @@ def _backward_outer_kernel(
     for tile in range(pid, row_blocks * col_tiles, tl.num_programs(0)):
         row0 = (tile // col_tiles) * BN
         col0 = (tile % col_tiles) * BV
-        rows = row0 + ii
-        row_ok = rows < N
-        cols = col0 + jj
-        col_ok = cols < V
-        y = tl.load(y_ptr + rows, mask=row_ok, other=-1)
-        lse = tl.load(lse_ptr + rows, mask=row_ok, other=0.0)
-        g = tl.load(g_ptr + rows, mask=row_ok, other=0.0)
-        aa = tl.load(aa_ptr + rows, mask=row_ok, other=0.0)
-        bb = tl.load(bb_ptr + cols, mask=col_ok, other=0.0)
-        acc_a, acc_b = _pair_stats(
-            aT_ptr, bT_ptr, row0, col0, stride_a, stride_b, D, p, alpha, KIND, P_INT, BN, BV, BK, TR, TC
-        )
-        d = _finish(acc_a, acc_b, aa, bb, p, alpha, scale, KIND)
-        gd = grad_wrt_distance(d, cols, col_ok, y, lse, g, n_exp, eps, smoothing, V)
-        c1, aux = _pair_coefficients(
-            gd,
-            d,
-            acc_a,
-            acc_b,
-            aa,
-            bb,
-            rows,
-            cols,
-            row_ok,
-            col_ok,
-            daa_ptr,
-            dbb_ptr,
-            p,
-            alpha,
-            scale,
-            KIND,
-            PM1_INT,
-            BN,
-            BV,
-        )
+        _, c1, aux = _tile_coefficients(
+            aT_ptr, bT_ptr, aa_ptr, bb_ptr, y_ptr, lse_ptr, g_ptr, daa_ptr, dbb_ptr, row0, col0, N, V,
+            stride_a, stride_b, D, n_exp, eps, p, alpha, scale, smoothing, KIND, P_INT, PM1_INT, BN, BV, BK, TR, TC,
+        )  # fmt: skip
         tl.debug_barrier()  # the previous tile's readers are done with the slot
         tl.store(slot + ii[:, None] * BV + jj[None, :], c1)
         tl.store(slot + BN * BV + jj[None, :] * BN + ii[:, None], c1)
@@ -708,7 +664,11 @@ class L1HeadLoss(torch.autograd.Function):
             aT, bT, aa, bb, y, m, s, zsum, zt, n, classes, dim, aT.stride(0), bT.stride(0), tiles_per_split, *scalars,
             KIND=kind, P_INT=_int_power(p), BN=bn, BV=bv, BK=_feature_step(dim), TR=tr, TC=tc, num_warps=warps,
         )  # fmt: skip
-        loss, lse, valid, count = combine_partials(m, s, zsum, zt, y, classes, smoothing, ignore_index, reduction)
+        lse, per_row = torch.empty(n, device=a.device), torch.empty(n, device=a.device)
+        finish_rows((m, s, zsum, zt), y, lse, per_row, 0, n, classes, smoothing, ignore_index)
+        valid = y != ignore_index
+        count = valid.sum()
+        loss = reduce_rows(per_row, count, reduction)
         ctx.save_for_backward(a, b, aT, bT, aa, bb, y, lse, valid, count)
         ctx.args = (kind, scalars, smoothing, reduction)
         return loss

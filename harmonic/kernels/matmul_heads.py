@@ -35,7 +35,8 @@ from harmonic.kernels._loss import (
     LN2,
     fast_log2,
     finish_rows,
-    grad_from_log2,
+    grad_wrt_distance,
+    load_tile_terms,
     lse_finish,
     new_partials,
     num_splits,
@@ -167,17 +168,12 @@ def _grad_kernel(
     rows = row0 + local
     cols = tl.program_id(1) * BN + tl.arange(0, BN)
     col_ok = cols < V
-    y = tl.load(y_ptr + rows, mask=row_ok, other=-1)
-    lse = tl.load(lse_ptr + rows, mask=row_ok, other=0.0)
-    g = tl.load(g_ptr + rows, mask=row_ok, other=0.0)
-    aa = tl.load(aa_ptr + rows, mask=row_ok, other=0.0)
-    bb = tl.load(bb_ptr + cols, mask=col_ok, other=0.0)
+    y, lse, g, aa, bb = load_tile_terms(y_ptr, lse_ptr, g_ptr, aa_ptr, bb_ptr, rows, row_ok, cols, col_ok)
     tile = local[:, None] * V + cols[None, :]
     tile_ok = row_ok[:, None] & col_ok[None, :]
     dot = tl.load(dot_ptr + tile, mask=tile_ok, other=0.0).to(tl.float32)
     d, raw = _distance(dot, aa[:, None], bb[None, :], scale, KIND, SHIFTED)
-    gd = grad_from_log2(fast_log2(d + eps), cols, y, lse, g, n_exp, smoothing, V)
-    gd = tl.where(tile_ok & (g[:, None] != 0.0), gd, 0.0)
+    gd = grad_wrt_distance(d, eps, cols, tile_ok, y, lse, g, n_exp, smoothing, V)
     if KIND == 1:  # dd/d(a.b) = -ra_i rb_j inside the clamp
         h = tl.where((raw > 0.0) & (raw < 2.0), -gd * aa[:, None] * bb[None, :], 0.0)
     elif KIND == 0:
