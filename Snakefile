@@ -19,6 +19,7 @@ validate_top_level()
 
 
 wildcard_constraints:
+    setting="|".join(SETTINGS),
     dataset="[^/]+",  # the cell path parts of rules/common.smk
     model="[^/]+",
     head="[^/]+",

@@ -3,9 +3,10 @@
 # Contract for a family rules file (rules/toy.smk is the worked example; vision.smk and llm.smk follow it):
 #   1. validate_family("<family>") first: the section against schemas/<family>.schema.yaml, then its `heads`
 #      against the library's distance registry. Both raise before any job runs, naming the key and allowed values.
-#   2. register_cells("<family>", cells): cells is a list of dicts with the path parts dataset, model, head (label)
-#      and seed, plus "params": that cell's resolved hyperparameters (JSON-serialisable). Outputs then live in
-#      results/<family>/<dataset>/<model>/<head>/seed<k>/ (cell_path gives the wildcard pattern).
+#   2. register_cells("<family>", cells): cells is a list of dicts with the path parts setting (faithful | corrected,
+#      harmonic.settings), dataset, model, head (label) and seed, plus "params": that cell's resolved hyperparameters
+#      (JSON-serialisable, including "setting"). Outputs then live in
+#      results/<family>/<setting>/<dataset>/<model>/<head>/seed<k>/ (cell_path gives the wildcard pattern).
 #   3. the family's cell rule writes cell_path("<family>", "metrics.json") and friends, and takes
 #      `params: hp=cell_params("<family>")`: exactly ONE cell's hyperparameters as a JSON string, so a config edit
 #      reruns only the cells it reaches (never pass the whole config as params).
@@ -23,12 +24,13 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 import harmonic
+from harmonic.settings import SETTINGS, check_settings
 
 FAMILY_CELLS = {}  # family -> list of cells (dicts), in config order
 FAMILY_NOTEBOOKS = {}  # notebook name -> table it reads
 _CELL_INDEX = {}  # family -> {(dataset, model, head, seed): cell}
 
-CELL_KEYS = ("dataset", "model", "head", "seed")
+CELL_KEYS = ("setting", "dataset", "model", "head", "seed")
 # The thin CLIs the rules call (toy/analysis rules take their script as an input instead, see script_path).
 SCRIPTS = os.path.join(workflow.basedir, "workflow_scripts")
 
@@ -121,6 +123,11 @@ def register_cells(family, cells):
     """Record a family's cells; two cells with one output directory is a config error, not a silent overwrite."""
     index = {}
     for cell in cells:
+        if cell.get("setting") not in SETTINGS:
+            raise WorkflowError(
+                f"config {family}: cell {cell.get('dataset')}/{cell.get('model')}/{cell.get('head')} has setting"
+                f" {cell.get('setting')!r}; allowed: {', '.join(SETTINGS)}"
+            )
         key = tuple(str(cell[k]) for k in CELL_KEYS)
         if key in index:
             raise WorkflowError(
@@ -132,16 +139,16 @@ def register_cells(family, cells):
 
 
 def cell_dir(family, cell):
-    return f"results/{family}/{cell['dataset']}/{cell['model']}/{cell['head']}/seed{cell['seed']}"
+    return f"results/{family}/{cell['setting']}/{cell['dataset']}/{cell['model']}/{cell['head']}/seed{cell['seed']}"
 
 
 def cell_path(family, filename):
-    """Wildcard pattern of one cell output, e.g. results/toy/{dataset}/{model}/{head}/seed{seed}/metrics.json."""
-    return f"results/{family}/{{dataset}}/{{model}}/{{head}}/seed{{seed}}/{filename}"
+    """Wildcard pattern of one cell output, e.g. results/toy/{setting}/{dataset}/{model}/{head}/seed{seed}/metrics.json."""
+    return f"results/{family}/{{setting}}/{{dataset}}/{{model}}/{{head}}/seed{{seed}}/{filename}"
 
 
 def cell_log(family):
-    return f"logs/{family}/{{dataset}}/{{model}}/{{head}}/seed{{seed}}.log"
+    return f"logs/{family}/{{setting}}/{{dataset}}/{{model}}/{{head}}/seed{{seed}}.log"
 
 
 def family_outputs(family, filename="metrics.json"):

@@ -1,7 +1,7 @@
 # Language models (docs/llm.md): GPT-2 token bins -> one job per (model, head, seed) -> the shared tables/notebooks.
 #   data/<corpus>/{train,val}.bin, meta.json      llm_data_shakespeare (embedded, offline) | llm_data_openwebtext
-#   results/llm/probe/<corpus>/<model>/<head>.json  llm_probe (only when train.micro_batch is "auto")
-#   results/llm/<corpus>/<model>/<head>/seed<k>/     llm_cell (torchrun with the job's GPUs when it has more than one)
+#   results/llm/probe/<setting>/<corpus>/<model>/<head>.json  llm_probe (only when train.micro_batch is "auto")
+#   results/llm/<setting>/<corpus>/<model>/<head>/seed<k>/     llm_cell (torchrun with the job's GPUs when it has more than one)
 
 from harmonic.llm.grid import cell_inputs, llm_cells, probe_params
 
@@ -73,16 +73,16 @@ rule llm_probe:
         meta="data/{dataset}/meta.json",
         script=script_path("llm_probe.py"),
     output:
-        "results/llm/probe/{dataset}/{model}/{head}.json",
+        "results/llm/probe/{setting}/{dataset}/{model}/{head}.json",
     log:
-        "logs/llm/probe/{dataset}/{model}/{head}.log",
+        "logs/llm/probe/{setting}/{dataset}/{model}/{head}.log",
     conda:
         "../envs/llm.yaml"
     resources:
         **LLM_RESOURCES,
     params:
         hp=lambda wc: json.dumps(
-            probe_params(FAMILY_CELLS["llm"], wc.dataset, wc.model, wc.head),
+            probe_params(FAMILY_CELLS["llm"], wc.setting, wc.dataset, wc.model, wc.head),
             sort_keys=True,
         ),
     shell:
@@ -94,7 +94,7 @@ rule llm_probe:
 # tokens per step stay as configured. Otherwise a plain python process.
 rule llm_cell:
     input:
-        unpack(lambda wc: cell_inputs(wc.dataset, wc.model, wc.head, LLM_USES_PROBE)),
+        unpack(lambda wc: cell_inputs(wc.setting, wc.dataset, wc.model, wc.head, LLM_USES_PROBE)),
         script=script_path("llm_cell.py"),
     output:
         metrics=cell_path("llm", "metrics.json"),

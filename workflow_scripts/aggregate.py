@@ -6,7 +6,7 @@ hyperparameters, nested keys joined with '.'), the flat metrics, emissions.*, di
 provenance.code_version, and cell_dir (where the cell's other files are, for figures that need them).
 
     python workflow_scripts/aggregate.py --parquet results/tables/toy.parquet --csv results/tables/toy.csv \
-        results/toy/*/*/*/seed*/metrics.json
+        results/toy/*/*/*/*/seed*/metrics.json
 """
 
 import argparse

@@ -8,6 +8,7 @@ head's distance name, then "baseline" or "harmonic" (model-level schedules first
 
 from harmonic.heads import BASELINE, head_label
 from harmonic.llm.train import resolve_config
+from harmonic.settings import check_settings
 
 SCHEDULE_KEYS = ("lr", "min_lr", "warmup_steps")
 
@@ -46,32 +47,36 @@ def cell_params(llm: dict, model: str, spec: dict, seed: int, device: str = "aut
 
 def llm_cells(llm: dict, device: str = "auto") -> list[dict]:
     cells = []
-    for model, entry in llm["models"].items():
+    settings = check_settings(llm.get("settings", ["corrected"]), "llm.settings")
+    for setting, (model, entry) in ((s, m) for s in settings for m in llm["models"].items()):
         for spec in entry.get("heads", llm["heads"]):
             for seed in llm["seeds"]:
+                params = cell_params(llm, model, spec, seed, device)
+                params["setting"] = setting
                 cells.append(
                     dict(
+                        setting=setting,
                         dataset=llm["corpus"],
                         model=model,
                         head=head_label(spec),
                         seed=seed,
-                        params=cell_params(llm, model, spec, seed, device),
+                        params=params,
                     )
                 )
     return cells
 
 
-def probe_params(cells: list[dict], dataset: str, model: str, head: str) -> dict:
-    """The hyperparameters of the (model, head)'s first cell: the memory probe does not depend on the seed."""
+def probe_params(cells: list[dict], setting: str, dataset: str, model: str, head: str) -> dict:
+    """The hyperparameters of the (setting, model, head)'s first cell: the memory probe does not depend on the seed."""
     for cell in cells:
-        if (cell["dataset"], cell["model"], cell["head"]) == (dataset, model, head):
+        if (cell["setting"], cell["dataset"], cell["model"], cell["head"]) == (setting, dataset, model, head):
             return cell["params"]
-    raise ValueError(f"llm: no cell for dataset {dataset!r}, model {model!r}, head {head!r}")
+    raise ValueError(f"llm: no cell for setting {setting!r}, dataset {dataset!r}, model {model!r}, head {head!r}")
 
 
-def cell_inputs(dataset: str, model: str, head: str, with_probe: bool) -> dict:
+def cell_inputs(setting: str, dataset: str, model: str, head: str, with_probe: bool) -> dict:
     """A cell's input files: its corpus's meta.json and, with micro_batch auto, its memory-probe result."""
     inputs = {"meta": f"data/{dataset}/meta.json"}
     if with_probe:
-        inputs["probe"] = f"results/llm/probe/{dataset}/{model}/{head}.json"
+        inputs["probe"] = f"results/llm/probe/{setting}/{dataset}/{model}/{head}.json"
     return inputs

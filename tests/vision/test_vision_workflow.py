@@ -66,7 +66,9 @@ def test_default_vision_family_end_to_end(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     cells = vision_cells(yaml.safe_load((ROOT / "config.yaml").read_text())["vision"])
     for cell in cells:
-        path = tmp_path / "results/vision" / cell["dataset"] / cell["backbone"] / cell["head_label"] / "seed0"
+        path = (
+            tmp_path / "results/vision/corrected" / cell["dataset"] / cell["backbone"] / cell["head_label"] / "seed0"
+        )
         record = json.loads((path / "metrics.json").read_text())
         assert record["status"] == "ok", (path, record["error"])
         assert (path / "curves.csv").stat().st_size > 0

@@ -53,8 +53,8 @@ def test_paper_preset_plans_the_full_grid(tmp_path):
     # The grid the paper describes: 5 tasks x 2 models x heads x 20 seeds (+ the sweep and the circle study).
     planned = planned_outputs(result.stdout, "toy_cell")
     metrics = [p for p in planned if p.endswith("metrics.json")]
-    assert len({p.split("/")[2] for p in metrics if "-frac" not in p and "/circle/" not in p}) == 5
-    assert len({p.split("/")[5] for p in metrics}) == len(set(paper["seeds"]) | set(paper["circle"]["seeds"]))
+    assert len({p.split("/")[3] for p in metrics if "-frac" not in p and "/circle/" not in p}) == 5
+    assert len({p.split("/")[6] for p in metrics}) == len(set(paper["seeds"]) | set(paper["circle"]["seeds"]))
 
 
 # ------------------------------------------------------------------------------------------ schema rejections
@@ -150,7 +150,7 @@ def test_one_head_lr_change_reruns_only_that_heads_cells(tiny_run):
     counts, cells = cells_planned(workdir, config)
     # The circle runs keep their own lr (toy.circle.train wins over overrides), so only grid + sweep cells rerun.
     expected = sorted(
-        f"results/toy/{dataset}/mlp/euclidean/seed0/metrics.json"
+        f"results/toy/corrected/{dataset}/mlp/euclidean/seed0/metrics.json"
         for dataset in ("equivalence", "equivalence-frac0.5")
     )
     assert cells == expected
@@ -163,7 +163,9 @@ def test_one_added_seed_runs_only_the_new_cells(tiny_run):
     config = load_config("tiny.yaml")
     config["toy"]["seeds"] = [0, 1]
     counts, cells = cells_planned(workdir, config)
-    assert cells == sorted(f"results/toy/equivalence/mlp/{h}/seed1/metrics.json" for h in ("baseline", "euclidean"))
+    assert cells == sorted(
+        f"results/toy/corrected/equivalence/mlp/{h}/seed1/metrics.json" for h in ("baseline", "euclidean")
+    )
     assert counts == {"toy_cell": 2, **DOWNSTREAM}
 
 
@@ -188,8 +190,8 @@ def test_killed_job_reruns_cleanly_with_rerun_incomplete(tmp_path):
     config["toy"].update(data_efficiency=None, circle=None, heads=[{"distance": "euclidean"}])
     config["toy"]["train"]["epochs"] = 400
     config_path = write_config(tmp_path / "slow.yaml", config)
-    target = "results/toy/equivalence/mlp/euclidean/seed0/metrics.json"
-    log = tmp_path / "logs/toy/equivalence/mlp/euclidean/seed0.log"
+    target = "results/toy/corrected/equivalence/mlp/euclidean/seed0/metrics.json"
+    log = tmp_path / "logs/toy/corrected/equivalence/mlp/euclidean/seed0.log"
 
     cmd = [
         str(BIN / "snakemake"),
