@@ -82,7 +82,9 @@ rule llm_probe:
         **LLM_RESOURCES,
     params:
         hp=lambda wc: json.dumps(
-            probe_params(FAMILY_CELLS["llm"], wc.setting, wc.dataset, wc.model, wc.head),
+            probe_params(
+                FAMILY_CELLS["llm"], wc.setting, wc.dataset, wc.model, wc.head
+            ),
             sort_keys=True,
         ),
     shell:
@@ -94,7 +96,11 @@ rule llm_probe:
 # tokens per step stay as configured. Otherwise a plain python process.
 rule llm_cell:
     input:
-        unpack(lambda wc: cell_inputs(wc.setting, wc.dataset, wc.model, wc.head, LLM_USES_PROBE)),
+        unpack(
+            lambda wc: cell_inputs(
+                wc.setting, wc.dataset, wc.model, wc.head, LLM_USES_PROBE
+            )
+        ),
         script=script_path("llm_cell.py"),
     output:
         metrics=cell_path("llm", "metrics.json"),
