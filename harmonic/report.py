@@ -44,40 +44,39 @@ def esc(value) -> str:
     return html.escape(str(value))
 
 
-def verdict_cell(verdict, title="") -> str:
+def verdict_cell(verdict, title="", note="") -> str:
+    """A coloured verdict; the reason shows on hover (and in the full table)."""
     colour = VERDICT_COLOURS.get(verdict, "#fff")
-    return f'<td style="background:{colour}" title="{esc(title)}">{esc(verdict)}</td>'
+    return f'<td style="background:{colour}" title="{esc(title)}">{esc(verdict)}{esc(note)}</td>'
 
 
 def summary_table(result: pd.DataFrame) -> str:
-    """One row per claim (and group), one column per (scale, setting): the verdicts at a glance."""
+    """One row per claim (and group), one column per (scale, setting): the verdicts at a glance. A claim that was not
+    run at a scale (no setting to speak of) shows "not run" under every setting of that scale."""
     if result.empty:
         return "<p>No claims evaluated.</p>"
-    result = result.assign(
-        setting=result["setting"].fillna("-"), group=result["group"].fillna(""), column=lambda t: t["scale"]
-    )
-    result["column"] = result["scale"] + " / " + result["setting"]
-    columns = list(dict.fromkeys(result["column"]))
+    result = result.assign(group=result["group"].fillna(""))
+    ran = result.dropna(subset=["setting"])
+    columns = list(dict.fromkeys(zip(ran["scale"], ran["setting"])))
+    columns += [(scale, None) for scale in dict.fromkeys(result["scale"]) if scale not in set(ran["scale"])]
     parts = ["<table><tr><th>claim</th><th>group</th><th>paper says</th>"]
-    parts += [f"<th>{esc(c)}</th>" for c in columns] + ["</tr>"]
+    parts += [f"<th>{esc(scale)} / {esc(setting or '-')}</th>" for scale, setting in columns] + ["</tr>"]
     for (claim, group), rows in result.groupby(["claim", "group"], sort=False):
         first = rows.iloc[0]
         parts.append(
             f"<tr><td><b>{esc(claim)}</b><br><span class='small'>{esc(first['words'])}</span></td>"
             f"<td>{esc(group)}</td><td class='small'>{esc(first['paper_number'])}</td>"
         )
-        by_column = {row["column"]: row for _, row in rows.iterrows()}
-        for column in columns:
-            if column in by_column:
-                row = by_column[column]
-                parts.append(verdict_cell(row["verdict"], row["reason"]))
-            else:
-                scale = column.split(" / ")[0]
-                not_run = rows[(rows["scale"] == scale) & (rows["verdict"] == "not run")]
-                if len(not_run):
-                    parts.append(verdict_cell("not run", not_run.iloc[0]["reason"]))
-                else:
-                    parts.append("<td></td>")
+        for scale, setting in columns:
+            match = rows[(rows["scale"] == scale) & (rows["setting"] == setting)]
+            if match.empty:
+                match = rows[(rows["scale"] == scale) & rows["setting"].isna()]
+            if match.empty:
+                parts.append("<td></td>")
+                continue
+            row = match.iloc[0]
+            n = f" (n={int(row['n'])})" if pd.notna(row.get("n")) and row["verdict"] != "not run" else ""
+            parts.append(verdict_cell(row["verdict"], row["reason"], n))
         parts.append("</tr>")
     parts.append("</table>")
     return "\n".join(parts)

@@ -78,3 +78,33 @@ def test_index_opens_with_the_claims_then_studies(tmp_path):
     )
     assert page.index("Which claims hold") < page.index("Studies") < page.index("Every notebook")
     assert 'src="figures/toy_ev/ev.png"' in page and "EV study" in page and "claims.html" in page
+
+
+def test_summary_has_one_column_per_scale_and_setting_and_not_run_fills_its_scale():
+    claim, result = result_table()
+    missing = C.Claim(id="T-NO", paper="baek", where="w", words="w", kind="not_runnable", reason="no data here")
+    result = C.evaluate([claim, missing], [("embedded", "t", result_table_rows())], scales=["embedded", "paper"])
+    page = claims_page(result, [])
+    header = page[page.index("<table>") : page.index("</tr>")]
+    assert header.count("<th>") == 3 + 2  # claim, group, paper says; embedded / faithful; paper / -
+    assert "embedded / faithful" in header and "paper / -" in header
+    no_row = page[page.index("<b>T-NO</b>") :]
+    no_row = no_row[: no_row.index("</tr>")]
+    assert no_row.count("not run") == 2
+
+
+def result_table_rows():
+    rows = []
+    for s in range(5):
+        for head, ev in (("b", 0.4), ("h", 0.6)):
+            rows.append(
+                {
+                    "status": "ok",
+                    "family": "toy",
+                    "cell.setting": "faithful",
+                    "cell.head": head,
+                    "cell.seed": s,
+                    "ev": ev + 0.01 * s,
+                }
+            )
+    return pd.DataFrame(rows)
