@@ -10,10 +10,11 @@ tables made elsewhere (e.g. the committed H200 toy grid) under their own scale l
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 from harmonic import claims
-from harmonic.report import claims_page
+from harmonic.report import claims_markdown, claims_page
 from harmonic.runs import atomic_output, atomic_write_text
 
 
@@ -38,6 +39,7 @@ def main(argv=None):
     parser.add_argument("--claims-file", type=Path, default=None, help="default: harmonic/claims.yaml")
     parser.add_argument("--csv", required=True, type=Path)
     parser.add_argument("--html", required=True, type=Path)
+    parser.add_argument("--markdown", type=Path, help="also write the table as Markdown (for docs/)")
     args = parser.parse_args(argv)
 
     studies, claim_list = claims.load(args.claims_file)
@@ -48,6 +50,9 @@ def main(argv=None):
     with atomic_output(args.csv) as tmp:
         result.to_csv(tmp, index=False)
     atomic_write_text(args.html, claims_page(result, studies))
+    if args.markdown:
+        command = "python workflow_scripts/claims.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        atomic_write_text(args.markdown, claims_markdown(result, command))
     counts = result["verdict"].value_counts().to_dict()
     print(f"{len(claim_list)} claims, {len(result)} rows -> {args.csv}, {args.html}; verdicts {counts}")
 
