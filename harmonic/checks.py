@@ -42,7 +42,6 @@ def toy_problems(cell: dict) -> list[str]:
     if params["model"] == "transformer" and params["embed_dim"] % heads:
         return [
             f"toy.embed_dim: {params['embed_dim']} is not divisible by the toy transformer's {heads} attention heads"
-            f" (cell {cell['dataset']}/{cell['model']}/{cell['head']})"
         ]
     return []
 

@@ -168,3 +168,13 @@ def test_outputs_get_the_users_umask(tmp_path):
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o600
+
+
+# ------------------------------------------------------------------------------------------------- YAML errors
+def test_a_yaml_syntax_error_names_file_and_line(tmp_path):
+    from harmonic.checks import check_yaml_file
+
+    path = tmp_path / "config.yaml"
+    path.write_text("families: [toy]\ntoy:\n  seeds: [0\n  heads: []\n")
+    with pytest.raises(ValueError, match=rf"{path}, line 4, column \d+: not valid YAML"):
+        check_yaml_file(path)
