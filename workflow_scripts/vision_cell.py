@@ -27,7 +27,14 @@ from harmonic.vision.backbones import backbone_names  # noqa: E402
 from harmonic.vision.train import resolve_hyperparameters, run_and_record_cell  # noqa: E402
 
 OUTPUTS = ("metrics.json", "curves.csv", "emissions.csv")  # rules/vision.smk declares these
-CELL_FIELDS = ("backbone", "head", "seed", "device", "threads")  # params keys that are not training hyperparameters
+CELL_FIELDS = (
+    "setting",
+    "backbone",
+    "head",
+    "seed",
+    "device",
+    "threads",
+)  # params keys that are not training hyperparameters
 
 
 def parse_args(argv=None):
