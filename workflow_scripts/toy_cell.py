@@ -25,7 +25,14 @@ import torch  # noqa: E402
 import harmonic  # noqa: E402
 from harmonic.emissions import EmissionsMeter  # noqa: E402
 from harmonic.metrics import grokking_epoch, pca_summary  # noqa: E402
-from harmonic.runs import atomic_output, atomic_write_text, resolve_device, seed_everything, write_metrics  # noqa: E402
+from harmonic.runs import (  # noqa: E402
+    atomic_output,
+    atomic_write_text,
+    failure_recorded,
+    resolve_device,
+    seed_everything,
+    write_metrics,
+)
 from harmonic.toy.datasets import SPLIT_MODES, TASKS  # noqa: E402
 from harmonic.toy.models import MODELS  # noqa: E402
 from harmonic.toy.train import train_toy  # noqa: E402
@@ -48,6 +55,7 @@ DEFAULTS = dict(
     grokking_threshold=0.9,
     grokking_window=20,
 )
+OUTPUTS = ("metrics.json", "curves.csv", "emissions.csv", "embedding.npy")  # rules/toy.smk declares these
 CURVE_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc"]
 
 
@@ -130,12 +138,20 @@ def cell_metrics(hp, result):
 
 def main(argv=None):
     args = parse_args(argv)
-    hp = resolve_hyperparameters(args)
-    cell = (
-        json.loads(args.cell_json)
-        if args.cell_json
-        else {"dataset": hp["task"], "model": hp["model"], "head": hp["head_label"], "seed": hp["seed"]}
-    )
+    cell = json.loads(args.cell_json) if args.cell_json else {}
+    raw = json.loads(args.params_json) if args.params_json else {}
+    with failure_recorded(args.out_dir, family="toy", outputs=OUTPUTS, cell=cell, hyperparameters=raw) as record:
+        record["hyperparameters"] = hp = resolve_hyperparameters(args)
+        record["cell"] = cell = cell or {
+            "dataset": hp["task"],
+            "model": hp["model"],
+            "head": hp["head_label"],
+            "seed": hp["seed"],
+        }
+        run_cell(args, hp, cell)
+
+
+def run_cell(args, hp, cell):
     emissions_cfg = json.loads(args.emissions_json)
     out = args.out_dir
     out.mkdir(parents=True, exist_ok=True)

@@ -75,8 +75,10 @@ def probe_params(cells: list[dict], setting: str, dataset: str, model: str, head
 
 
 def cell_inputs(setting: str, dataset: str, model: str, head: str, with_probe: bool) -> dict:
-    """A cell's input files: its corpus's meta.json and, with micro_batch auto, its memory-probe result."""
-    inputs = {"meta": f"data/{dataset}/meta.json"}
+    """A cell's input files: its corpus's token files and meta.json (a changed .bin makes the cell stale) and, with
+    micro_batch auto, its memory-probe result."""
+    inputs = {split: f"data/{dataset}/{split}.bin" for split in ("train", "val")}
+    inputs["meta"] = f"data/{dataset}/meta.json"
     if with_probe:
         inputs["probe"] = f"results/llm/probe/{setting}/{dataset}/{model}/{head}.json"
     return inputs

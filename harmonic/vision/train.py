@@ -374,11 +374,12 @@ def train_cell(
 
 
 def run_and_record_cell(
-    *, out_dir: Path, cell: dict, fallback_hyperparameters: dict, device, **train_kwargs
+    *, out_dir: Path, cell: dict, fallback_hyperparameters: dict, device, data: dict | None = None, **train_kwargs
 ) -> tuple[str, dict | None, Exception | None]:
     """Train one cell with train_cell and record it whatever happens: an ordinary exception is a "failed" result
     (SIGTERM / Ctrl-C propagate, so a scheduler reruns the cell). The declared outputs exist either way and
-    metrics.json is written last. Returns (status, result or None, error or None)."""
+    metrics.json (with `data`, the checked data files' hashes) is written last.
+    Returns (status, result or None, error or None)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     status, result, error = "ok", None, None
@@ -404,5 +405,6 @@ def run_and_record_cell(
         diverged_at=result["diverged_at"] if result else None,
         error=error,
         device=device,
+        data=data,
     )
     return status, result, error
