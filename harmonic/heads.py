@@ -76,9 +76,13 @@ class HarmonicHead(nn.Module):
         if tied_weight is not None:
             self.weight = tied_weight
         else:
-            # Centres start like nn.Linear weights; any scale works since HarMax is scale invariant.
+            # Centres start like nn.Linear weights (|w| ~ 1/sqrt(D)). HarMax is invariant to scaling d, but not every
+            # distance is invariant to the scale of the centres: hamming_gumbel's bits sigmoid((w + noise L) / T)
+            # would be pure noise at |w| ~ 0.03 (training accuracy at chance), so its centres start at the scale T.
             self.weight = nn.Parameter(torch.empty(num_classes, in_features))
             nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+            if distance == "hamming_gumbel":
+                nn.init.normal_(self.weight, std=self.params["T"])
         if distance == "mahalanobis":
             self.factor_raw = nn.Parameter(torch.eye(in_features))  # only its lower triangle is used
         elif distance == "mahalanobis_diagonal":
