@@ -50,11 +50,18 @@ def test_paper_preset_plans_the_full_grid(tmp_path):
     paper = repo_config("presets/paper.yaml")["toy"]
     counts = job_counts(result.stdout)
     assert counts["toy_cell"] == toy_grid_size(paper)
-    # The grid the paper describes: 5 tasks x 2 models x heads x 20 seeds (+ the sweep and the circle study).
+    # The grid the paper describes: 5 tasks x 2 models x heads x 20 seeds (+ the other studies), in both settings.
     planned = planned_outputs(result.stdout, "toy_cell")
     metrics = [p for p in planned if p.endswith("metrics.json")]
-    assert len({p.split("/")[3] for p in metrics if "-frac" not in p and "/circle/" not in p}) == 5
-    assert len({p.split("/")[6] for p in metrics}) == len(set(paper["seeds"]) | set(paper["circle"]["seeds"]))
+    assert {p.split("/")[2] for p in metrics} == {"faithful", "corrected"}
+    datasets = {p.split("/")[3] for p in metrics}
+    assert set(paper["tasks"]) <= datasets and {"circle", "two_points"} <= datasets
+    assert {f"{t}-ablation" for t in paper["ablation"]["tasks"]} | {
+        f"{t}-nsweep" for t in paper["n_sweep"]["tasks"]
+    } <= datasets
+    studies = ("data_efficiency", "circle", "two_points", "ablation", "n_sweep")
+    seeds = set(paper["seeds"]).union(*(paper[study]["seeds"] for study in studies))
+    assert {p.split("/")[6] for p in metrics} == {f"seed{seed}" for seed in seeds}
 
 
 # ------------------------------------------------------------------------------------------ schema rejections
