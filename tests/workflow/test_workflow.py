@@ -22,7 +22,7 @@ from workflow_helpers import (
     write_config,
 )
 
-DOWNSTREAM = {"aggregate": 1, "notebook": 5, "index": 1, "all": 1}  # toy table, its 5 notebooks, index, all
+DOWNSTREAM = {"aggregate": 1, "notebook": 6, "index": 1, "all": 1}  # toy table, its 6 notebooks, index, all
 
 
 def repo_config(relative):
@@ -109,7 +109,7 @@ def test_tiny_run_end_to_end(tiny_run):
     assert (harmonic["hp.harmonic_exponent"] == 1.0).all()
 
     index = (workdir / "results/index.html").read_text()
-    for name in ("toy_ev", "toy_grokking", "toy_data_efficiency", "toy_pca", "toy_circle"):
+    for name in ("toy_ev", "toy_grokking", "toy_data_efficiency", "toy_pca", "toy_circle", "toy_studies"):
         html = (workdir / f"results/notebooks/{name}.html").read_text()
         assert f"notebooks/{name}.html" in index
         assert not re.search(r"""(src|href)\s*=\s*["']https?://""", html), f"{name}.html loads from the network"
