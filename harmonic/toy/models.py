@@ -94,7 +94,10 @@ class AblationHead(nn.Module):
     def forward(self, x):
         if self.distance == "euclidean_softmax":
             return -self.n * harmonic.pairwise("euclidean", x, self.weight)
-        return self.n * torch.log(nn.functional.softplus(x @ self.weight.T))
+        score = x @ self.weight.T
+        # log softplus(s) = s for s << 0; the clamp keeps the unused branch's gradient finite (no 0 * inf)
+        log_score = torch.where(score > -20, torch.log(nn.functional.softplus(score.clamp(min=-20))), score)
+        return self.n * log_score
 
 
 def make_head(spec, in_features, num_classes, tied_weight=None):

@@ -196,6 +196,10 @@ def test_ablation_heads_compute_what_their_names_say():
     model = build_model("mlp", 31, 2, {"distance": "dot_harmax", "n": 2.0})
     w = model.embedding.weight
     torch.testing.assert_close(model.head(x), 2.0 * torch.log(F.softplus(x @ w.T)))
+    far = (-100 * w[:1]).detach().requires_grad_(True)  # a dot product of about -1600 with class 0
+    assert torch.isfinite(model.head(far)).all()
+    model.head(far).sum().backward()
+    assert torch.isfinite(far.grad).all()
     assert toy_head_label({"distance": "dot_harmax", "n": 2.0}) == "dot_harmax-n2"
     assert harmonic_exponent({"distance": "euclidean_softmax"}, 2) is None
     with pytest.raises(ValueError, match="unknown parameter"):
