@@ -157,3 +157,11 @@ def test_paper_preset_faithful_and_corrected_values():
     assert cells[("faithful", "mg-llm-bert", "cosine_linear")]["label_smoothing"] == 0.0  # BERT.py: no smoothing
     assert cells[("faithful", "mg-llm-qwen2", "euclidean")]["head"]["n"] == 1792
     assert cells[("corrected", "mg-llm-gpt", "euclidean")]["label_smoothing"] == 0.0
+
+
+def test_dropout_reaches_the_gpt_body_in_training_only():
+    body = build_model("gpt", {**TINY_GPT, "dropout": 0.5}, "baseline", 100).body
+    ids = torch.randint(0, 100, (2, 8))
+    assert not torch.equal(body.hidden(ids), body.hidden(ids))
+    body.eval()
+    assert torch.equal(body.hidden(ids), body.hidden(ids))
