@@ -11,6 +11,7 @@ import torch.nn.functional as F
 import harmonic
 from harmonic import head_from_spec, head_label, heads_json_schema, resolve_head_spec
 from harmonic.distances import distance_names
+from harmonic.heads import COSINE_HEADS
 
 
 def test_forward_is_harmax_logits_and_argmax_is_nearest_centre():
@@ -228,7 +229,7 @@ def test_json_schema_agrees_with_resolve():
     schema = heads_json_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
-    assert schema["properties"]["distance"]["enum"] == ["baseline", *distance_names()]
+    assert schema["properties"]["distance"]["enum"] == ["baseline", *distance_names(), *COSINE_HEADS]
     for spec in GOOD_SPECS:
         resolve_head_spec(spec)
         validator.validate(spec)
