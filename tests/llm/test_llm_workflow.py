@@ -81,7 +81,7 @@ def test_paper_preset_dry_run_plans_the_whole_llm_grid(tmp_path):
 
 @pytest.mark.slow
 def test_default_llm_family_runs_end_to_end_offline(tmp_path):
-    """The default config's LLM cells, shortened (2 heads, 20 steps: baek-gpt2 warms up for 20), through table, notebooks and index."""
+    """The default config's LLM cells, shortened (2 heads, 20 steps), through table, notebooks and index."""
     import json
 
     (tmp_path / "data").mkdir()
