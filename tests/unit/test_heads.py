@@ -212,6 +212,7 @@ def test_head_from_spec():
 GOOD_SPECS = [{"distance": "baseline"}, {"distance": "baseline", "bias": False}]
 GOOD_SPECS += [{"distance": name} for name in distance_names()]
 GOOD_SPECS += [{"distance": "minkowski", "p": 3, "n": 28}, {"distance": "hamming_hard", "T": 0.5, "threshold": -1}]
+GOOD_SPECS += [{"distance": "cosine_softmax", "temperature": 0.1}, {"distance": "cosine_linear"}]
 BAD_SPECS = [
     {"distance": "nope"},
     {"distance": "minkowski", "p": 0},
@@ -221,6 +222,8 @@ BAD_SPECS = [
     {"distance": "baseline", "n": 2},
     {"distance": "hamming_soft", "T": 0},
     {"distance": "hamming_gumbel", "noise": -0.5},
+    {"distance": "cosine_softmax", "temperature": 0},
+    {"distance": "cosine_linear", "n": 2},
     {"n": 2},
 ]
 
