@@ -53,7 +53,7 @@ def llm_problems(cell: dict) -> list[str]:
     cls = {"gpt": GPT, "bert": BertMLM, "qwen2": Qwen2LM}[params["model"]]
     args = params["model_args"]
     n_embd, n_head = (args.get(k, _default(cls, k)) for k in ("n_embd", "n_head"))
-    key = f"llm.models.{cell['model']}.model_args"
+    key = f"llm.models.{cell.get('architecture', cell['model'])}.model_args"
     problems = []
     if n_embd % n_head:
         problems.append(f"{key}: n_embd {n_embd} is not divisible by n_head {n_head}")
