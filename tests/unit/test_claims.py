@@ -217,7 +217,8 @@ def test_shipped_claims_file_loads_and_links():
         "B-GPT",
         "B-IMNET",
         "M-VIS-COS",
-        "M-VIS-INT",
+        "M-VIS-INT-BC",
+        "M-VIS-INT-MAHA",
         "M-LLM-GRAD",
         "M-LLM-REP",
         "M-LLM-CO2",
@@ -235,3 +236,8 @@ def test_a_malformed_claims_file_names_the_problem(tmp_path):
     path.write_text("studies: []\nclaims:\n  - {id: X-1, paper: baek, where: w, words: w, kind: compare}\n")
     with pytest.raises(ValueError, match="claims"):
         C.load(path)
+
+
+def test_a_missing_metric_column_is_named():
+    row = verdict(ev_claim(metric="ev_top2"), toy_table(0.2))
+    assert row.verdict == "not run" and "no column ev_top2" in row.reason
