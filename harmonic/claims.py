@@ -60,7 +60,7 @@ class Claim:
     censored: bool = False
     group_on: str | None = None
     reference: dict = field(default_factory=dict)
-    min_seeds: int = 3
+    min_seeds: int = 5  # an exact one-sided sign-flip test cannot reach p < 0.05 with fewer than 5 pairs
     reason: str = ""
 
 
