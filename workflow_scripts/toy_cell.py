@@ -80,18 +80,23 @@ def parse_args(argv=None):
 
 def resolve_hyperparameters(args):
     """Defaults <- --params-json <- individual flags; the head spec resolved (and validated) by the library."""
-    hp = dict(DEFAULTS, head={"distance": "euclidean"})
-    if args.params_json:
-        hp.update(json.loads(args.params_json))
+    hp = json.loads(args.params_json) if args.params_json else {}
     for key in ("task", "model", "split", "seed", "epochs", "lr", "weight_decay", "train_fraction", "device"):
         if getattr(args, key) is not None:
             hp[key] = getattr(args, key)
-    head = dict(hp["head"])
+    head = dict(hp.get("head", {"distance": "euclidean"}))
     if args.distance is not None:
         head = {"distance": args.distance}
     if args.n is not None:
         head["n"] = args.n
-    hp["head"] = harmonic.resolve_head_spec(head)
+    return resolve_params(dict(hp, head=head))
+
+
+def resolve_params(params):
+    """A cell's params (as the workflow passes them) over DEFAULTS, with the head spec resolved and validated."""
+    hp = dict(DEFAULTS, head={"distance": "euclidean"})
+    hp.update(params)
+    hp["head"] = harmonic.resolve_head_spec(hp["head"])
     hp["head_label"] = harmonic.head_label(hp["head"])
     # Paper form: p ~ d^-n. Recorded with every result because the original code used d^2 (effective exponent 2n).
     hp["harmonic_exponent"] = hp["head"].get("n")
@@ -126,6 +131,27 @@ def cell_metrics(hp, result):
             participation_ratio=pca["participation_ratio"],
         )
     return metrics, curves
+
+
+def write_cell(out, hp, cell, result, metrics, curves, status, error, emissions, device):
+    """A cell's files: embedding.npy, curves.csv, then metrics.json (last, atomically)."""
+    embedding = result.embedding if result is not None else np.zeros((0, hp["embed_dim"]), dtype=np.float32)
+    with atomic_output(out / "embedding.npy") as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, embedding)
+    atomic_write_text(out / "curves.csv", curves.to_csv(index=False))
+    write_metrics(
+        out / "metrics.json",
+        status=status,
+        family="toy",
+        cell=cell,
+        hyperparameters=hp,
+        metrics=metrics,
+        emissions=emissions,
+        diverged_at=result.diverged_at if result is not None else None,
+        error=error,
+        device=device,
+    )
 
 
 def main(argv=None):
@@ -163,23 +189,7 @@ def main(argv=None):
         if result.diverged_at:
             status = "diverged"
 
-    embedding = result.embedding if result is not None else np.zeros((0, hp["embed_dim"]), dtype=np.float32)
-    with atomic_output(out / "embedding.npy") as tmp:
-        with open(tmp, "wb") as handle:
-            np.save(handle, embedding)
-    atomic_write_text(out / "curves.csv", curves.to_csv(index=False))
-    write_metrics(
-        out / "metrics.json",
-        status=status,
-        family="toy",
-        cell=cell,
-        hyperparameters=hp,
-        metrics=metrics,
-        emissions=meter.summary,
-        diverged_at=result.diverged_at if result is not None else None,
-        error=error,
-        device=device,
-    )
+    write_cell(out, hp, cell, result, metrics, curves, status, error, meter.summary, device)
     print(f"status {status}: {json.dumps({k: metrics.get(k) for k in ('final_test_acc', 'ev_pc1_pc2')})}")
 
 
