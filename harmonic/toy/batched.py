@@ -103,7 +103,7 @@ class ToyGroup:
         # All parameters of a cell in one row of `flat` (S, P), so AdamW is a few kernels whatever the model;
         # `params` holds (S, *shape) views of it by name. Tied parameters appear once (named_parameters dedups).
         named = [dict(m.named_parameters()) for m in models]
-        self.flat = torch.stack([torch.cat([p.detach().reshape(-1) for p in n.values()]) for n in named]).to(dev)
+        self.flat = torch.stack([torch.cat([p.detach().cpu().reshape(-1) for p in n.values()]) for n in named]).to(dev)
         self.params, offset = {}, 0
         for name, p in named[0].items():
             self.params[name] = self.flat[:, offset : offset + p.numel()].unflatten(1, p.shape)
