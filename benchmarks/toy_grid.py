@@ -15,6 +15,9 @@ A cell's numbers do not depend on which cells share its group (tests/toy/test_ba
 
 import argparse
 import json
+import math
+import os
+import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -52,6 +55,70 @@ def selected(cell, only):
     return all(str(cell.get(key)) == value for key, value in only)
 
 
+def plan(args):
+    """Every selected cell with its resolved hyperparameters, grouped by group_key (config order kept)."""
+    only = [item.split("=", 1) for item in args.only]
+    cells = [c for c in toy_cells(toy_section(args.config), device=args.device) if selected(c, only)]
+    groups = defaultdict(list)
+    for cell in cells:
+        hp = toy_cell.resolve_params(cell["params"])
+        if args.epochs:
+            hp["epochs"] = min(hp["epochs"], args.epochs)
+        groups[group_key(hp)].append((cell, hp))
+    return cells, list(groups.values())
+
+
+def share(groups, part, parts):
+    """The groups worker `part` of `parts` runs: longest first, each to the least loaded worker."""
+
+    def cost(members):
+        steps = max(math.ceil(hp["n_samples"] * hp["train_fraction"] / hp["batch_size"]) for _, hp in members)
+        weight = 3 if members[0][1]["model"] == "transformer" else 1
+        return max(hp["epochs"] for _, hp in members) * steps * weight
+
+    load, mine = [0.0] * parts, []
+    for members in sorted(groups, key=cost, reverse=True):
+        worker = load.index(min(load))
+        load[worker] += cost(members)
+        if worker == part:
+            mine.append(members)
+    return mine
+
+
+def train_groups(groups, args):
+    """Train the groups together, epoch by epoch in turn; write every cell's files; return timings."""
+    start = time.time()
+    runs = [
+        (members, ToyGroup([hp for _, hp in members], device=args.device, compile=args.compile)) for members in groups
+    ]
+    longest = max(group.max_epochs for _, group in runs)
+    for epoch in range(1, longest + 1):
+        for _, group in runs:
+            if epoch <= group.max_epochs:
+                group.advance()
+        if epoch == 1:  # eager warm-up, compilation and graph capture happen in epoch 1
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            first_epoch_s = time.time() - start
+        if epoch == 1 or epoch % max(1, longest // 40) == 0:
+            print(f"[part {args.part}] epoch {epoch}/{longest} queued at {time.time() - start:.1f} s", flush=True)
+    results = [(members, group.finish()) for members, group in runs]
+    train_s = time.time() - start
+
+    for members, group_results in results:
+        for (cell, hp), result in zip(members, group_results):
+            out = args.out / "toy" / cell["setting"] / cell["dataset"] / cell["model"] / cell["head"]
+            out = out / f"seed{cell['seed']}"
+            out.mkdir(parents=True, exist_ok=True)
+            metrics, curves = toy_cell.cell_metrics(hp, result)
+            status = "diverged" if result.diverged_at else "ok"
+            identity = {k: v for k, v in cell.items() if k != "params"}
+            toy_cell.write_cell(out, hp, identity, result, metrics, curves, status, None, {}, args.device)
+    return dict(
+        train_s=train_s, first_epoch_s=first_epoch_s, later_epoch_s=(train_s - first_epoch_s) / max(1, longest - 1)
+    )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -62,70 +129,45 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, help="cap every cell's epochs (smoke runs)")
     parser.add_argument("--only", nargs="*", default=[], help="KEY=VALUE filters on the cell identity")
     parser.add_argument("--compile", action="store_true", help="torch.compile each group's step and evaluation")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--parts", type=int, default=1, help="worker processes (each compiles and runs its groups)")
+    parser.add_argument("--part", type=int, help=argparse.SUPPRESS)  # set for the workers
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    only = [item.split("=", 1) for item in args.only]
+    torch.set_num_threads(1)
 
-    cells = [c for c in toy_cells(toy_section(args.config), device=args.device) if selected(c, only)]
-    groups = defaultdict(list)
-    for cell in cells:
-        hp = toy_cell.resolve_params(cell["params"])
-        if args.epochs:
-            hp["epochs"] = min(hp["epochs"], args.epochs)
-        groups[group_key(hp)].append((cell, hp))
-    print(f"{len(cells)} cells in {len(groups)} groups on {args.device}", flush=True)
-
+    cells, groups = plan(args)
+    if args.part is not None:  # a worker: its share of the groups, then exit
+        timing = train_groups(share(groups, args.part, args.parts), args)
+        (args.out / f"timing-part{args.part}.json").write_text(json.dumps(timing))
+        return
+    print(f"{len(cells)} cells in {len(groups)} groups on {args.device}, {args.parts} worker(s)", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    runs = []
-    for members in groups.values():
-        hps = [hp for _, hp in members]
-        runs.append((members, ToyGroup(hps, device=args.device, compile=args.compile)))
-    print(f"groups built in {time.time() - start:.1f} s", flush=True)
-
-    start = time.time()
-    longest = max(group.max_epochs for _, group in runs)
-    for epoch in range(1, longest + 1):
-        for _, group in runs:
-            if epoch <= group.max_epochs:
-                group.advance()
-        if epoch == 1:  # eager warm-up and graph capture (or compilation) happen in epoch 1
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            first_epoch_s = time.time() - start
-        if epoch == 1 or epoch % max(1, longest // 20) == 0:
-            print(f"epoch {epoch}/{longest} queued at {time.time() - start:.1f} s", flush=True)
-    results = [(members, group.finish()) for members, group in runs]
-    if args.device.startswith("cuda"):
-        torch.cuda.synchronize()
-    train_s = time.time() - start
-    print(f"trained {len(cells)} cells in {train_s:.1f} s ({train_s / len(cells):.3f} s per cell)", flush=True)
-
-    metrics_files = []
-    for members, group_results in results:
-        for (cell, hp), result in zip(members, group_results):
-            out = args.out / "toy" / cell["setting"] / cell["dataset"] / cell["model"] / cell["head"]
-            out = out / f"seed{cell['seed']}"
-            out.mkdir(parents=True, exist_ok=True)
-            metrics, curves = toy_cell.cell_metrics(hp, result)
-            status = "diverged" if result.diverged_at else "ok"
-            identity = {k: v for k, v in cell.items() if k != "params"}
-            toy_cell.write_cell(out, hp, identity, result, metrics, curves, status, None, {}, args.device)
-            metrics_files.append(out / "metrics.json")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    workers = [subprocess.Popen([sys.executable, __file__, *argv, "--part", str(part)]) for part in range(args.parts)]
+    failed = [part for part, worker in enumerate(workers) if worker.wait() != 0]
+    wall_s = time.time() - start
+    if failed:
+        raise SystemExit(f"worker(s) {failed} failed")
+    parts = [json.loads((args.out / f"timing-part{p}.json").read_text()) for p in range(args.parts)]
+    metrics_files = sorted((args.out / "toy").glob("*/*/*/*/seed*/metrics.json"))
     aggregate.main(
         ["--parquet", str(args.out / "toy.parquet"), "--csv", str(args.out / "toy.csv"), *map(str, metrics_files)]
     )
     timing = dict(
         cells=len(cells),
         groups=len(groups),
-        train_s=train_s,
-        first_epoch_s=first_epoch_s,
-        later_epoch_s=(train_s - first_epoch_s) / max(1, longest - 1),
+        parts=args.parts,
+        wall_s=wall_s,
+        wall_s_per_cell=wall_s / len(cells),
+        slowest_part_train_s=max(p["train_s"] for p in parts),
+        slowest_part_first_epoch_s=max(p["first_epoch_s"] for p in parts),
         device=args.device,
         compile=args.compile,
+        epochs_cap=args.epochs,
+        gpu=torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+        cpu_count=os.cpu_count(),
+        torch=torch.__version__,
     )
-    if args.device.startswith("cuda"):
-        timing["gpu"] = torch.cuda.get_device_name()
     (args.out / "timing.json").write_text(json.dumps(timing, indent=1))
     print(pd.Series(timing).to_string(), flush=True)
 

@@ -20,8 +20,8 @@ How a group is trained (``ToyGroup``):
   (tests/toy/test_batched.py checks this bit for bit on CPU).
 - a cell whose loss stops being finite is frozen where it was and marked diverged at that epoch, like a lone run.
 
-Shuffling: each cell draws torch.randperm(n_train) from its own generator seeded with its seed, every epoch, on the
-CPU, as the per-cell loop did.
+Shuffling: every epoch each cell's train rows are sorted by a hash of (seed, epoch, row) (ToyGroup._shuffle), on the
+device, so nothing is drawn on the host between epochs and a cell's order never depends on its group.
 """
 
 from __future__ import annotations
@@ -41,6 +41,15 @@ PER_CELL_KEYS = ("seed", "train_fraction", "epochs", "lr", "weight_decay", "embe
 # Keys that say where or how fast a cell runs, not what it computes.
 RUNTIME_KEYS = ("device", "threads")
 BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.AdamW's defaults, which the per-cell loop used
+
+
+def _int64(value):
+    """An unsigned 64-bit constant as the signed int64 with the same bits."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+# splitmix64's constants: the shuffle's hash of (seed, epoch, row)
+_GOLDEN, _MIX1, _MIX2 = _int64(0x9E3779B97F4A7C15), _int64(0xBF58476D1CE4E5B9), _int64(0x94D049BB133111EB)
 CURVE_FIELDS = ("train_loss", "train_acc", "test_loss", "test_acc")
 
 
@@ -103,7 +112,9 @@ class ToyGroup:
         # All parameters of a cell in one row of `flat` (S, P), so AdamW is a few kernels whatever the model;
         # `params` holds (S, *shape) views of it by name. Tied parameters appear once (named_parameters dedups).
         named = [dict(m.named_parameters()) for m in models]
-        self.flat = torch.stack([torch.cat([p.detach().cpu().reshape(-1) for p in n.values()]) for n in named]).to(dev)
+        self.flat = torch.stack([torch.cat([p.detach().cpu().reshape(-1) for p in n.values()]) for n in named]).to(
+            dev
+        )
         self.params, offset = {}, 0
         for name, p in named[0].items():
             self.params[name] = self.flat[:, offset : offset + p.numel()].unflatten(1, p.shape)
@@ -125,6 +136,7 @@ class ToyGroup:
         )
         self.epochs = torch.tensor([int(hp["epochs"]) for hp in self.hps], device=dev)
         self.cell_steps = torch.tensor(self.steps, device=dev)
+        self.cell_n_train = torch.tensor(self.n_train, device=dev)
         self.max_epochs = max(int(hp["epochs"]) for hp in self.hps)
 
         # Splits padded to `rows` examples; masks say which are real.
@@ -137,25 +149,22 @@ class ToyGroup:
         self.test_mask = (arange < torch.tensor([len(d.y_test) for d in data], device=dev)[:, None]).float()
 
         # Per-epoch state the steps read: the shuffled order (padded) and its weights; the epoch counter.
-        width = self.max_steps * self.batch_size
+        width = max(rows, self.max_steps * self.batch_size)
         self.order = torch.zeros(S, width, dtype=torch.long, device=dev)
         self.order_weight = torch.zeros(S, width, device=dev)
+        self.seeds = torch.tensor([int(hp["seed"]) for hp in self.hps], device=dev)
+        self.row_index = torch.arange(width, device=dev)
         self.epoch = torch.zeros((), dtype=torch.long, device=dev)
         self.alive = torch.ones(S, dtype=torch.bool, device=dev)
         self.diverged_epoch = torch.zeros(S, dtype=torch.long, device=dev)
         self.curves = torch.full((self.max_epochs, S, len(CURVE_FIELDS)), math.nan, device=dev)
-        self.shufflers = [torch.Generator().manual_seed(int(hp["seed"])) for hp in self.hps]
         weight = np.zeros((S, width), dtype=np.float32)
         for s, n in enumerate(self.n_train):
             weight[s, :n] = 1.0
         self.graph = None
         self.order_weight.copy_(torch.from_numpy(weight))
-        pin = self.device.type == "cuda"
-        self._order_host = [torch.zeros(self.order.shape, dtype=torch.long, pin_memory=pin) for _ in range(2)]
-        if pin:
+        if self.device.type == "cuda":
             self.stream = torch.cuda.Stream(self.device)
-            self._copied = [torch.cuda.Event() for _ in range(2)]
-            self._epochs_queued = 0
         if compile:  # same arithmetic, fewer kernels (and on CPU, less framework time per step)
             self._update = torch.compile(self._update, dynamic=False)
             self._evaluate_splits = torch.compile(self._evaluate_splits, dynamic=False)
@@ -231,15 +240,25 @@ class ToyGroup:
 
     def _epoch(self):
         self.epoch += 1
+        self._shuffle()
         for k in range(self.max_steps):
             self._train_step(k)
         self._evaluate()
 
-    def _shuffle_into(self, order_host):
-        """Every cell's permutation of its train rows for the next epoch, drawn on the CPU from its generator."""
-        order_host.zero_()
-        for s, n in enumerate(self.n_train):
-            order_host[s, :n] = torch.randperm(n, generator=self.shufflers[s])
+    def _shuffle(self):
+        """This epoch's order of every cell's train rows: rows sorted by a hash of (seed, epoch, row).
+
+        A counter-based draw, computed where the cells run (inside the CUDA graph on a GPU): integer arithmetic
+        (wrapping int64 multiply, xor, shift) gives the same permutation on every device and in every group.
+        Padding rows get the largest key, so they sort last.
+        """
+        n_train = self.cell_n_train[:, None]
+        x = self.seeds[:, None] * _GOLDEN + self.epoch * _MIX1 + self.row_index[None, :]
+        for shift, multiplier in ((30, _MIX1), (27, _MIX2)):
+            x = (x ^ (x >> shift)) * multiplier
+        x = x ^ (x >> 31)
+        keys = torch.where(self.row_index[None, :] < n_train, x, torch.iinfo(torch.long).max)
+        self.order.copy_(torch.sort(keys, dim=1, stable=True).indices)
 
     # ---- running ---------------------------------------------------------------------------------------------
 
@@ -253,31 +272,21 @@ class ToyGroup:
         return self.finish()
 
     def advance(self):
-        """Queue the next epoch. On CUDA it runs asynchronously on the group's own stream, so the epochs of several
-        groups overlap on the GPU; the first one runs eagerly and is then captured as a graph that later epochs
-        replay (capture itself runs nothing)."""
+        """Queue the next epoch. On CUDA it runs asynchronously on the group's own stream; the first epoch runs
+        eagerly (the warm-up capture needs) and is then captured as a graph that every later epoch replays
+        (capture itself runs nothing)."""
         if self.device.type != "cuda":
-            self._shuffle_into(self._order_host[0])
-            self.order.copy_(self._order_host[0])
             with torch.enable_grad():
                 self._epoch()
             return
-        # Two pinned order buffers: one can be refilled while the other's copy may still be queued.
-        slot = self._epochs_queued % 2
-        self._copied[slot].synchronize()
-        self._shuffle_into(self._order_host[slot])
-        with torch.cuda.stream(self.stream):
-            self.order.copy_(self._order_host[slot], non_blocking=True)
-            self._copied[slot].record()
-            with torch.enable_grad():
-                if self.graph is None:
-                    self._epoch()  # the warm-up capture needs; it is epoch 1, for real
-                    self.graph = torch.cuda.CUDAGraph()
-                    with torch.cuda.graph(self.graph, stream=self.stream):
-                        self._epoch()
-                else:
-                    self.graph.replay()
-        self._epochs_queued += 1
+        with torch.cuda.stream(self.stream), torch.enable_grad():
+            if self.graph is None:
+                self._epoch()  # epoch 1, for real
+                self.graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(self.graph, stream=self.stream):
+                    self._epoch()
+            else:
+                self.graph.replay()
 
     def finish(self):
         """Per-cell curves (only the epochs a cell completed) and final embeddings, as the per-cell loop returned."""

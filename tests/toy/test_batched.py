@@ -25,13 +25,21 @@ BASE = dict(
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-def assert_same_run(a, b):
-    """Every curve value, the final embedding and the divergence record identical (NaN equal to NaN)."""
+def assert_same_run(a, b, device="cpu"):
+    """Every curve value, the final embedding and the divergence record identical (NaN equal to NaN) on the CPU.
+
+    On CUDA, cuBLAS and the reduction kernels are chosen by shape (the number of cells is one), so a cell's sums
+    are rounded in another order alone and in a group: there the runs agree to float32 rounding over a few epochs.
+    """
     assert [r["epoch"] for r in a.curves] == [r["epoch"] for r in b.curves]
-    np.testing.assert_array_equal(
-        np.array([list(r.values()) for r in a.curves]), np.array([list(r.values()) for r in b.curves])
-    )
-    np.testing.assert_array_equal(a.embedding, b.embedding)
+    curves_a = np.array([list(r.values()) for r in a.curves])
+    curves_b = np.array([list(r.values()) for r in b.curves])
+    if device == "cpu":
+        np.testing.assert_array_equal(curves_a, curves_b)
+        np.testing.assert_array_equal(a.embedding, b.embedding)
+    else:
+        np.testing.assert_allclose(curves_a, curves_b, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a.embedding, b.embedding, rtol=1e-4, atol=1e-6)
     assert a.diverged_at == b.diverged_at
 
 
@@ -49,7 +57,7 @@ def test_a_group_of_three_seeds_equals_three_single_runs(device, model, head):
     together = ToyGroup(hps, device=device).run()
     for hp, result in zip(hps, together):
         alone = ToyGroup([hp], device=device).run()[0]
-        assert_same_run(result, alone)
+        assert_same_run(result, alone, device)
     assert not np.array_equal(together[0].embedding, together[1].embedding)  # the seeds did differ
 
 
@@ -62,7 +70,7 @@ def test_cells_with_other_fractions_epochs_and_rates_do_not_change_a_cell(device
         dict(BASE, seed=9, train_fraction=0.9, epochs=2, weight_decay=0.5, embedding_penalty=0.0),
     ]
     mixed = ToyGroup([others[0], cell, others[1]], device=device).run()
-    assert_same_run(mixed[1], ToyGroup([cell], device=device).run()[0])
+    assert_same_run(mixed[1], ToyGroup([cell], device=device).run()[0], device)
     assert [len(r.curves) for r in mixed] == [5, 3, 2]
     assert mixed[0].n_train == 60 and mixed[2].n_train == 180
 
@@ -90,3 +98,17 @@ def test_cells_that_differ_in_a_shared_value_cannot_share_a_group():
     assert group_key(BASE) != group_key(dict(BASE, batch_size=16))
     with pytest.raises(ValueError, match="differ"):
         ToyGroup([BASE, dict(BASE, head={"distance": "baseline"})])
+
+
+def test_each_epoch_visits_every_train_row_once_in_an_order_set_by_seed_and_epoch():
+    group = ToyGroup([dict(BASE, seed=0), dict(BASE, seed=1, train_fraction=0.3)])
+    orders = []
+    for _ in range(2):
+        group.epoch += 1
+        group._shuffle()
+        orders.append(group.order.clone())
+    for order in orders:
+        for s, n in enumerate(group.n_train):
+            assert sorted(order[s, :n].tolist()) == list(range(n))
+    assert not torch.equal(orders[0][0, :60], orders[1][0, :60])  # another epoch, another order
+    assert not torch.equal(orders[0][0, :60], orders[0][1, :60])  # another seed, another order
