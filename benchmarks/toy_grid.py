@@ -51,8 +51,8 @@ def toy_section(config_path):
 
 
 def selected(cell, only):
-    """Keep a cell when every KEY=VALUE of --only matches its identity (study, task, model, head, dataset, ...)."""
-    return all(str(cell.get(key)) == value for key, value in only)
+    """Keep a cell when every KEY=VALUE[,VALUE...] of --only matches its identity (study, task, model, head, ...)."""
+    return all(str(cell.get(key)) in values.split(",") for key, values in only)
 
 
 def plan(args):
@@ -92,7 +92,12 @@ def train_groups(groups, args):
         (members, ToyGroup([hp for _, hp in members], device=args.device, compile=args.compile)) for members in groups
     ]
     longest = max(group.max_epochs for _, group in runs)
+    stopped = None
     for epoch in range(1, longest + 1):
+        if args.deadline and epoch % 50 == 0 and time.time() - args.started > args.deadline:
+            stopped = epoch - 1
+            print(f"[part {args.part}] deadline: stopped after epoch {stopped}", flush=True)
+            break
         for _, group in runs:
             if epoch <= group.max_epochs:
                 group.advance()
@@ -105,15 +110,17 @@ def train_groups(groups, args):
     results = [(members, group.finish()) for members, group in runs]
     train_s = time.time() - start
 
-    for members, group_results in results:
+    for members, group_results in [] if args.no_write else results:
         for (cell, hp), result in zip(members, group_results):
             out = args.out / "toy" / cell["setting"] / cell["dataset"] / cell["model"] / cell["head"]
             out = out / f"seed{cell['seed']}"
             out.mkdir(parents=True, exist_ok=True)
             metrics, curves = toy_cell.cell_metrics(hp, result)
-            status = "diverged" if result.diverged_at else "ok"
+            status, error = ("diverged" if result.diverged_at else "ok"), None
+            if stopped is not None and stopped < hp["epochs"] and not result.diverged_at:
+                status, error = "failed", {"type": "Deadline", "message": f"stopped after epoch {stopped}"}
             identity = {k: v for k, v in cell.items() if k != "params"}
-            toy_cell.write_cell(out, hp, identity, result, metrics, curves, status, None, {}, args.device)
+            toy_cell.write_cell(out, hp, identity, result, metrics, curves, status, error, {}, args.device)
     return dict(
         train_s=train_s, first_epoch_s=first_epoch_s, later_epoch_s=(train_s - first_epoch_s) / max(1, longest - 1)
     )
@@ -130,19 +137,33 @@ def main(argv=None):
     parser.add_argument("--only", nargs="*", default=[], help="KEY=VALUE filters on the cell identity")
     parser.add_argument("--compile", action="store_true", help="torch.compile each group's step and evaluation")
     parser.add_argument("--parts", type=int, default=1, help="worker processes (each compiles and runs its groups)")
+    parser.add_argument(
+        "--warm", type=int, default=0, help="first compile every group for 1 epoch in this many processes"
+    )
+    parser.add_argument("--deadline", type=float, help="seconds after start: stop training, write what was reached")
     parser.add_argument("--part", type=int, help=argparse.SUPPRESS)  # set for the workers
+    parser.add_argument("--started", type=float, default=time.time(), help=argparse.SUPPRESS)
+    parser.add_argument("--no-write", action="store_true", help=argparse.SUPPRESS)  # compile warm-up workers
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
     cells, groups = plan(args)
     if args.part is not None:  # a worker: its share of the groups, then exit
         timing = train_groups(share(groups, args.part, args.parts), args)
+        if args.no_write:
+            return
         (args.out / f"timing-part{args.part}.json").write_text(json.dumps(timing))
         return
     print(f"{len(cells)} cells in {len(groups)} groups on {args.device}, {args.parts} worker(s)", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = (sys.argv[1:] if argv is None else list(argv)) + ["--started", str(start)]
+    if args.warm:  # compile caches (inductor's, on disk) filled in parallel; the run below then hits them
+        warm_argv = [*argv, "--parts", str(args.warm), "--epochs", "1", "--no-write"]
+        warm = [subprocess.Popen([sys.executable, __file__, *warm_argv, "--part", str(p)]) for p in range(args.warm)]
+        if any(w.wait() != 0 for w in warm):
+            raise SystemExit("compile warm-up failed")
+        print(f"compile warm-up done at {time.time() - start:.1f} s", flush=True)
     workers = [subprocess.Popen([sys.executable, __file__, *argv, "--part", str(part)]) for part in range(args.parts)]
     failed = [part for part, worker in enumerate(workers) if worker.wait() != 0]
     wall_s = time.time() - start

@@ -165,7 +165,10 @@ class ToyGroup:
         self.order_weight.copy_(torch.from_numpy(weight))
         if self.device.type == "cuda":
             self.stream = torch.cuda.Stream(self.device)
+        self.epochs_done = 0
         if compile:  # same arithmetic, fewer kernels (and on CPU, less framework time per step)
+            # Every group compiles the same methods once more for its own shapes: allow one entry per group.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 512)
             self._update = torch.compile(self._update, dynamic=False)
             self._evaluate_splits = torch.compile(self._evaluate_splits, dynamic=False)
 
@@ -228,15 +231,15 @@ class ToyGroup:
         fastpath = torch.backends.mha.get_fastpath_enabled()
         torch.backends.mha.set_fastpath_enabled(False)  # the fused encoder-layer kernel has no vmap rule
         try:
-            self._evaluate_splits()
+            row = self._evaluate_splits()
+            self.curves.index_copy_(0, (self.epoch - 1).reshape(1), row[None])
         finally:
             torch.backends.mha.set_fastpath_enabled(fastpath)
 
     def _evaluate_splits(self):
         train = torch.vmap(self._cell_eval)(self.params, self.x_train, self.y_train, self.train_mask)
         test = torch.vmap(self._cell_eval)(self.params, self.x_test, self.y_test, self.test_mask)
-        row = torch.cat([train, test], dim=1)  # (S, 4) in CURVE_FIELDS order
-        self.curves.index_copy_(0, (self.epoch - 1).reshape(1), row[None])
+        return torch.cat([train, test], dim=1)  # (S, 4) in CURVE_FIELDS order
 
     def _epoch(self):
         self.epoch += 1
@@ -275,6 +278,7 @@ class ToyGroup:
         """Queue the next epoch. On CUDA it runs asynchronously on the group's own stream; the first epoch runs
         eagerly (the warm-up capture needs) and is then captured as a graph that every later epoch replays
         (capture itself runs nothing)."""
+        self.epochs_done += 1
         if self.device.type != "cuda":
             with torch.enable_grad():
                 self._epoch()
@@ -296,7 +300,7 @@ class ToyGroup:
         diverged = self.diverged_epoch.cpu().tolist()
         embedding = self.params["embedding.weight"].cpu().numpy()
         for s, (hp, result) in enumerate(zip(self.hps, self.results)):
-            last = diverged[s] - 1 if diverged[s] else int(hp["epochs"])
+            last = min(diverged[s] - 1 if diverged[s] else int(hp["epochs"]), self.epochs_done)
             result.curves = [
                 dict(epoch=e + 1, **{f: float(curves[e, s, i]) for i, f in enumerate(CURVE_FIELDS)})
                 for e in range(last)
