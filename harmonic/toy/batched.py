@@ -166,6 +166,7 @@ class ToyGroup:
         if self.device.type == "cuda":
             self.stream = torch.cuda.Stream(self.device)
         self.epochs_done = 0
+        self.compiled = compile
         if compile:  # same arithmetic, fewer kernels (and on CPU, less framework time per step)
             # Every group compiles the same methods once more for its own shapes: allow one entry per group.
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 512)
@@ -203,11 +204,22 @@ class ToyGroup:
         losses = torch.vmap(self._cell_loss, randomness="different")(params, x, y, weight, self.penalty)
         return losses.sum(), losses
 
+    def _gradients(self, x, y, weight):
+        """Each cell's gradient (by name) and loss. On the CPU, eager: autograd on leaf views of the parameters (about
+        twice as fast as torch.func there). Compiled or on CUDA (where the epoch is a graph replay, so framework time
+        does not count): torch.func.grad_and_value, which torch.compile traces whole."""
+        if self.compiled or self.device.type == "cuda":
+            grads, (_, losses) = torch.func.grad_and_value(self._total_loss, has_aux=True)(self.params, x, y, weight)
+            return grads, losses
+        params = {name: p.detach().requires_grad_(True) for name, p in self.params.items()}
+        total, losses = self._total_loss(params, x, y, weight)
+        return dict(zip(params, torch.autograd.grad(total, list(params.values())))), losses
+
     def _update(self, x, y, weight, scheduled):
         """Gradients and the AdamW step (torch.optim.AdamW's arithmetic) of the scheduled cells with a finite loss;
         the others keep parameters, moments and step count exactly."""
         self.model.train()
-        grads, (_, losses) = torch.func.grad_and_value(self._total_loss, has_aux=True)(self.params, x, y, weight)
+        grads, losses = self._gradients(x, y, weight)
         finite = torch.isfinite(losses)
         newly_diverged = scheduled & ~finite
         self.diverged_epoch.copy_(torch.where(newly_diverged, self.epoch, self.diverged_epoch))
