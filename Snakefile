@@ -4,15 +4,26 @@
 import os
 import sys
 
+from snakemake.exceptions import WorkflowError
+
 sys.path.insert(
     0, workflow.basedir
 )  # `import harmonic` from the checkout, installed or not
+
+
+from harmonic.checks import check_yaml_file
+
+try:  # a syntax error in the embedded config names its line (a --configfile's: run with --verbose, see README)
+    check_yaml_file(os.path.join(workflow.basedir, "config.yaml"))
+except ValueError as err:
+    raise WorkflowError(str(err)) from None
 
 
 configfile: os.path.join(workflow.basedir, "config.yaml")  # found from any --directory
 
 
 include: "rules/common.smk"
+include: "rules/sources.smk"
 
 
 validate_top_level()
@@ -31,12 +42,16 @@ if os.path.exists(os.path.join(workflow.basedir, "rules/resources.smk")):
     include: "rules/resources.smk"
 
 
+# A family that is not run is still checked: a typo in its section must not wait until it is switched on.
 for _family in ("toy", "vision", "llm"):
     if _family in config["families"] and os.path.exists(
         os.path.join(workflow.basedir, f"rules/{_family}.smk")
     ):
 
         include: f"rules/{_family}.smk"
+
+    elif _family in config:
+        validate_family(_family)
 
 
 include: "rules/analysis.smk"

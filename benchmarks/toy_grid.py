@@ -62,9 +62,11 @@ def plan(args):
     groups = defaultdict(list)
     for cell in cells:
         hp = toy_cell.resolve_params(cell["params"])
-        if args.epochs:
+        if args.epochs and "epochs" in hp:
             hp["epochs"] = min(hp["epochs"], args.epochs)
-        groups[group_key(hp)].append((cell, hp))
+        # The two-point toy (full-batch, its own trainer) runs cell by cell: one group per cell.
+        key = repr(cell) if hp["study"] == "two_points" else group_key(hp)
+        groups[key].append((cell, hp))
     return cells, list(groups.values())
 
 
@@ -72,6 +74,8 @@ def share(groups, part, parts):
     """The groups worker `part` of `parts` runs: longest first, each to the least loaded worker."""
 
     def cost(members):
+        if members[0][1]["study"] == "two_points":
+            return 1.0
         steps = max(math.ceil(hp["n_samples"] * hp["train_fraction"] / hp["batch_size"]) for _, hp in members)
         weight = 3 if members[0][1]["model"] == "transformer" else 1
         return max(hp["epochs"] for _, hp in members) * steps * weight
@@ -85,13 +89,25 @@ def share(groups, part, parts):
     return mine
 
 
+def write(args, cell, hp, result, metrics, curves, embedding, status, error):
+    out = args.out / "toy" / cell["setting"] / cell["dataset"] / cell["model"] / cell["head"] / f"seed{cell['seed']}"
+    out.mkdir(parents=True, exist_ok=True)
+    identity = {k: v for k, v in cell.items() if k != "params"}
+    toy_cell.write_outputs(out, hp, identity, result, metrics, curves, embedding, status, error, {}, args.device)
+
+
 def train_groups(groups, args):
     """Train the groups together, epoch by epoch in turn; write every cell's files; return timings."""
     start = time.time()
+    two_points = [members for members in groups if members[0][1]["study"] == "two_points"]
+    groups = [members for members in groups if members not in two_points]
+    for [(cell, hp)] in [] if args.no_write else two_points:
+        _, metrics, curves, embedding, status, error = toy_cell.run_cell(hp, "cpu")
+        write(args, cell, hp, None, metrics, curves, embedding, status, error)
     runs = [
         (members, ToyGroup([hp for _, hp in members], device=args.device, compile=args.compile)) for members in groups
     ]
-    longest = max(group.max_epochs for _, group in runs)
+    longest, first_epoch_s = max((group.max_epochs for _, group in runs), default=0), 0.0
     stopped = None
     for epoch in range(1, longest + 1):
         if args.deadline and epoch % 50 == 0 and time.time() - args.started > args.deadline:
@@ -112,15 +128,11 @@ def train_groups(groups, args):
 
     for members, group_results in [] if args.no_write else results:
         for (cell, hp), result in zip(members, group_results):
-            out = args.out / "toy" / cell["setting"] / cell["dataset"] / cell["model"] / cell["head"]
-            out = out / f"seed{cell['seed']}"
-            out.mkdir(parents=True, exist_ok=True)
             metrics, curves = toy_cell.cell_metrics(hp, result)
             status, error = ("diverged" if result.diverged_at else "ok"), None
             if stopped is not None and stopped < hp["epochs"] and not result.diverged_at:
                 status, error = "failed", {"type": "Deadline", "message": f"stopped after epoch {stopped}"}
-            identity = {k: v for k, v in cell.items() if k != "params"}
-            toy_cell.write_cell(out, hp, identity, result, metrics, curves, status, error, {}, args.device)
+            write(args, cell, hp, result, metrics, curves, result.embedding, status, error)
     return dict(
         train_s=train_s, first_epoch_s=first_epoch_s, later_epoch_s=(train_s - first_epoch_s) / max(1, longest - 1)
     )

@@ -39,12 +39,20 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
+    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs get the mode any new file would get
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def current_umask() -> int:
+    """The process umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -83,6 +91,45 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+class DataIntegrityError(ValueError):
+    """A data file's content differs from the hash recorded when it was prepared."""
+
+
+def verified_digest(path: str | os.PathLike, expected: str) -> str:
+    """The sha256 of a data file a cell is about to train on, checked against the hash its meta.json recorded.
+
+    Hashing a large token file at every cell start costs minutes, so a matching digest is cached beside the file
+    (.<name>.sha256 with the size and mtime it was computed at) and reused while both are unchanged; any write to
+    the file changes its mtime and forces a full hash. In a read-only data folder the file is hashed every time.
+    """
+    path = Path(path)
+    stat = path.stat()
+    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": expected}
+    cache = path.with_name(f".{path.name}.sha256")
+    try:
+        if json.loads(cache.read_text()) == stamp:
+            return expected
+    except (OSError, ValueError):
+        pass
+    actual = file_digest(path)
+    if actual != expected:
+        raise DataIntegrityError(
+            f"{path}: sha256 {actual} differs from {expected}, recorded when the data was prepared: the file changed"
+            " since. Delete the data folder and run again to prepare it afresh."
+        )
+    with contextlib.suppress(OSError):
+        atomic_write_json(cache, stamp)
+    return actual
+
+
+def verified_data(data_dir: str | os.PathLike, expected: dict[str, str]) -> dict[str, Any]:
+    """Check each of a cell's data files (name -> sha256 from its meta.json); the record metrics.json keeps."""
+    return {
+        "dir": str(data_dir),
+        "sha256": {name: verified_digest(Path(data_dir) / name, digest) for name, digest in expected.items()},
+    }
 
 
 # ------------------------------------------------------------------------------------------------ provenance
@@ -204,6 +251,7 @@ def write_metrics(
     diverged_at: dict[str, Any] | None = None,
     error: dict[str, Any] | BaseException | None = None,
     device: torch.device | str | None = None,
+    data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write a cell's metrics.json (atomically, last) in the layout docs/architecture.md describes."""
     if status not in STATUSES:
@@ -219,10 +267,56 @@ def write_metrics(
         "emissions": emissions or {},
         "diverged_at": diverged_at,
         "error": error,
+        "data": data,
         "provenance": provenance(device),
     }
     atomic_write_json(path, record)
     return record
+
+
+@contextlib.contextmanager
+def failure_recorded(
+    out_dir: str | os.PathLike,
+    *,
+    family: str,
+    outputs: tuple[str, ...],
+    cell: dict[str, Any],
+    hyperparameters: dict[str, Any],
+) -> Iterator[dict[str, Any]]:
+    """The failure contract every cell script runs under: an ordinary exception becomes a recorded result.
+
+    An Exception (bad values, a bug, a data check, CUDA out of memory) fails the same way on every attempt, so a
+    retry would only waste a scheduler slot: every declared output still missing is created empty, metrics.json
+    (last) holds status "failed" and the error, and the block ends normally, so the job exits 0 and the tables and
+    figures show the failure. Resource and preemption failures are not Exceptions: the OOM killer, a time limit or
+    a preemption ends the process by a signal (SIGTERM raises SystemExit in the LLM loop), the job exits non-zero
+    without metrics.json, and the scheduler retries it with more memory and time (rules/resources.smk).
+
+    Yields a dict {"cell", "hyperparameters", "data"} that the body refines as it resolves values, so a failure
+    records the most resolved state. Under torchrun only rank 0 writes.
+    """
+    out_dir = Path(out_dir)
+    record = {"cell": cell, "hyperparameters": hyperparameters, "data": None}
+    try:
+        yield record
+    except Exception as exc:
+        traceback.print_exc()
+        if int(os.environ.get("RANK", "0")) != 0:
+            return
+        for name in outputs:
+            if name != "metrics.json" and not (out_dir / name).exists():
+                atomic_write_text(out_dir / name, "")
+        write_metrics(
+            out_dir / "metrics.json",
+            status="failed",
+            family=family,
+            cell=record["cell"],
+            hyperparameters=record["hyperparameters"],
+            metrics={},
+            data=record["data"],
+            error=exc,
+        )
+        print(f"cell failed: {type(exc).__name__}: {exc}", flush=True)
 
 
 def read_metrics(path: str | os.PathLike) -> dict[str, Any]:

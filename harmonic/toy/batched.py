@@ -5,10 +5,10 @@ what the arithmetic costs. Stacking cells turns S small steps into one step of t
 CUDA one epoch (all its steps and the full-split evaluation) is captured once as a CUDA graph and replayed.
 
 How a group is trained (``ToyGroup``):
-- each cell builds its model exactly as a lone run does (``torch.manual_seed(seed)`` then ``build_model``); the
+- each cell builds its model exactly as a lone run does (``torch.manual_seed(seed)`` then ``build_from_hp``); the
   parameters of all cells are copied into one flat (S, P) tensor, and ``torch.func.functional_call`` under
-  ``torch.vmap`` runs the group's shared module on each cell's slice of it, so any model ``build_model`` returns
-  plugs in unchanged;
+  ``torch.vmap`` runs the group's shared module on each cell's slice of it, so any model ``build_from_hp`` returns
+  and every option of harmonic.toy.models plugs in unchanged;
 - the loss is ``harmonic.toy.train.cell_loss`` per cell, summed over cells: the gradient of a sum is each cell's own
   gradient, untouched by the others;
 - AdamW (torch.optim.AdamW's update, written on the flat tensors) takes per-cell learning rate, weight decay and
@@ -19,6 +19,10 @@ How a group is trained (``ToyGroup``):
   So a cell's numbers depend on its own hyperparameters only, never on which cells share its group
   (tests/toy/test_batched.py checks this bit for bit on CPU).
 - a cell whose loss stops being finite is frozen where it was and marked diverged at that epoch, like a lone run.
+- dropout (the original transformer, transformer: original) draws its masks under vmap(randomness="different"): one
+  draw of shape (S, ...) from the device's generator per layer and step, so a cell's masks, and from there its
+  numbers, depend on the group it ran in. Runs of the same group repeat exactly; alone and batched such cells are
+  equal in distribution only.
 
 Shuffling: every epoch each cell's train rows are sorted by a hash of (seed, epoch, row) (ToyGroup._shuffle), on the
 device, so nothing is drawn on the host between epochs and a cell's order never depends on its group.
@@ -30,16 +34,18 @@ import math
 
 import numpy as np
 import torch
+from torch import nn
 from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from harmonic.toy.datasets import make_dataset, overlap_fraction
-from harmonic.toy.models import build_model
+from harmonic.toy.models import build_from_hp, penalised_embedding
 
 # Hyperparameters that may differ between the cells of one group; every other key must be equal.
 PER_CELL_KEYS = ("seed", "train_fraction", "epochs", "lr", "weight_decay", "embedding_penalty")
-# Keys that say where or how fast a cell runs, not what it computes.
-RUNTIME_KEYS = ("device", "threads")
+# Keys that name a cell or say where it runs, not what it computes (a setting or study changes a cell only
+# through the values it sets).
+RUNTIME_KEYS = ("device", "threads", "setting", "study")
 BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.AdamW's defaults, which the per-cell loop used
 
 
@@ -64,6 +70,18 @@ def _padded(rows, length, fill=0):
     out = np.full((length, *rows.shape[1:]), fill, dtype=np.int64)
     out[: len(rows)] = rows
     return out
+
+
+class _Objective(nn.Module):
+    """A cell's model and training objective in one module, so that functional_call gives both the cell's own
+    parameters (the penalty reads the embedding through harmonic.toy.models.penalised_embedding)."""
+
+    def __init__(self, model, hp, loss_fn):
+        super().__init__()
+        self.model, self.hp, self.loss_fn = model, hp, loss_fn
+
+    def forward(self, x, y, weight, penalty):
+        return self.loss_fn(self.model(x), y, weight, penalised_embedding(self.model, self.hp), penalty)
 
 
 class ToyGroup:
@@ -104,8 +122,9 @@ class ToyGroup:
         models = []
         for hp, d in zip(self.hps, data):
             torch.manual_seed(hp["seed"])
-            models.append(build_model(hp["model"], d.vocab_size, d.x_train.shape[1], hp["head"], hp["embed_dim"]))
+            models.append(build_from_hp(hp, d.vocab_size, d.x_train.shape[1]))
         self.model = models[0].to(self.device)
+        self.objective = _Objective(self.model, hp0, self.loss_fn)
         if list(self.model.buffers()):
             raise ValueError("ToyGroup: models with buffers are not supported")
         dev = self.device
@@ -177,8 +196,8 @@ class ToyGroup:
 
     def _cell_loss(self, params, x, y, weight, penalty):
         with sdpa_kernel(SDPBackend.MATH):  # plain matmul/softmax attention: vmap has rules for every op of it
-            logits = functional_call(self.model, params, (x,))
-        return self.loss_fn(logits, y, weight, params["embedding.weight"], penalty)
+            named = {f"model.{name}": p for name, p in params.items()}
+            return functional_call(self.objective, named, (x, y, weight, penalty))
 
     def _cell_eval(self, params, x, y, mask):
         with sdpa_kernel(SDPBackend.MATH):

@@ -34,8 +34,9 @@ install_if_missing() {
     fi
     echo "installing slurm-wlm and munge with apt-get"
     export DEBIAN_FRONTEND=noninteractive
-    timeout 300 apt-get update -qq
-    timeout 600 apt-get install -y -qq slurm-wlm munge >/dev/null
+    # Wait for another apt/dpkg process (unattended upgrades, a parallel install) instead of failing at once.
+    timeout 600 apt-get -o DPkg::Lock::Timeout=300 update -qq
+    timeout 900 apt-get -o DPkg::Lock::Timeout=300 install -y -qq slurm-wlm munge >/dev/null
 }
 
 start_munge() {

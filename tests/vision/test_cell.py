@@ -88,6 +88,8 @@ def test_weight_study_cell_saves_weights(tmp_path):
         "1",
         "--set",
         "save_weights=true",
+        "--set",
+        "normalize=false",
     )
     weights = np.load(tmp_path / "cell" / "weights.npz")
     assert weights["weight"].shape == (4, 1, 8, 8) and weights["always_zero"].shape == (1, 8, 8)
@@ -145,6 +147,8 @@ def test_exception_is_failed_and_exits_zero(tmp_path):
 
 def test_bad_hyperparameter_fails_before_training(data_dir, tmp_path):
     sys.path.insert(0, str(ROOT))
-    with pytest.raises(ValueError, match="learning_rate"):
-        run_cell(data_dir, tmp_path, "--set", "learning_rate=0.1")
-    assert not (tmp_path / "metrics.json").exists()
+    record = run_cell(
+        data_dir, tmp_path, "--set", "learning_rate=0.1"
+    )  # recorded, not raised (runs.failure_recorded)
+    assert record["status"] == "failed" and "learning_rate" in record["error"]["message"]
+    assert (tmp_path / "curves.csv").read_text() == ""  # no epoch was trained
