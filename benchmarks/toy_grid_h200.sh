@@ -1,23 +1,18 @@
 #!/bin/bash
-# The paper's toy grid on one GPU machine, in calls of at most 10 minutes (the device tool's limit):
-#   bash benchmarks/toy_grid_h200.sh start   # CUDA batching tests, then the grid in the background
-#   bash benchmarks/toy_grid_h200.sh wait    # the next call: wait for it; packs the results into $OUT when done
-# Either waits at most WAIT_S seconds (default 500). The run: benchmarks/toy_grid.py, PARTS worker processes.
+# One device call of the toy grid on an H200 (the device tool allows 10 minutes a call), as run for
+# benchmarks/results/toy-grid-h200/: compile warm-up in WARM processes, then one process trains every selected
+# group (a CUDA stream each); cells still running at DEADLINE seconds are written with status failed; the results
+# are packed into $OUT (at most 8 files of 16 MiB come back).
+#   ONLY="model=mlp study=grid" WARM=10 DEADLINE=420 bash benchmarks/toy_grid_h200.sh
+# The tool sends the session's checkout, not a helper's worktree: copy the branch into an ignored folder of that
+# checkout (git archive HEAD | tar -x -C <checkout>/.copy), carry it, and cd into it first.
 set -u
 export PYTHONUNBUFFERED=1 TORCHINDUCTOR_COMPILE_THREADS=1
 RUN=/tmp/toy-grid
-if [ "$1" = start ]; then
-  nvidia-smi -L
-  python3 -m pytest -q -p no:cacheprovider --tb=short tests/toy/test_batched.py -k cuda 2>&1 | tail -15
-  setsid nohup python3 benchmarks/toy_grid.py --config presets/paper.yaml --device cuda --compile \
-    --parts "${PARTS:-10}" --out $RUN ${EXTRA:-} >/tmp/toy-grid.log 2>&1 </dev/null &
-  sleep 2
-fi
-deadline=$(($(date +%s) + ${WAIT_S:-500}))
-while [ ! -f $RUN/timing.json ] && [ "$(date +%s)" -lt "$deadline" ]; do
-  sleep 15
-  pgrep -f benchmarks/toy_grid.py >/dev/null || break
-  echo "$(date +%T) $(grep -c queued /tmp/toy-grid.log) progress lines; last: $(grep queued /tmp/toy-grid.log | tail -1)"
-done
-tail -n 25 /tmp/toy-grid.log
+# shellcheck disable=SC2086  # ONLY holds several KEY=VALUE words
+timeout $((${DEADLINE:-420} + 90)) python3 benchmarks/toy_grid.py --config presets/paper.yaml --device cuda --compile \
+  --warm "${WARM:-10}" --deadline "${DEADLINE:-420}" --only ${ONLY:-} --out $RUN >/tmp/toy-grid.log 2>&1
+echo "toy_grid.py exit status $?"
+grep -Ev "^W[0-9]{4} |UserWarning|warnings.warn" /tmp/toy-grid.log | tail -n 30
 if [ -f $RUN/timing.json ]; then python3 benchmarks/toy_grid_pack.py $RUN "$OUT"; fi
+grep -Ev "UserWarning|warnings.warn" /tmp/toy-grid.log | gzip >"$OUT/toy-grid.log.gz"

@@ -65,9 +65,9 @@ def group_key(hp):
     return repr(sorted(shared.items()))
 
 
-def _padded(rows, length, fill=0):
-    """rows (N, ...) padded with `fill` to `length` rows."""
-    out = np.full((length, *rows.shape[1:]), fill, dtype=np.int64)
+def _padded(rows, length):
+    """rows (N, ...) padded with zeros (token 0, a valid index) to `length` rows."""
+    out = np.zeros((length, *rows.shape[1:]), dtype=np.int64)
     out[: len(rows)] = rows
     return out
 
@@ -112,10 +112,9 @@ class ToyGroup:
             for d in data
         ]
         self.n_train = [len(d.y_train) for d in data]
-        # Fixed by the cell's own hyperparameters (never by its group): padding lengths of batches and splits.
+        # Splits are padded to n_samples rows, batches to batch_size rows: lengths set by values the whole group
+        # shares, so a cell's reductions have the same shapes in any group.
         rows = int(hp0["n_samples"])
-        if max(len(d.y_train) + len(d.y_test) for d in data) > rows:
-            rows = max(len(d.y_train) + len(d.y_test) for d in data)  # cannot happen with make_dataset
         self.steps = [math.ceil(n / self.batch_size) for n in self.n_train]
         self.max_steps = max(self.steps)
 

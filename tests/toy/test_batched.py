@@ -125,7 +125,9 @@ def test_one_cell_learns_and_reports_what_the_loop_reported():
 
 def test_cells_that_differ_in_a_shared_value_cannot_share_a_group():
     assert group_key(BASE) == group_key(dict(BASE, seed=3, lr=0.1, epochs=9, train_fraction=0.5))
+    assert group_key(BASE) == group_key(dict(BASE, study="data_efficiency", setting="faithful", device="cuda"))
     assert group_key(BASE) != group_key(dict(BASE, batch_size=16))
+    assert group_key(BASE) != group_key(dict(BASE, **FAITHFUL))
     with pytest.raises(ValueError, match="differ"):
         ToyGroup([BASE, dict(BASE, head={"distance": "baseline"})])
 
