@@ -72,6 +72,12 @@ def _padded(rows, length):
     return out
 
 
+def _progress(epoch, rows):
+    """One log line: every cell's train and test loss and accuracy (rows: S lists in CURVE_FIELDS order)."""
+    values = [" ".join(f"{row[i]:.3f}" for row in rows) for i in range(len(CURVE_FIELDS))]
+    return f"epoch {epoch}: train loss {values[0]} acc {values[1]} | test loss {values[2]} acc {values[3]}"
+
+
 class _Objective(nn.Module):
     """A cell's model and training objective in one module, so that functional_call gives both the cell's own
     parameters (the penalty reads the embedding through harmonic.toy.models.penalised_embedding)."""
@@ -300,8 +306,7 @@ class ToyGroup:
         for epoch in range(1, self.max_epochs + 1):
             self.advance()
             if log and (epoch == 1 or epoch % max(1, self.max_epochs // 10) == 0):
-                test_acc = self.curves[epoch - 1, :, 3]
-                log(f"epoch {epoch}: test acc {' '.join(f'{a:.3f}' for a in test_acc.tolist())}")
+                log(_progress(epoch, self.curves[epoch - 1].tolist()))
         return self.finish()
 
     def advance(self):

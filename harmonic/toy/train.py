@@ -1,4 +1,4 @@
-"""Training of toy cells: the objective, and the entry points that run one cell or a group of cells.
+"""Training of toy cells: the objective, the result record, and the entry point for one cell.
 
 The loop itself is harmonic/toy/batched.py (ToyGroup): AdamW, mini-batches of batch_size, the embedding penalty,
 the full train and test splits evaluated after every epoch (the grokking epochs need per-epoch accuracy), and a
@@ -34,29 +34,10 @@ def cell_loss(logits, y, weight, embedding, penalty):
     return ce + penalty * embedding_penalty(embedding)
 
 
-def train_toy_group(hps, device="cpu", log=print):
-    """Train cells that differ only in harmonic.toy.batched.PER_CELL_KEYS together; one ToyResult per cell."""
-    from harmonic.toy.batched import ToyGroup
-
-    return ToyGroup(hps, device=device).run(log=log)
-
-
 def train_toy(hp, device="cpu", log=print):
-    """Train one cell described by the resolved hyperparameters ``hp`` (see config.yaml, section toy)."""
-    (result,) = train_toy_group([hp], device=device, log=log)
-    for line in _summary(result):
-        log(line)
+    """Train one cell described by the resolved hyperparameters ``hp`` (see config.yaml, section toy): a group of
+    one, so it gets the numbers it would get batched with others."""
+    from harmonic.toy.batched import ToyGroup  # batched.py imports this module's objective
+
+    (result,) = ToyGroup([hp], device=device).run(log=log)
     return result
-
-
-def _summary(result):
-    """The per-cell progress lines: epoch 1 and every tenth of the run."""
-    every = max(1, len(result.curves) // 10)
-    for row in result.curves:
-        if row["epoch"] == 1 or row["epoch"] % every == 0:
-            yield (
-                f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}"
-                f" | test loss {row['test_loss']:.4f} acc {row['test_acc']:.3f}"
-            )
-    if result.diverged_at:
-        yield f"loss stopped being finite at epoch {result.diverged_at['epoch']}: diverged"
