@@ -113,19 +113,24 @@ def parse_args(argv=None):
 def resolve_hyperparameters(args):
     """Defaults <- --params-json <- individual flags; the head spec resolved (and validated) by the library."""
     params = json.loads(args.params_json) if args.params_json else {}
-    base = TWO_POINT_DEFAULTS if params.get("study") == "two_points" else DEFAULTS
-    hp = dict(base, head={"distance": "euclidean"})
-    hp.update(params)
     keys = ("task", "model", "split", "seed", "epochs", "lr", "weight_decay", "train_fraction", "device", "ev_rows")
     for key in (*keys, "distance_power"):
         if getattr(args, key, None) is not None:
-            hp[key] = getattr(args, key)
-    head = dict(hp["head"])
+            params[key] = getattr(args, key)
+    head = dict(params.get("head", {"distance": "euclidean"}))
     if args.distance is not None:
         head = {"distance": args.distance}
     if args.n is not None:
         head["n"] = args.n
-    hp["head"] = resolve_toy_head(head)
+    return resolve_params(dict(params, head=head))
+
+
+def resolve_params(params):
+    """A cell's params (as the workflow passes them) over the defaults, the head spec resolved and validated."""
+    base = TWO_POINT_DEFAULTS if params.get("study") == "two_points" else DEFAULTS
+    hp = dict(base, head={"distance": "euclidean"})
+    hp.update(params)
+    hp["head"] = resolve_toy_head(hp["head"])
     hp["head_label"] = toy_head_label(hp["head"])
     # Paper form: p ~ d^-n, the exponent on d the model is built with: the head's n times distance_power (the
     # original raised d^2 to -n). None for heads without one (the baseline, the ablation heads).
@@ -228,6 +233,13 @@ def write_cell(args, hp, cell):
     )
     with meter:
         result, metrics, curves, embedding, status, error = run_cell(hp, device)
+    write_outputs(out, hp, cell, result, metrics, curves, embedding, status, error, meter.summary, device)
+    shown = ("final_test_acc", "ev_pc1_pc2", "centre_distance_final", "weight_norm_growth")
+    print(f"status {status}: {json.dumps({k: metrics[k] for k in shown if k in metrics})}")
+
+
+def write_outputs(out, hp, cell, result, metrics, curves, embedding, status, error, emissions, device):
+    """embedding.npy, curves.csv, then metrics.json (last, atomically); benchmarks/toy_grid.py writes through it too."""
     if embedding is None:
         embedding = np.zeros((0, hp.get("embed_dim", 2)), dtype=np.float32)
     with atomic_output(out / "embedding.npy") as tmp:
@@ -241,13 +253,11 @@ def write_cell(args, hp, cell):
         cell=cell,
         hyperparameters=hp,
         metrics=metrics,
-        emissions=meter.summary,
+        emissions=emissions,
         diverged_at=result.diverged_at if result is not None else None,
         error=error,
         device=device,
     )
-    shown = ("final_test_acc", "ev_pc1_pc2", "centre_distance_final", "weight_norm_growth")
-    print(f"status {status}: {json.dumps({k: metrics[k] for k in shown if k in metrics})}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,55 @@
+#!/usr/bin/env python
+"""Bring the H200 toy tables of commit bd39bd8 (run before the toy settings landed) to today's columns.
+
+That run's cells used what are now the corrected model options; its table lacks their hp.* columns and computed EV
+over every embedding row. This fills the options it ran with (distance_power 1, embedding_init normal,
+mlp_penalty_gradient true, transformer prenorm), recomputes the EV columns from the stored embeddings with
+today's ev_rows "objects" (workflow_scripts/toy_cell.embedding_metrics; the old all-rows values are kept as
+ev_*_all_rows), and records the commit that ran (the device ran an untracked copy, so the table says 762a113-dirty).
+
+    python benchmarks/toy_grid_upgrade.py benchmarks/results/toy-grid-h200
+"""
+
+import io
+import sys
+import tarfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "workflow_scripts"))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import toy_cell  # noqa: E402
+
+RAN_WITH = {"hp.distance_power": 1, "hp.embedding_init": "normal", "hp.mlp_penalty_gradient": True}
+RAN_WITH |= {"hp.transformer": "prenorm", "hp.ev_rows": "objects"}
+COMMIT = "bd39bd8"
+
+
+def main(folder):
+    folder = Path(folder)
+    embeddings = {}
+    for tarball in sorted(folder.glob("*/cells.tar.gz")):
+        with tarfile.open(tarball) as tar:
+            for member in tar.getmembers():
+                if member.name.endswith("embedding.npy"):
+                    embeddings[str(Path(member.name).parent)] = np.load(io.BytesIO(tar.extractfile(member).read()))
+    table = pd.read_parquet(folder / "toy.parquet")
+    for column in ("ev_pc1", "ev_pc1_pc2", "ev_cum_10"):
+        if f"{column}_all_rows" not in table:  # kept from the first upgrade when run again
+            table[f"{column}_all_rows"] = table[column]
+    for column, value in RAN_WITH.items():
+        table[column] = value
+    for i, row in table.iterrows():
+        hp = {"task": row["hp.task"], "ev_rows": row["hp.ev_rows"]}
+        for key, value in toy_cell.embedding_metrics(hp, embeddings[row["cell_dir"]]).items():
+            table.loc[i, key] = value
+    table["code_version"] = COMMIT
+    table.to_parquet(folder / "toy.parquet", index=False)
+    table.to_csv(folder / "toy.csv", index=False)
+    print(f"{len(table)} cells: EV over object rows, options and commit {COMMIT} recorded")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,345 @@
+"""Train toy cells of one shape together: every tensor carries a leading cell dimension S.
+
+Why: a toy cell is 175,000 optimizer steps of a ~5k-parameter model, so a step costs what the framework costs, not
+what the arithmetic costs. Stacking cells turns S small steps into one step of the same number of kernels, and on
+CUDA one epoch (all its steps and the full-split evaluation) is captured once as a CUDA graph and replayed.
+
+How a group is trained (``ToyGroup``):
+- each cell builds its model exactly as a lone run does (``torch.manual_seed(seed)`` then ``build_from_hp``); the
+  parameters of all cells are copied into one flat (S, P) tensor, and ``torch.func.functional_call`` under
+  ``torch.vmap`` runs the group's shared module on each cell's slice of it, so any model ``build_from_hp`` returns
+  and every option of harmonic.toy.models plugs in unchanged;
+- the loss is ``harmonic.toy.train.cell_loss`` per cell, summed over cells: the gradient of a sum is each cell's own
+  gradient, untouched by the others;
+- AdamW (torch.optim.AdamW's update, written on the flat tensors) takes per-cell learning rate, weight decay and
+  step count;
+- cells may differ in seed, train fraction, epochs, lr, weight decay and penalty. Batches are always padded to
+  batch_size rows (a short last batch has zero weights) and evaluation splits to n_samples rows, and a step or
+  epoch a cell does not have leaves its parameters, moments and step count bit for bit as they were (torch.where).
+  So a cell's numbers depend on its own hyperparameters only, never on which cells share its group
+  (tests/toy/test_batched.py checks this bit for bit on CPU).
+- a cell whose loss stops being finite is frozen where it was and marked diverged at that epoch, like a lone run.
+- dropout (the original transformer, transformer: original) draws its masks under vmap(randomness="different"): one
+  draw of shape (S, ...) from the device's generator per layer and step, so a cell's masks, and from there its
+  numbers, depend on the group it ran in. Runs of the same group repeat exactly; alone and batched such cells are
+  equal in distribution only.
+
+Shuffling: every epoch each cell's train rows are sorted by a hash of (seed, epoch, row) (ToyGroup._shuffle), on the
+device, so nothing is drawn on the host between epochs and a cell's order never depends on its group.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from harmonic.toy.datasets import make_dataset, overlap_fraction
+from harmonic.toy.models import build_from_hp, penalised_embedding
+
+# Hyperparameters that may differ between the cells of one group; every other key must be equal.
+PER_CELL_KEYS = ("seed", "train_fraction", "epochs", "lr", "weight_decay", "embedding_penalty")
+# Keys that name a cell or say where it runs, not what it computes (a setting or study changes a cell only
+# through the values it sets).
+RUNTIME_KEYS = ("device", "threads", "setting", "study")
+BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.AdamW's defaults, which the per-cell loop used
+
+
+def _int64(value):
+    """An unsigned 64-bit constant as the signed int64 with the same bits."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+# splitmix64's constants: the shuffle's hash of (seed, epoch, row)
+_GOLDEN, _MIX1, _MIX2 = _int64(0x9E3779B97F4A7C15), _int64(0xBF58476D1CE4E5B9), _int64(0x94D049BB133111EB)
+CURVE_FIELDS = ("train_loss", "train_acc", "test_loss", "test_acc")
+
+
+def group_key(hp):
+    """Cells with the same key can share one ToyGroup."""
+    shared = {k: v for k, v in hp.items() if k not in PER_CELL_KEYS + RUNTIME_KEYS}
+    return repr(sorted(shared.items()))
+
+
+def _padded(rows, length):
+    """rows (N, ...) padded with zeros (token 0, a valid index) to `length` rows."""
+    out = np.zeros((length, *rows.shape[1:]), dtype=np.int64)
+    out[: len(rows)] = rows
+    return out
+
+
+def _progress(epoch, rows):
+    """One log line: every cell's train and test loss and accuracy (rows: S lists in CURVE_FIELDS order)."""
+    values = [" ".join(f"{row[i]:.3f}" for row in rows) for i in range(len(CURVE_FIELDS))]
+    return f"epoch {epoch}: train loss {values[0]} acc {values[1]} | test loss {values[2]} acc {values[3]}"
+
+
+class _Objective(nn.Module):
+    """A cell's model and training objective in one module, so that functional_call gives both the cell's own
+    parameters (the penalty reads the embedding through harmonic.toy.models.penalised_embedding)."""
+
+    def __init__(self, model, hp, loss_fn):
+        super().__init__()
+        self.model, self.hp, self.loss_fn = model, hp, loss_fn
+
+    def forward(self, x, y, weight, penalty):
+        return self.loss_fn(self.model(x), y, weight, penalised_embedding(self.model, self.hp), penalty)
+
+
+class ToyGroup:
+    """S toy cells with equal group_key, trained in lock-step. ``run()`` returns one ToyResult per cell."""
+
+    def __init__(self, hps, device="cpu", loss_fn=None, compile=False):
+        from harmonic.toy.train import ToyResult, cell_loss  # the objective lives with the entry points
+
+        if len({group_key(hp) for hp in hps}) != 1:
+            raise ValueError("ToyGroup: cells differ in a hyperparameter other than " + ", ".join(PER_CELL_KEYS))
+        self.hps, self.device = list(hps), torch.device(device)
+        self.loss_fn = loss_fn or cell_loss
+        hp0, S = self.hps[0], len(self.hps)
+        self.batch_size = int(hp0["batch_size"])
+
+        data = [
+            make_dataset(
+                hp["task"],
+                seed=hp["seed"],
+                split=hp["split"],
+                n_samples=hp["n_samples"],
+                train_fraction=hp["train_fraction"],
+            )
+            for hp in self.hps
+        ]
+        self.results = [
+            ToyResult(overlap_fraction=overlap_fraction(d), n_train=len(d.y_train), n_test=len(d.y_test))
+            for d in data
+        ]
+        self.n_train = [len(d.y_train) for d in data]
+        # Splits are padded to n_samples rows, batches to batch_size rows: lengths set by values the whole group
+        # shares, so a cell's reductions have the same shapes in any group.
+        rows = int(hp0["n_samples"])
+        self.steps = [math.ceil(n / self.batch_size) for n in self.n_train]
+        self.max_steps = max(self.steps)
+
+        models = []
+        for hp, d in zip(self.hps, data):
+            torch.manual_seed(hp["seed"])
+            models.append(build_from_hp(hp, d.vocab_size, d.x_train.shape[1]))
+        self.model = models[0].to(self.device)
+        self.objective = _Objective(self.model, hp0, self.loss_fn)
+        if list(self.model.buffers()):
+            raise ValueError("ToyGroup: models with buffers are not supported")
+        dev = self.device
+        # All parameters of a cell in one row of `flat` (S, P), so AdamW is a few kernels whatever the model;
+        # `params` holds (S, *shape) views of it by name. Tied parameters appear once (named_parameters dedups).
+        named = [dict(m.named_parameters()) for m in models]
+        self.flat = torch.stack([torch.cat([p.detach().cpu().reshape(-1) for p in n.values()]) for n in named]).to(
+            dev
+        )
+        self.params, offset = {}, 0
+        for name, p in named[0].items():
+            self.params[name] = self.flat[:, offset : offset + p.numel()].unflatten(1, p.shape)
+            offset += p.numel()
+        self.exp_avg = torch.zeros_like(self.flat)
+        self.exp_avg_sq = torch.zeros_like(self.flat)
+        self.n_parameters = self.flat.shape[1]
+        for result in self.results:
+            result.n_parameters = self.n_parameters
+        self.step_count = torch.zeros(S, 1, device=dev)
+
+        def column(key):
+            return torch.tensor([float(hp[key]) for hp in self.hps], device=dev)
+
+        self.lr, self.weight_decay, self.penalty = (
+            column("lr")[:, None],
+            column("weight_decay")[:, None],
+            column("embedding_penalty"),
+        )
+        self.epochs = torch.tensor([int(hp["epochs"]) for hp in self.hps], device=dev)
+        self.cell_steps = torch.tensor(self.steps, device=dev)
+        self.cell_n_train = torch.tensor(self.n_train, device=dev)
+        self.max_epochs = max(int(hp["epochs"]) for hp in self.hps)
+
+        # Splits padded to `rows` examples; masks say which are real.
+        self.x_train = torch.tensor(np.stack([_padded(d.x_train, rows) for d in data]), device=dev)
+        self.y_train = torch.tensor(np.stack([_padded(d.y_train, rows) for d in data]), device=dev)
+        self.x_test = torch.tensor(np.stack([_padded(d.x_test, rows) for d in data]), device=dev)
+        self.y_test = torch.tensor(np.stack([_padded(d.y_test, rows) for d in data]), device=dev)
+        arange = torch.arange(rows, device=dev)
+        self.train_mask = (arange < torch.tensor(self.n_train, device=dev)[:, None]).float()
+        self.test_mask = (arange < torch.tensor([len(d.y_test) for d in data], device=dev)[:, None]).float()
+
+        # Per-epoch state the steps read: the shuffled order (padded) and its weights; the epoch counter.
+        width = max(rows, self.max_steps * self.batch_size)
+        self.order = torch.zeros(S, width, dtype=torch.long, device=dev)
+        self.order_weight = torch.zeros(S, width, device=dev)
+        self.seeds = torch.tensor([int(hp["seed"]) for hp in self.hps], device=dev)
+        self.row_index = torch.arange(width, device=dev)
+        self.epoch = torch.zeros((), dtype=torch.long, device=dev)
+        self.alive = torch.ones(S, dtype=torch.bool, device=dev)
+        self.diverged_epoch = torch.zeros(S, dtype=torch.long, device=dev)
+        self.curves = torch.full((self.max_epochs, S, len(CURVE_FIELDS)), math.nan, device=dev)
+        weight = np.zeros((S, width), dtype=np.float32)
+        for s, n in enumerate(self.n_train):
+            weight[s, :n] = 1.0
+        self.graph = None
+        self.order_weight.copy_(torch.from_numpy(weight))
+        if self.device.type == "cuda":
+            self.stream = torch.cuda.Stream(self.device)
+        self.epochs_done = 0
+        self.compiled = compile
+        if compile:  # same arithmetic, fewer kernels (and on CPU, less framework time per step)
+            # Every group compiles the same methods once more for its own shapes: allow one entry per group.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 512)
+            self._update = torch.compile(self._update, dynamic=False)
+            self._evaluate_splits = torch.compile(self._evaluate_splits, dynamic=False)
+
+    # ---- one cell's pieces, run under vmap -------------------------------------------------------------------
+
+    def _cell_loss(self, params, x, y, weight, penalty):
+        with sdpa_kernel(SDPBackend.MATH):  # plain matmul/softmax attention: vmap has rules for every op of it
+            named = {f"model.{name}": p for name, p in params.items()}
+            return functional_call(self.objective, named, (x, y, weight, penalty))
+
+    def _cell_eval(self, params, x, y, mask):
+        with sdpa_kernel(SDPBackend.MATH):
+            logits = functional_call(self.model, params, (x,))
+        losses = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+        count = mask.sum()
+        correct = (logits.argmax(-1) == y).float()
+        return torch.stack([(losses * mask).sum() / count, (correct * mask).sum() / count])
+
+    # ---- the group's step and epoch --------------------------------------------------------------------------
+
+    def _train_step(self, k):
+        """Optimizer step k of the epoch for every cell that has it."""
+        b = self.batch_size
+        index = self.order[:, k * b : (k + 1) * b]
+        x = torch.gather(self.x_train, 1, index[:, :, None].expand(-1, -1, self.x_train.shape[2]))
+        y = torch.gather(self.y_train, 1, index)
+        scheduled = (k < self.cell_steps) & (self.epoch <= self.epochs) & self.alive
+        self._update(x, y, self.order_weight[:, k * b : (k + 1) * b], scheduled)
+
+    def _total_loss(self, params, x, y, weight):
+        """Sum of the cells' losses (its gradient is each cell's own gradient) and the per-cell losses."""
+        losses = torch.vmap(self._cell_loss, randomness="different")(params, x, y, weight, self.penalty)
+        return losses.sum(), losses
+
+    def _gradients(self, x, y, weight):
+        """Each cell's gradient (by name) and loss. On the CPU, eager: autograd on leaf views of the parameters (about
+        twice as fast as torch.func there). Compiled or on CUDA (where the epoch is a graph replay, so framework time
+        does not count): torch.func.grad_and_value, which torch.compile traces whole."""
+        if self.compiled or self.device.type == "cuda":
+            grads, (_, losses) = torch.func.grad_and_value(self._total_loss, has_aux=True)(self.params, x, y, weight)
+            return grads, losses
+        params = {name: p.detach().requires_grad_(True) for name, p in self.params.items()}
+        total, losses = self._total_loss(params, x, y, weight)
+        return dict(zip(params, torch.autograd.grad(total, list(params.values())))), losses
+
+    def _update(self, x, y, weight, scheduled):
+        """Gradients and the AdamW step (torch.optim.AdamW's arithmetic) of the scheduled cells with a finite loss;
+        the others keep parameters, moments and step count exactly."""
+        self.model.train()
+        grads, losses = self._gradients(x, y, weight)
+        finite = torch.isfinite(losses)
+        newly_diverged = scheduled & ~finite
+        self.diverged_epoch.copy_(torch.where(newly_diverged, self.epoch, self.diverged_epoch))
+        self.alive.copy_(self.alive & ~newly_diverged)
+        active = (scheduled & finite)[:, None]
+        grad = torch.cat([grads[name].flatten(1) for name in self.params], dim=1)
+        beta1, beta2 = BETAS
+        count = self.step_count + 1
+        m = torch.lerp(self.exp_avg, grad, 1 - beta1)
+        v = self.exp_avg_sq * beta2 + grad * grad * (1 - beta2)
+        denom = v.sqrt() / torch.sqrt(1 - beta2**count) + ADAM_EPS
+        p = self.flat * (1 - self.lr * self.weight_decay) - self.lr / (1 - beta1**count) * (m / denom)
+        self.flat.copy_(torch.where(active, p, self.flat))
+        self.exp_avg.copy_(torch.where(active, m, self.exp_avg))
+        self.exp_avg_sq.copy_(torch.where(active, v, self.exp_avg_sq))
+        self.step_count.copy_(torch.where(active, count, self.step_count))
+
+    @torch.no_grad()
+    def _evaluate(self):
+        self.model.eval()
+        fastpath = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)  # the fused encoder-layer kernel has no vmap rule
+        try:
+            row = self._evaluate_splits()
+            self.curves.index_copy_(0, (self.epoch - 1).reshape(1), row[None])
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fastpath)
+
+    def _evaluate_splits(self):
+        train = torch.vmap(self._cell_eval)(self.params, self.x_train, self.y_train, self.train_mask)
+        test = torch.vmap(self._cell_eval)(self.params, self.x_test, self.y_test, self.test_mask)
+        return torch.cat([train, test], dim=1)  # (S, 4) in CURVE_FIELDS order
+
+    def _epoch(self):
+        self.epoch += 1
+        self._shuffle()
+        for k in range(self.max_steps):
+            self._train_step(k)
+        self._evaluate()
+
+    def _shuffle(self):
+        """This epoch's order of every cell's train rows: rows sorted by a hash of (seed, epoch, row).
+
+        A counter-based draw, computed where the cells run (inside the CUDA graph on a GPU): integer arithmetic
+        (wrapping int64 multiply, xor, shift) gives the same permutation on every device and in every group.
+        Padding rows get the largest key, so they sort last.
+        """
+        n_train = self.cell_n_train[:, None]
+        x = self.seeds[:, None] * _GOLDEN + self.epoch * _MIX1 + self.row_index[None, :]
+        for shift, multiplier in ((30, _MIX1), (27, _MIX2)):
+            x = (x ^ (x >> shift)) * multiplier
+        x = x ^ (x >> 31)
+        keys = torch.where(self.row_index[None, :] < n_train, x, torch.iinfo(torch.long).max)
+        self.order.copy_(torch.sort(keys, dim=1, stable=True).indices)
+
+    # ---- running ---------------------------------------------------------------------------------------------
+
+    def run(self, log=None):
+        """Train every cell to its own epoch count; fill and return the per-cell ToyResults."""
+        for epoch in range(1, self.max_epochs + 1):
+            self.advance()
+            if log and (epoch == 1 or epoch % max(1, self.max_epochs // 10) == 0):
+                log(_progress(epoch, self.curves[epoch - 1].tolist()))
+        return self.finish()
+
+    def advance(self):
+        """Queue the next epoch. On CUDA it runs asynchronously on the group's own stream; the first epoch runs
+        eagerly (the warm-up capture needs) and is then captured as a graph that every later epoch replays
+        (capture itself runs nothing)."""
+        self.epochs_done += 1
+        if self.device.type != "cuda":
+            with torch.enable_grad():
+                self._epoch()
+            return
+        with torch.cuda.stream(self.stream), torch.enable_grad():
+            if self.graph is None:
+                self._epoch()  # epoch 1, for real
+                self.graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(self.graph, stream=self.stream):
+                    self._epoch()
+            else:
+                self.graph.replay()
+
+    def finish(self):
+        """Per-cell curves (only the epochs a cell completed) and final embeddings, as the per-cell loop returned."""
+        if self.device.type == "cuda":
+            self.stream.synchronize()
+        curves = self.curves.cpu().numpy()
+        diverged = self.diverged_epoch.cpu().tolist()
+        embedding = self.params["embedding.weight"].cpu().numpy()
+        for s, (hp, result) in enumerate(zip(self.hps, self.results)):
+            last = min(diverged[s] - 1 if diverged[s] else int(hp["epochs"]), self.epochs_done)
+            result.curves = [
+                dict(epoch=e + 1, **{f: float(curves[e, s, i]) for i, f in enumerate(CURVE_FIELDS)})
+                for e in range(last)
+            ]
+            result.diverged_at = {"epoch": diverged[s]} if diverged[s] else None
+            result.embedding = embedding[s].copy()
+        return self.results
