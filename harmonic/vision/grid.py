@@ -23,7 +23,7 @@ import copy
 import json
 
 # grid-entry keys that are not training hyperparameters
-ENTRY_KEYS = ("study", "label", "settings", "dataset", "backbone", "heads", "extra_heads")
+ENTRY_KEYS = ("study", "label", "settings", "seeds", "dataset", "backbone", "heads", "extra_heads")
 DEFAULT_STUDY = "mg-vision-grid"
 CELL_OPTIONS = (
     "val_fraction",
@@ -99,7 +99,7 @@ def vision_cells(section: dict) -> list[dict]:
         heads = expand_heads(entry.get("heads", section.get("heads", [])), entry.get("extra_heads"))
         for setting in (s for s in settings if s in entry_settings):
             for spec in heads:
-                for seed in section.get("seeds", [0]):
+                for seed in entry.get("seeds", section.get("seeds", [0])):
                     match = dict(
                         setting=setting,
                         study=study,

@@ -18,6 +18,16 @@ def section(path):
     return yaml.safe_load((ROOT / path).read_text())["vision"]
 
 
+def both_settings(path):
+    """The section with every entry run under both settings (the default runs some studies under one, for time):
+    the faithful and corrected values it defines are checked either way."""
+    sec = section(path)
+    sec["settings"] = ["faithful", "corrected"]
+    for entry in sec["grid"]:
+        entry.pop("settings", None)
+    return sec
+
+
 def by_key(cells, study, setting):
     return {c["head"]["distance"]: c for c in cells if c["study"] == study and c["setting"] == setting}
 
@@ -36,7 +46,7 @@ def test_default_config_grid_is_small_and_valid():
 @pytest.mark.parametrize("path", ["config.yaml", "presets/paper.yaml"])
 def test_weight_studies_use_totensor_inputs_in_both_settings(path):
     """Baek et al. trained on ToTensor inputs: blank pixels are 0, which the interpretability score relies on."""
-    cells = [c for c in vision_cells(section(path)) if c["study"] in WEIGHT_STUDIES]
+    cells = [c for c in vision_cells(both_settings(path)) if c["study"] in WEIGHT_STUDIES]
     assert {c["setting"] for c in cells} == {"faithful", "corrected"}
     for cell in cells:
         hp = resolve_hyperparameters(cell["hyperparameters"])
@@ -95,7 +105,7 @@ def test_single_layer_study_faithful_exponents_follow_mlp_visualization():
 def test_baek_study_exponent_per_setting():
     """notebooks/mnist.ipynb: DistLayer(n=28) on d^2 = 56 on d; the paper: n = sqrt(D) = 28 on d."""
     for path in ("config.yaml", "presets/paper.yaml"):
-        cells = vision_cells(section(path))
+        cells = vision_cells(both_settings(path))
         faithful = by_key(cells, "baek-fig5-mnist-weights", "faithful")
         corrected = by_key(cells, "baek-fig5-mnist-weights", "corrected")
         assert faithful["euclidean"]["head"]["n"] == 56.0 and corrected["euclidean"]["head"]["n"] == 28.0
@@ -142,3 +152,10 @@ def test_bad_values_are_named():
         vision_cells(bad)
     with pytest.raises(ValueError, match="normalize"):
         resolve_hyperparameters({"save_weights": True, "normalize": True})
+
+
+def test_a_grid_entry_may_have_its_own_seeds():
+    config = section("config.yaml")
+    config["seeds"] = [0]
+    config["grid"] = [dict(config["grid"][0], seeds=[3, 4])]
+    assert sorted({c["seed"] for c in vision_cells(config)}) == [3, 4]
