@@ -6,6 +6,8 @@ over every embedding row. This fills the options it ran with (distance_power 1, 
 mlp_penalty_gradient true, transformer prenorm), recomputes the EV columns from the stored embeddings with
 today's ev_rows "objects" (workflow_scripts/toy_cell.embedding_metrics; the old all-rows values are kept as
 ev_*_all_rows), and records the commit that ran (the device ran an untracked copy, so the table says 762a113-dirty).
+It also writes one table per exponent on d (toy-exponent1/2.parquet) for the claims, which compare one head
+named `euclidean` with the baseline.
 
     python benchmarks/toy_grid_upgrade.py benchmarks/results/toy-grid-h200
 """
@@ -49,6 +51,16 @@ def main(folder):
     table.to_parquet(folder / "toy.parquet", index=False)
     table.to_csv(folder / "toy.csv", index=False)
     print(f"{len(table)} cells: EV over object rows, options and commit {COMMIT} recorded")
+
+    # One table per exponent on d, each with one harmonic head named as today: `euclidean`, whose exponent is
+    # n * distance_power (the run's euclidean-n2, n = 2 on d, is today's euclidean with distance_power 2).
+    table[table["cell.head"] != "euclidean-n2"].to_parquet(folder / "toy-exponent1.parquet", index=False)
+    exponent2 = table[table["cell.head"] != "euclidean"].copy()
+    renamed = exponent2["cell.head"] == "euclidean-n2"
+    exponent2.loc[renamed, ["cell.head", "hp.head_label"]] = "euclidean"
+    exponent2.loc[renamed, "hp.head.n"] = 1.0
+    exponent2.loc[renamed, "hp.distance_power"] = 2
+    exponent2.to_parquet(folder / "toy-exponent2.parquet", index=False)
 
 
 if __name__ == "__main__":
