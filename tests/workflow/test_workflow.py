@@ -1,5 +1,5 @@
 """The workflow as a user drives it: dry runs of both configs, schema rejections, only-stale-cells reruns,
-a killed job rerun with --rerun-incomplete, and a tiny end-to-end CPU run (table, notebooks, index.html)."""
+a killed job rerun with the same command, and a tiny end-to-end CPU run (table, notebooks, index.html)."""
 
 import json
 import os
@@ -185,7 +185,9 @@ def test_edited_notebook_rerenders_only_itself(tiny_run, tmp_path):
 
 # ------------------------------------------------------------------------------------- killed, then rerun
 @pytest.mark.slow
-def test_killed_job_reruns_cleanly_with_rerun_incomplete(tmp_path):
+def test_killed_job_reruns_cleanly_with_the_same_command(tmp_path):
+    """Only the lock a kill -9 leaves needs --unlock; the workflow profile (profiles/default) sets rerun-incomplete,
+    so the user's own command redoes the killed job."""
     config = load_config("tiny.yaml")
     config["toy"].update(data_efficiency=None, circle=None, heads=[{"distance": "euclidean"}])
     config["toy"]["train"]["epochs"] = 400
@@ -220,7 +222,7 @@ def test_killed_job_reruns_cleanly_with_rerun_incomplete(tmp_path):
     assert not (tmp_path / target).exists(), "a killed job must not leave a complete-looking metrics.json"
 
     snakemake(tmp_path, "--unlock", configfile=config_path)
-    rerun = snakemake(tmp_path, "--rerun-incomplete", target, configfile=config_path)
+    rerun = snakemake(tmp_path, target, configfile=config_path)
     assert job_counts(rerun.stdout + rerun.stderr).get("toy_cell") == 1
     record = json.loads((tmp_path / target).read_text())
     assert record["status"] == "ok" and record["metrics"]["epochs_run"] == 400
