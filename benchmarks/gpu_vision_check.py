@@ -124,13 +124,13 @@ def main(argv=None):
 
     # the paper preset's cells for (mnist, mlp/cnn) and (cifar10, resnet50), with capped epochs
     paper = yaml.safe_load((ROOT / "presets" / "paper.yaml").read_text())["vision"]
-    paper = dict(paper, seeds=[0])
+    paper = dict(paper, seeds=[0], settings=["corrected"])
     wanted_heads = None if args.heads == "all" else set(args.heads.split(","))
     backbones = args.backbones.split(",")
     plan = []
     for cell in vision_cells(paper):
         pair = (cell["dataset"], cell["backbone"])
-        if pair[0] == "mnist" and pair[1] in backbones:
+        if cell["study"] == "mg-vision-grid" and pair[0] == "mnist" and pair[1] in backbones:
             if wanted_heads is None or cell["head_label"] in wanted_heads:
                 plan.append(("mnist", cell, args.epochs))
         elif pair == ("cifar10", "resnet50") and cell["head_label"] == args.resnet_head:

@@ -1,4 +1,5 @@
-"""Classification heads: HarmonicHead (distance + HarMax) and the cross-entropy baseline behind the same interface.
+"""Classification heads: HarmonicHead (distance + HarMax) and the cross-entropy baseline behind the same interface,
+plus the two cosine heads of Miller-Golub et al.'s language models (COSINE_HEADS: logits from cos, no exponent).
 
 A head spec is a dict {distance: <registry name or "baseline">, n: <exponent on d>, eps: ..., <distance params>}.
 resolve_head_spec fills defaults and validates, head_label makes a short path/plot label, heads_json_schema builds
@@ -8,6 +9,8 @@ the JSON schema of one spec from the registry, head_from_spec builds the module.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +24,33 @@ BASELINE = "baseline"
 # one GEMM + cross_entropy is as fast, compiles into the model's graph, and its N x V logits are small (4M pairs =
 # 16 MB in fp32); language-model heads (16k tokens x 50k classes) are 200x larger.
 FUSED_MIN_PAIRS = 2**22
+
+# Floor under cosine_linear's similarity before the log, as the original clamped it (docs/deviations/llm.md).
+COSINE_LINEAR_FLOOR = 1e-8
+
+
+@dataclass(frozen=True)
+class CosineHead:
+    """A head whose logits are a function of the cosine similarity instead of -n log d: Miller-Golub et al.'s
+    language-model "cosine" heads, named for what they compute (their names in docs/deviations/llm.md)."""
+
+    params: tuple[Param, ...]
+    logits: Callable[[Tensor, dict], Tensor]
+    doc: str
+
+
+COSINE_HEADS = {
+    "cosine_softmax": CosineHead(
+        (Param("temperature", 1.0, exclusive_minimum=0.0, doc="logits = cos / temperature"),),
+        lambda cos, p: cos / p["temperature"],
+        "p = softmax(cos / temperature): a cosine classifier (their cosine_temp_scale_<T>)",
+    ),
+    "cosine_linear": CosineHead(
+        (),
+        lambda cos, p: torch.log(((1.0 + cos) / 2.0).clamp_min(COSINE_LINEAR_FLOOR)),
+        "p_i = s_i / sum_j s_j with s = (1 + cos) / 2, normalised linearly (their cosine_simple)",
+    ),
+}
 
 # Parameters every harmonic head has besides its distance's own.
 HARMAX_PARAMS = (
@@ -70,15 +100,23 @@ class HarmonicHead(nn.Module):
             return
         if bias is not None:
             raise ValueError(f"{distance}: 'bias' applies only to the baseline head")
-        check_harmax_args(n, eps)
-        self.n, self.eps = float(n), float(eps)
-        self.params = get_distance(distance).resolve(params)
+        if distance in COSINE_HEADS:  # no exponent: the logits are a function of the cosine
+            self.n, self.eps = None, None
+            self.params = _resolve_params(distance, COSINE_HEADS[distance].params, params)
+        else:
+            check_harmax_args(n, eps)
+            self.n, self.eps = float(n), float(eps)
+            self.params = get_distance(distance).resolve(params)
         if tied_weight is not None:
             self.weight = tied_weight
         else:
-            # Centres start like nn.Linear weights; any scale works since HarMax is scale invariant.
+            # Centres start like nn.Linear weights (|w| ~ 1/sqrt(D)). HarMax is invariant to scaling d, but not every
+            # distance is invariant to the scale of the centres: hamming_gumbel's bits sigmoid((w + noise L) / T)
+            # would be pure noise at |w| ~ 0.03 (training accuracy at chance), so its centres start at the scale T.
             self.weight = nn.Parameter(torch.empty(num_classes, in_features))
             nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+            if distance == "hamming_gumbel":
+                nn.init.normal_(self.weight, std=self.params["T"])
         if distance == "mahalanobis":
             self.factor_raw = nn.Parameter(torch.eye(in_features))  # only its lower triangle is used
         elif distance == "mahalanobis_diagonal":
@@ -100,11 +138,15 @@ class HarmonicHead(nn.Module):
         """d(x, centres): (..., D) -> (..., C)."""
         if self.distance == BASELINE:
             raise ValueError("baseline head has no distances")
+        if self.distance in COSINE_HEADS:
+            return pairwise("cosine", x, self.weight)
         return pairwise(self.distance, x, self.weight, training=self.training, **self.metric_tensors(), **self.params)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.distance == BASELINE:
             return self.linear(x)
+        if self.distance in COSINE_HEADS:
+            return COSINE_HEADS[self.distance].logits(1.0 - self.distances(x), self.params)
         return harmax_logits(self.distances(x), self.n, self.eps)
 
     def loss(
@@ -125,7 +167,7 @@ class HarmonicHead(nn.Module):
         if fused not in (True, False, "auto"):
             raise ValueError(f"fused must be True, False or 'auto' (got {fused!r})")
         rows = x.numel() // max(x.shape[-1], 1)
-        if self.distance != BASELINE and (
+        if self.distance not in (BASELINE, *COSINE_HEADS) and (
             fused is True or (fused == "auto" and uses_fused_kernel(self.distance, rows, self.num_classes, x.device))
         ):
             from harmonic import kernels
@@ -156,8 +198,10 @@ class HarmonicHead(nn.Module):
 
     def extra_repr(self) -> str:
         text = f"in_features={self.in_features}, num_classes={self.num_classes}, distance={self.distance!r}"
+        if self.n is not None:
+            text += f", n={self.n:g}, eps={self.eps:g}"
         if self.distance != BASELINE:
-            text += f", n={self.n:g}, eps={self.eps:g}" + "".join(f", {k}={v:g}" for k, v in self.params.items())
+            text += "".join(f", {k}={v:g}" for k, v in self.params.items())
         return text
 
 
@@ -183,9 +227,22 @@ def _kernels_support(distance: str, device: torch.device) -> bool:
 # Head specs
 
 
+def head_names() -> list[str]:
+    """Every head a spec may name: the baseline, the registry's distances and the cosine heads."""
+    return [BASELINE, *distance_names(), *COSINE_HEADS]
+
+
 def _check_head_distance(name) -> None:
-    if name != BASELINE and name not in distance_names():
-        raise ValueError(f"unknown distance {name!r}; valid names: {', '.join([BASELINE, *distance_names()])}")
+    if name not in head_names():
+        raise ValueError(f"unknown distance {name!r}; valid names: {', '.join(head_names())}")
+
+
+def _resolve_params(owner: str, declared: tuple[Param, ...], values: dict) -> dict[str, float]:
+    unknown = sorted(set(values) - {p.name for p in declared})
+    if unknown:
+        allowed = ", ".join(p.name for p in declared) or "none"
+        raise ValueError(f"{owner}: unknown parameter(s) {unknown}; allowed: {allowed}")
+    return {p.name: p.validate(owner, values.get(p.name, p.default)) for p in declared}
 
 
 def resolve_head_spec(spec: dict | str) -> dict:
@@ -209,6 +266,8 @@ def resolve_head_spec(spec: dict | str) -> dict:
             raise ValueError(f"baseline: parameter 'bias' must be true or false (got {bias!r})")
         return {"distance": BASELINE, "bias": bias}
     _check_head_distance(name)
+    if name in COSINE_HEADS:
+        return {"distance": name, **_resolve_params(name, COSINE_HEADS[name].params, spec)}
     harmax = {p.name: p.validate(name, spec.pop(p.name, p.default)) for p in HARMAX_PARAMS}
     return {"distance": name, **get_distance(name).resolve(spec), **harmax}
 
@@ -219,12 +278,18 @@ def head_label(spec: dict | str) -> str:
     spec = resolve_head_spec(spec)
     if spec["distance"] == BASELINE:
         return BASELINE if spec["bias"] else "baseline-nobias"
-    defaults = {p.name: p.default for p in (*HARMAX_PARAMS, *get_distance(spec["distance"]).params)}
+    defaults = {p.name: p.default for p in _declared_params(spec["distance"])}
     parts = [spec["distance"]]
     for key, value in spec.items():
         if key != "distance" and value != defaults[key]:
             parts.append(f"{key}{_format_number(value)}")
     return "-".join(parts)
+
+
+def _declared_params(name: str) -> tuple[Param, ...]:
+    if name in COSINE_HEADS:
+        return COSINE_HEADS[name].params
+    return (*HARMAX_PARAMS, *get_distance(name).params)
 
 
 def _format_number(value: float) -> str:
@@ -262,9 +327,9 @@ def heads_json_schema() -> dict:
             "additionalProperties": False,
         }
     ]
-    for name in distance_names():
+    for name in (*distance_names(), *COSINE_HEADS):
         properties = {"distance": {"const": name}}
-        for p in (*HARMAX_PARAMS, *get_distance(name).params):
+        for p in _declared_params(name):
             properties[p.name] = number_schema(p)
         alternatives.append(
             {"type": "object", "properties": properties, "required": ["distance"], "additionalProperties": False}
@@ -274,7 +339,7 @@ def heads_json_schema() -> dict:
         "title": "head spec",
         "description": "One classification head: 'baseline' (linear + cross-entropy) or a harmonic head on a distance.",
         "type": "object",
-        "properties": {"distance": {"enum": [BASELINE, *distance_names()]}},
+        "properties": {"distance": {"enum": head_names()}},
         "required": ["distance"],
         "oneOf": alternatives,
     }

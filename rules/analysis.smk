@@ -1,6 +1,9 @@
-# Downstream of the cells: one tidy table per family, the figure notebooks (papermill), results/index.html.
+# Downstream of the cells: one tidy table per family, the claims table (results/claims.{csv,html}: every claim of
+# harmonic/claims.yaml evaluated over this run's tables and the committed evidence of config `claims.evidence`),
+# the figure notebooks (papermill), results/index.html (opens with the claims).
 # Notebooks are inputs of their rule (workflow.source_path), so editing one re-renders only it. The HTML uses
-# nbconvert's `basic` template: figures inline, no script or style from a CDN (the lab template loads mermaid.js).
+# nbconvert's `basic` template with code cells folded (notebooks/templates/folded.html.j2): figures and findings
+# first, code one click away, no script or style from a CDN (the lab template loads mermaid.js).
 
 
 wildcard_constraints:
@@ -27,6 +30,7 @@ rule notebook:
     input:
         notebook=notebook_source,
         table=notebook_table,
+        template=workflow.source_path("../notebooks/templates/folded.html.j2"),
     output:
         ipynb="results/notebooks/{notebook}.ipynb",
         html="results/notebooks/{notebook}.html",
@@ -44,13 +48,38 @@ rule notebook:
         "(mkdir -p {output.figures:q}"
         " && papermill --kernel python3 --log-output {input.notebook:q} {output.ipynb:q}"
         " -p table {input.table:q} -p figures_dir {output.figures:q}"
-        " && jupyter nbconvert --to html --template basic"
+        " && jupyter nbconvert --to html --template basic --template-file {input.template:q}"
         " --output-dir $(dirname {output.html:q}) {output.ipynb:q}) > {log:q} 2>&1"
+
+
+rule claims:
+    input:
+        script=script_path("claims.py"),
+        claims_file=workflow.source_path("../harmonic/claims.yaml"),
+        tables=expand("results/tables/{family}.parquet", family=FAMILY_CELLS),
+        evidence=[item["table"] for item in config["claims"]["evidence"]],
+    output:
+        csv="results/claims.csv",
+        html="results/claims.html",
+    log:
+        "logs/claims.log",
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        scale=config["claims"]["scale"],
+        evidence=[
+            f"{item['scale']}={item['table']}" for item in config["claims"]["evidence"]
+        ],
+    shell:
+        "python {input.script:q} --scale {params.scale:q} --tables {input.tables:q}"
+        " --evidence {params.evidence:q} --csv {output.csv:q} --html {output.html:q} > {log:q} 2>&1"
 
 
 rule index:
     input:
         script=script_path("make_index.py"),
+        claims_csv="results/claims.csv",
+        claims_html="results/claims.html",
         html=expand("results/notebooks/{notebook}.html", notebook=FAMILY_NOTEBOOKS),
         figures=expand("results/figures/{notebook}", notebook=FAMILY_NOTEBOOKS),
         tables=expand("results/tables/{family}.csv", family=FAMILY_CELLS),
@@ -61,5 +90,6 @@ rule index:
     conda:
         "../envs/analysis.yaml"
     shell:
-        "python {input.script:q} --out {output:q} --html {input.html:q}"
+        "python {input.script:q} --out {output:q} --claims-csv {input.claims_csv:q}"
+        " --claims-html {input.claims_html:q} --html {input.html:q}"
         " --figures {input.figures:q} --tables {input.tables:q} > {log:q} 2>&1"

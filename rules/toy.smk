@@ -1,7 +1,10 @@
-# The algorithmic (toy) experiments of Baek et al.: one job per cell, three studies in one family.
+# The algorithmic (toy) experiments of Baek et al.: one job per cell, six studies in one family (cell.study).
 #   grid            tasks x models x heads x seeds                      -> results/toy/<setting>/<task>/<model>/<head>/seed<k>/
 #   data_efficiency the same, at several train fractions                -> results/toy/<setting>/<task>-frac<f>/...
 #   circle          modular addition, a few named MLP runs (Fig. 4)      -> results/toy/<setting>/circle/<run label>/...
+#   two_points      one 2 x 2 layer on two fixed points (Fig. 1)         -> results/toy/<setting>/two_points/layer/...
+#   ablation        l2 / dot product x HarMax / softmax heads (Fig. 6)   -> results/toy/<setting>/<task>-ablation/...
+#   n_sweep         harmonic exponent n = 1 .. 10 (App. E)               -> results/toy/<setting>/<task>-nsweep/...
 # How a cell's hyperparameters resolve: harmonic/toy/grid.py.
 
 from harmonic.toy.grid import toy_cells
@@ -22,6 +25,7 @@ FAMILY_NOTEBOOKS.update(
             "toy_data_efficiency",
             "toy_pca",
             "toy_circle",
+            "toy_studies",
         )
     }
 )

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
-"""Train one toy cell (one task x model x head x seed) and write its results into --out-dir.
+"""Train one toy cell (one task x model x head x seed, or one two-point run) and write its results into --out-dir.
 
-Outputs: embedding.npy (final token embedding, for the PCA panels), curves.csv (per-epoch train/test loss and
-accuracy), emissions.csv (codecarbon, offline) and metrics.json, written LAST and atomically. A cell that fails with
+Outputs: embedding.npy (final token embedding, for the PCA panels; the final 2 x 2 weight for the two-point study),
+curves.csv (per-epoch train/test loss and accuracy; per-step loss and weight norm for the two-point study), emissions.csv (codecarbon, offline) and metrics.json, written LAST and atomically. A cell that fails with
 an ordinary exception still writes every output (metrics.json with status "failed" and the error) and exits 0, so
 the tables and figures show it; Ctrl-C or SIGTERM exits non-zero and writes no metrics.json, so Snakemake reruns it.
 
@@ -22,7 +22,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-import harmonic  # noqa: E402
 from harmonic.emissions import EmissionsMeter  # noqa: E402
 from harmonic.metrics import grokking_epoch, pca_summary  # noqa: E402
 from harmonic.runs import (  # noqa: E402
@@ -33,11 +32,15 @@ from harmonic.runs import (  # noqa: E402
     seed_everything,
     write_metrics,
 )
-from harmonic.toy.datasets import SPLIT_MODES, TASKS  # noqa: E402
-from harmonic.toy.models import MODELS  # noqa: E402
+from harmonic.toy.datasets import EV_ROWS, SPLIT_MODES, TASKS, ev_rows  # noqa: E402
+from harmonic.toy.models import MODELS, harmonic_exponent, resolve_toy_head, toy_head_label  # noqa: E402
 from harmonic.toy.train import train_toy  # noqa: E402
+from harmonic.toy.two_points import train_two_points  # noqa: E402
 
+# Without --params-json: the corrected setting (the workflow passes every value, see config.yaml `toy`).
 DEFAULTS = dict(
+    setting="corrected",
+    study="grid",
     task="modular_addition",
     model="mlp",
     seed=0,
@@ -50,13 +53,32 @@ DEFAULTS = dict(
     batch_size=32,
     weight_decay=0.01,
     embedding_penalty=0.01,
+    mlp_penalty_gradient=True,
+    distance_power=1,
+    embedding_init="normal",
+    transformer="prenorm",
+    ev_rows="objects",
     device="cpu",
     threads=1,
     grokking_threshold=0.9,
     grokking_window=20,
 )
+# The two-point study (harmonic/toy/two_points.py) uses only these.
+TWO_POINT_DEFAULTS = dict(
+    setting="corrected",
+    study="two_points",
+    task="two_points",
+    model="layer",
+    seed=0,
+    steps=10000,
+    lr=0.01,
+    distance_power=1,
+    device="cpu",
+    threads=1,
+)
 OUTPUTS = ("metrics.json", "curves.csv", "emissions.csv", "embedding.npy")  # rules/toy.smk declares these
 CURVE_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc"]
+TWO_POINT_COLUMNS = ["step", "loss", "weight_norm"]
 
 
 def parse_args(argv=None):
@@ -77,6 +99,8 @@ def parse_args(argv=None):
     parser.add_argument("--distance", help="head distance: 'baseline' or a registry name")
     parser.add_argument("--n", type=float, help="harmonic exponent on d")
     parser.add_argument("--split", choices=SPLIT_MODES)
+    parser.add_argument("--ev-rows", choices=EV_ROWS)
+    parser.add_argument("--distance-power", type=int, choices=[1, 2], help="HarMax on d (1) or on d^2 (2)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--lr", type=float)
@@ -88,21 +112,24 @@ def parse_args(argv=None):
 
 def resolve_hyperparameters(args):
     """Defaults <- --params-json <- individual flags; the head spec resolved (and validated) by the library."""
-    hp = dict(DEFAULTS, head={"distance": "euclidean"})
-    if args.params_json:
-        hp.update(json.loads(args.params_json))
-    for key in ("task", "model", "split", "seed", "epochs", "lr", "weight_decay", "train_fraction", "device"):
-        if getattr(args, key) is not None:
+    params = json.loads(args.params_json) if args.params_json else {}
+    base = TWO_POINT_DEFAULTS if params.get("study") == "two_points" else DEFAULTS
+    hp = dict(base, head={"distance": "euclidean"})
+    hp.update(params)
+    keys = ("task", "model", "split", "seed", "epochs", "lr", "weight_decay", "train_fraction", "device", "ev_rows")
+    for key in (*keys, "distance_power"):
+        if getattr(args, key, None) is not None:
             hp[key] = getattr(args, key)
     head = dict(hp["head"])
     if args.distance is not None:
         head = {"distance": args.distance}
     if args.n is not None:
         head["n"] = args.n
-    hp["head"] = harmonic.resolve_head_spec(head)
-    hp["head_label"] = harmonic.head_label(hp["head"])
-    # Paper form: p ~ d^-n. Recorded with every result because the original code used d^2 (effective exponent 2n).
-    hp["harmonic_exponent"] = hp["head"].get("n")
+    hp["head"] = resolve_toy_head(head)
+    hp["head_label"] = toy_head_label(hp["head"])
+    # Paper form: p ~ d^-n, the exponent on d the model is built with: the head's n times distance_power (the
+    # original raised d^2 to -n). None for heads without one (the baseline, the ablation heads).
+    hp["harmonic_exponent"] = harmonic_exponent(hp["head"], hp["distance_power"])
     return hp
 
 
@@ -125,15 +152,47 @@ def cell_metrics(hp, result):
         )
         metrics[f"grok_epoch_{split}"] = None if index is None else int(curves["epoch"].iloc[index])
     if result.embedding is not None and np.isfinite(result.embedding).all():
-        pca = pca_summary(result.embedding, standardize=False, k=10)
-        metrics.update(
-            ev_pc1=pca["ev_pc1"],
-            ev_pc1_pc2=pca["ev_pc1_pc2"],
-            ev_cum_10=pca["ev_cum_10"],
-            effective_rank=pca["effective_rank"],
-            participation_ratio=pca["participation_ratio"],
-        )
+        metrics.update(embedding_metrics(hp, result.embedding))
     return metrics, curves
+
+
+def embedding_metrics(hp, embedding):
+    """EV of the top PCs over the rows ev_rows(task, mode) selects (datasets.ev_rows says which and why)."""
+    rows = {figure: ev_rows(hp["task"], len(embedding), hp["ev_rows"], figure) for figure in ("pc1_pc2", "cum_10")}
+    pca = pca_summary(embedding[rows["pc1_pc2"]], standardize=False, k=10)
+    return dict(
+        ev_pc1=pca["ev_pc1"],
+        ev_pc1_pc2=pca["ev_pc1_pc2"],
+        ev_cum_10=pca_summary(embedding[rows["cum_10"]], standardize=False, k=10)["ev_cum_10"],
+        effective_rank=pca["effective_rank"],
+        participation_ratio=pca["participation_ratio"],
+        ev_rows_pc1_pc2=len(rows["pc1_pc2"]),
+        ev_rows_cum_10=len(rows["cum_10"]),
+    )
+
+
+def run_cell(hp, device):
+    """Train the cell; returns (result or None, metrics, curves, embedding, status, error)."""
+    status, error, result, metrics = "ok", None, None, {}
+    columns = TWO_POINT_COLUMNS if hp["study"] == "two_points" else CURVE_COLUMNS
+    curves, embedding = pd.DataFrame(columns=columns), None
+    try:
+        if hp["study"] == "two_points":
+            rows, embedding, metrics = train_two_points(hp, log=lambda line: print(line, flush=True))
+            curves = pd.DataFrame(rows, columns=columns)
+            if not np.isfinite(embedding).all():
+                status = "diverged"
+        else:
+            result = train_toy(hp, device=device, log=lambda line: print(line, flush=True))
+    except Exception as exc:  # an ordinary failure is a result too; SIGTERM/Ctrl-C propagate
+        status, error = "failed", exc
+        print(f"cell failed: {exc!r}", flush=True)
+    if result is not None:
+        metrics, curves = cell_metrics(hp, result)
+        embedding = result.embedding
+        if result.diverged_at:
+            status = "diverged"
+    return result, metrics, curves, embedding, status, error
 
 
 def main(argv=None):
@@ -148,10 +207,11 @@ def main(argv=None):
             "head": hp["head_label"],
             "seed": hp["seed"],
         }
-        run_cell(args, hp, cell)
+        write_cell(args, hp, cell)
 
 
-def run_cell(args, hp, cell):
+def write_cell(args, hp, cell):
+    """Train the cell under the emissions meter and write its outputs, metrics.json last."""
     emissions_cfg = json.loads(args.emissions_json)
     out = args.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -160,8 +220,6 @@ def run_cell(args, hp, cell):
     seed_everything(hp["seed"])
     print(f"toy cell {cell} on {device}\nhyperparameters: {json.dumps(hp, sort_keys=True)}", flush=True)
 
-    status, error, result, metrics = "ok", None, None, {}
-    curves = pd.DataFrame(columns=CURVE_COLUMNS)
     meter = EmissionsMeter(
         out / "emissions.csv",
         country_iso_code=emissions_cfg.get("country_iso_code", "USA"),
@@ -169,17 +227,9 @@ def run_cell(args, hp, cell):
         enabled=emissions_cfg.get("enabled", True),
     )
     with meter:
-        try:
-            result = train_toy(hp, device=device, log=lambda line: print(line, flush=True))
-        except Exception as exc:  # an ordinary failure is a result too; SIGTERM/Ctrl-C propagate
-            status, error = "failed", exc
-            print(f"cell failed: {exc!r}", flush=True)
-    if result is not None:
-        metrics, curves = cell_metrics(hp, result)
-        if result.diverged_at:
-            status = "diverged"
-
-    embedding = result.embedding if result is not None else np.zeros((0, hp["embed_dim"]), dtype=np.float32)
+        result, metrics, curves, embedding, status, error = run_cell(hp, device)
+    if embedding is None:
+        embedding = np.zeros((0, hp.get("embed_dim", 2)), dtype=np.float32)
     with atomic_output(out / "embedding.npy") as tmp:
         with open(tmp, "wb") as handle:
             np.save(handle, embedding)
@@ -196,7 +246,8 @@ def run_cell(args, hp, cell):
         error=error,
         device=device,
     )
-    print(f"status {status}: {json.dumps({k: metrics.get(k) for k in ('final_test_acc', 'ev_pc1_pc2')})}")
+    shown = ("final_test_acc", "ev_pc1_pc2", "centre_distance_final", "weight_norm_growth")
+    print(f"status {status}: {json.dumps({k: metrics[k] for k in shown if k in metrics})}")
 
 
 if __name__ == "__main__":

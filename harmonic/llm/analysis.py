@@ -1,8 +1,8 @@
 """Post-training analyses of a language model.
 
-- effective rank (exp entropy of singular values) of every weight matrix, of the embedding (= the head's centres,
-  they are tied) and of the logits on validation tokens;
-- PCA structure of the embedding;
+- effective rank (exp entropy of singular values) of every weight matrix of the body, of the embedding (= the head's
+  centres, they are tied), of the logits and of the final hidden states on validation tokens;
+- PCA structure of the embedding and of the final hidden states;
 - Baek et al.'s parallelogram (function-vector) test: for word-pair tasks (wordpairs/<task>.tsv, written for this
   project) take the last-token embedding of " word", mean-centre over the task's words, project on the top PCs, and
   for every two pairs (a, a'), (b, b') measure l_para = ||E_a + E_b' - E_a' - E_b|| / sigma with
@@ -88,16 +88,22 @@ def analyse_model(model, source, cfg, device, autocast, out_dir) -> dict:
     text_vocab = source.bins.vocab_size
     embedding = model.body.embedding.weight[:text_vocab].float().cpu().numpy()
 
+    # The body's matrices, as Miller-Golub et al. (embedding tables left out: token, position, the tied centres).
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
     weight_ranks = {
         name: effective_rank(p.float().cpu().numpy())
         for name, p in model.named_parameters()
-        if p.dim() == 2 and p.shape[0] != model.body.embedding.num_embeddings
+        if p.dim() == 2 and id(p) not in tables
     }
     batch = {k: v.to(device) for k, v in source.micro("val", VAL_STREAM, 0, 0, 1).items()}
     with autocast:
         x, _ = model.labelled_hidden(batch)
-        logits = model.head(x[: cfg["analysis"]["logit_rows"]]).float()
-    pca = pca_summary(embedding, standardize=False, k=cfg["analysis"]["pca_components"])
+        x = x[: cfg["analysis"]["logit_rows"]]
+        logits = model.head(x).float()
+    hidden = x.float().cpu().numpy()
+    k = cfg["analysis"]["pca_components"]
+    pca = pca_summary(embedding, standardize=False, k=k)
+    hidden_pca = pca_summary(hidden, standardize=False, k=min(k, *hidden.shape))
 
     bins = source.bins
     try:
@@ -129,6 +135,8 @@ def analyse_model(model, source, cfg, device, autocast, out_dir) -> dict:
         # otherwise make every matrix look rank one.
         "logits_effective_rank": effective_rank((logits - logits.mean(dim=1, keepdim=True)).cpu().numpy()),
         "embedding_pca": pca,
+        "hidden_effective_rank": effective_rank(hidden - hidden.mean(axis=0)),
+        "hidden_pca": hidden_pca,
         "parallelogram_median": {task: float(np.median(v)) for task, v in per_task.items()},
     }
     atomic_write_json(out_dir / "analysis.json", report)
@@ -139,5 +147,10 @@ def analyse_model(model, source, cfg, device, autocast, out_dir) -> dict:
         "logits_effective_rank": report["logits_effective_rank"],
         "embedding_ev_pc1_pc2": pca["ev_pc1_pc2"],
         "embedding_n_pcs_90": pca["n_pcs_90"],
+        "hidden_effective_rank": report["hidden_effective_rank"],
+        "hidden_ev_pc1_pc2": hidden_pca["ev_pc1_pc2"],
+        "hidden_n_pcs_90": hidden_pca["n_pcs_90"],
         "parallelogram_median": float(np.median([r["l_para"] for r in rows])) if rows else None,
+        "parallelogram_tasks": len(per_task),
+        "l_para_median": report["parallelogram_median"],  # per task: table columns l_para_median.<task>
     }

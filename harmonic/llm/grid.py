@@ -1,34 +1,61 @@
-"""The LLM cells of a config: (corpus, model, head, seed) -> that cell's fully resolved hyperparameters.
+"""The LLM cells of a config: (setting, study, model, head, seed) -> that cell's fully resolved hyperparameters.
 
-Used by rules/llm.smk (so each job's params are exactly its own values) and by the tests. A model entry of
-`llm.models` is {kind, model_args, train, schedules}: `kind` (gpt | bert | qwen2) defaults to the entry's name; its
-`train` values override the section's `train`; the learning-rate schedule comes from `schedules`, looked up by the
-head's distance name, then "baseline" or "harmonic" (model-level schedules first, then the section's).
+Used by rules/llm.smk (so each job's params are exactly its own values) and by the tests. `llm.studies` names the
+papers' experiments (e.g. baek-gpt2: Baek et al.'s GPT-2 pair; mg-llm: Miller-Golub et al.'s heads on GPT, BERT,
+Qwen2), each with its models (entries of `llm.models`) and heads. A cell's values: the section's `train`, then its
+model's `train`, then every entry of `llm.overrides` whose `where` matches the cell (keys setting, study, model,
+head label, distance, seed) in order; an override's `head` and `model_args` values are merged into the head spec
+(e.g. the exponent n) and the model's arguments (e.g. dropout).
+
+Cells live at results/llm/<setting>/<corpus>/<study>-<model>/<head>/seed<k>/ (head = the label of the spec as the
+study writes it, the same under both settings; hp.head holds the spec after the overrides).
+
+Within a study, every head of a model trains with ONE optimiser (MATCHED_KEYS equal) unless the study lists the
+setting in `per_head_optimizer` (Baek et al. ran the harmonic arm at 10x the learning rate: faithful only).
 """
 
-from harmonic.heads import BASELINE, head_label
+from harmonic.heads import head_label
 from harmonic.llm.train import resolve_config
 from harmonic.settings import check_settings
 
-SCHEDULE_KEYS = ("lr", "min_lr", "warmup_steps")
+# What "one optimiser" means: the optimiser, its schedule, the loss smoothing and the training budget.
+MATCHED_KEYS = (
+    "lr",
+    "min_lr",
+    "warmup_steps",
+    "betas",
+    "weight_decay",
+    "decay_embeddings",
+    "grad_clip",
+    "label_smoothing",
+    "max_steps",
+    "tokens_per_step",
+)
 
 
-def schedule_for(llm: dict, entry: dict, spec: dict) -> dict:
-    group = BASELINE if spec["distance"] == BASELINE else "harmonic"
-    for schedules in (entry.get("schedules", {}), llm.get("schedules", {})):
-        for key in (spec["distance"], group):
-            if key in schedules:
-                return dict(schedules[key])
-    return {}
+def overridden(llm: dict, match: dict, base: dict) -> dict:
+    """`base` updated by the `set` of every override whose `where` keys all equal the cell's `match` values."""
+    values = {**base, "head": dict(base["head"]), "model_args": dict(base["model_args"])}
+    for override in llm.get("overrides", []):
+        if all(match.get(key) == value for key, value in override["where"].items()):
+            change = dict(override["set"])
+            values["head"].update(change.pop("head", {}))
+            values["model_args"].update(change.pop("model_args", {}))
+            values.update(change)
+    return values
 
 
-def cell_params(llm: dict, model: str, spec: dict, seed: int, device: str = "auto") -> dict:
+def cell_params(llm: dict, setting: str, study: str, model: str, spec: dict, seed: int, device: str = "auto") -> dict:
     entry = llm["models"][model]
-    raw = {**llm.get("train", {}), **entry.get("train", {}), **schedule_for(llm, entry, spec)}
+    match = dict(
+        setting=setting, study=study, model=model, head=head_label(spec), distance=spec["distance"], seed=seed
+    )
+    base = {**llm.get("train", {}), **entry.get("train", {}), "head": spec, "model_args": entry.get("model_args", {})}
+    raw = overridden(llm, match, base)
     raw.update(
+        setting=setting,
+        study=study,
         model=entry.get("kind", model),
-        model_args=entry.get("model_args", {}),
-        head=spec,
         seed=seed,
         data_dir=f"data/{llm['corpus']}",
         vocab_limit=llm.get("vocab_limit"),
@@ -39,8 +66,9 @@ def cell_params(llm: dict, model: str, spec: dict, seed: int, device: str = "aut
     )
     try:
         params = resolve_config(raw)
+        head_label(params["head"])  # a bad override of the head spec is named here
     except ValueError as err:
-        raise ValueError(f"llm.models.{model} with head {head_label(spec)}: {err}") from None
+        raise ValueError(f"llm.studies.{study} ({setting}), model {model}, head {match['head']}: {err}") from None
     params.pop("emissions")  # the workflow passes the top-level emissions settings separately
     return params
 
@@ -48,22 +76,46 @@ def cell_params(llm: dict, model: str, spec: dict, seed: int, device: str = "aut
 def llm_cells(llm: dict, device: str = "auto") -> list[dict]:
     cells = []
     settings = check_settings(llm.get("settings", ["corrected"]), "llm.settings")
-    for setting, (model, entry) in ((s, m) for s in settings for m in llm["models"].items()):
-        for spec in entry.get("heads", llm["heads"]):
-            for seed in llm["seeds"]:
-                params = cell_params(llm, model, spec, seed, device)
-                params["setting"] = setting
-                cells.append(
-                    dict(
-                        setting=setting,
-                        dataset=llm["corpus"],
-                        model=model,
-                        head=head_label(spec),
-                        seed=seed,
-                        params=params,
-                    )
-                )
+    for setting in settings:
+        for study, entry in llm["studies"].items():
+            for model in entry["models"]:
+                if model not in llm["models"]:
+                    raise ValueError(f"llm.studies.{study}.models: {model!r} is not an entry of llm.models")
+                for spec in entry["heads"]:
+                    for seed in llm["seeds"]:
+                        cells.append(
+                            dict(
+                                setting=setting,
+                                dataset=llm["corpus"],
+                                model=f"{study}-{model}",
+                                head=head_label(spec),
+                                seed=seed,
+                                study=study,
+                                architecture=model,
+                                distance=spec["distance"],
+                                params=cell_params(llm, setting, study, model, spec, seed, device),
+                            )
+                        )
+    check_one_optimizer(llm, cells)
     return cells
+
+
+def check_one_optimizer(llm: dict, cells: list[dict]) -> None:
+    """Every head of a (setting, study, model) trains with the same MATCHED_KEYS values, unless the study allows
+    per-head optimisers in that setting; otherwise ValueError naming the study, the key and the values."""
+    groups = {}
+    for cell in cells:
+        if cell["setting"] in llm["studies"][cell["study"]].get("per_head_optimizer", []):
+            continue
+        groups.setdefault((cell["setting"], cell["study"], cell["architecture"]), []).append(cell)
+    for (setting, study, model), members in groups.items():
+        for key in MATCHED_KEYS:
+            values = {cell["head"]: cell["params"][key] for cell in members}
+            if len({repr(v) for v in values.values()}) > 1:
+                raise ValueError(
+                    f"llm.studies.{study} ({setting}), model {model}: heads train with different {key} {values}; "
+                    f"one optimiser per study, unless the study lists {setting!r} in per_head_optimizer"
+                )
 
 
 def probe_params(cells: list[dict], setting: str, dataset: str, model: str, head: str) -> dict:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harmonic.heads import BASELINE, head_from_spec, head_label
+from harmonic.heads import BASELINE, COSINE_HEADS, head_from_spec, head_label
 from harmonic.llm.data import IGNORE_INDEX, padded_vocab
 
 MODEL_KINDS = ("gpt", "bert", "qwen2")
@@ -25,11 +25,12 @@ HEAD_KERNELS = {"auto": "auto", "fused": True, "reference": False}
 
 def lm_head_spec(spec: dict | str, d_model: int) -> dict:
     """The language-model defaults on top of the library's: the exponent n defaults to sqrt(d_model) (Baek et al.
-    use n = sqrt(768) for GPT-2) and the CE baseline has no bias (a tied nanoGPT lm_head)."""
+    use n = sqrt(768) for GPT-2) and the CE baseline has no bias (a tied nanoGPT lm_head). The cosine heads
+    (COSINE_HEADS) have no exponent."""
     spec = {"distance": spec} if isinstance(spec, str) else dict(spec)
     if spec["distance"] == BASELINE:
         spec.setdefault("bias", False)
-    elif spec.get("n") is None:
+    elif spec.get("n") is None and spec["distance"] not in COSINE_HEADS:
         spec["n"] = math.sqrt(d_model)
     return spec
 
@@ -45,37 +46,41 @@ def lm_head_label(spec: dict | str) -> str:
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, bias: bool):
+    def __init__(self, n_embd: int, n_head: int, bias: bool, dropout: float = 0.0, scale: float | None = None):
         super().__init__()
-        self.n_head = n_head
+        self.n_head, self.dropout, self.scale = n_head, dropout, scale
         self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.resid_dropout = nn.Dropout(dropout)
 
     def forward(self, x):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # flash attention on GPUs that have it
-        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+        y = F.scaled_dot_product_attention(  # flash attention on GPUs that have it
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0, scale=self.scale
+        )
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
 
 
 class MLP(nn.Module):
-    def __init__(self, n_embd: int, bias: bool):
+    def __init__(self, n_embd: int, bias: bool, dropout: float = 0.0):
         super().__init__()
         self.c_fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)
         self.c_proj = nn.Linear(4 * n_embd, n_embd, bias=bias)
+        self.dropout = nn.Dropout(dropout)
 
     def forward(self, x):
-        return self.c_proj(F.gelu(self.c_fc(x)))
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
 
 
 class Block(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, bias: bool):
+    def __init__(self, n_embd: int, n_head: int, bias: bool, dropout: float = 0.0, scale: float | None = None):
         super().__init__()
         self.ln_1 = nn.LayerNorm(n_embd, bias=bias)
-        self.attn = CausalSelfAttention(n_embd, n_head, bias)
+        self.attn = CausalSelfAttention(n_embd, n_head, bias, dropout, scale)
         self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
-        self.mlp = MLP(n_embd, bias)
+        self.mlp = MLP(n_embd, bias, dropout)
 
     def forward(self, x):
         x = x + self.attn(self.ln_1(x))
@@ -83,14 +88,31 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
+    """nanoGPT's GPT-2. dropout (embeddings, attention, residual branches) and attn_scale_by_inverse_layer (the
+    attention logits of layer i also divided by i + 1, on in Baek et al.'s training script) default off."""
+
     kind = "gpt"
 
-    def __init__(self, vocab_size, head, n_layer=12, n_head=12, n_embd=768, block_size=1024, bias=False):
+    def __init__(
+        self,
+        vocab_size,
+        head,
+        n_layer=12,
+        n_head=12,
+        n_embd=768,
+        block_size=1024,
+        bias=False,
+        dropout=0.0,
+        attn_scale_by_inverse_layer=False,
+    ):
         super().__init__()
         self.n_layer, self.n_head, self.n_embd, self.block_size = n_layer, n_head, n_embd, block_size
         self.wte = nn.Embedding(vocab_size, n_embd)
         self.wpe = nn.Embedding(block_size, n_embd)
-        self.blocks = nn.ModuleList([Block(n_embd, n_head, bias) for _ in range(n_layer)])
+        self.drop = nn.Dropout(dropout)
+        head_dim = n_embd // n_head
+        scales = [1 / math.sqrt(head_dim) / (i + 1) if attn_scale_by_inverse_layer else None for i in range(n_layer)]
+        self.blocks = nn.ModuleList([Block(n_embd, n_head, bias, dropout, scale) for scale in scales])
         self.ln_f = nn.LayerNorm(n_embd, bias=bias)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
@@ -115,7 +137,7 @@ class GPT(nn.Module):
         T = input_ids.shape[1]
         if T > self.block_size:
             raise ValueError(f"sequence of {T} tokens is longer than block_size {self.block_size}")
-        x = self.wte(input_ids) + self.wpe(torch.arange(T, device=input_ids.device))
+        x = self.drop(self.wte(input_ids) + self.wpe(torch.arange(T, device=input_ids.device)))
         for block in self.blocks:
             x = block(x)
         return self.ln_f(x)
@@ -143,6 +165,7 @@ class BertMLM(nn.Module):
         block_size=512,
         intermediate_size=None,
         pad_token=None,
+        dropout=0.0,
     ):
         super().__init__()
         from transformers import BertConfig, BertModel
@@ -155,8 +178,8 @@ class BertMLM(nn.Module):
             intermediate_size=intermediate_size or 4 * n_embd,
             max_position_embeddings=block_size,
             pad_token_id=pad_token,
-            hidden_dropout_prob=0.0,
-            attention_probs_dropout_prob=0.0,
+            hidden_dropout_prob=dropout,
+            attention_probs_dropout_prob=dropout,
             attn_implementation="sdpa",
         )
         self.n_layer, self.n_head, self.n_embd, self.block_size = n_layer, n_head, n_embd, block_size
@@ -243,12 +266,15 @@ class Qwen2LM(nn.Module):
 class LanguageModel(nn.Module):
     """Wraps one of the above: forward(batch) -> mean loss over the labelled positions (labels != -100)."""
 
-    def __init__(self, body: nn.Module, head_kernel: str = "auto"):
+    def __init__(
+        self, body: nn.Module, head_kernel: str = "auto", label_smoothing: float = 0.0, prob_floor: float = 0.0
+    ):
         super().__init__()
         if head_kernel not in HEAD_KERNELS:
             raise ValueError(f"head_kernel must be one of {', '.join(HEAD_KERNELS)}, got {head_kernel!r}")
         self.body = body
         self.fused = HEAD_KERNELS[head_kernel]
+        self.label_smoothing, self.prob_floor = label_smoothing, prob_floor
 
     @property
     def head(self):
@@ -263,8 +289,11 @@ class LanguageModel(nn.Module):
         return hidden.reshape(-1, hidden.shape[-1]), labels.reshape(-1)
 
     def forward(self, batch):
+        """The training loss: cross-entropy with label_smoothing, on the floored probabilities when prob_floor > 0."""
         x, y = self.labelled_hidden(batch)
-        return self.head.loss(x, y, ignore_index=IGNORE_INDEX, fused=self.fused)
+        if self.prob_floor:
+            return floored_cross_entropy(self.head(x), y, self.prob_floor, self.label_smoothing)
+        return self.head.loss(x, y, ignore_index=IGNORE_INDEX, label_smoothing=self.label_smoothing, fused=self.fused)
 
     @torch.no_grad()
     def logits(self, batch):
@@ -282,16 +311,32 @@ class LanguageModel(nn.Module):
         return 6 * n_params + 12 * layers * heads * head_dim * self.body.block_size
 
 
+def floored_cross_entropy(logits, y, alpha: float, label_smoothing: float = 0.0):
+    """Both original codes' loss: cross-entropy on log(p + alpha/V), p = softmax(logits), V = the head's classes.
+
+    Computed in log space (logaddexp), so it does not underflow where the originals' pow did; as there, a target far
+    below alpha/V gets no gradient and the loss per token is at most log(V (1 + alpha) / alpha) (15.4 nats at 50304)."""
+    log_p = F.log_softmax(logits.float(), dim=-1)
+    floored = torch.logaddexp(log_p, torch.full((), math.log(alpha / logits.shape[-1]), device=log_p.device))
+    return F.cross_entropy(floored, y, ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing)
+
+
 def special_tokens(vocab_size: int) -> dict:
     """BERT's extra ids just past the data's vocabulary (50257 -> [MASK] 50257, [PAD] 50258)."""
     return {"mask_token": vocab_size, "pad_token": vocab_size + 1}
 
 
 def build_model(
-    kind: str, model_args: dict, head: dict | str, data_vocab: int, head_kernel: str = "auto"
+    kind: str,
+    model_args: dict,
+    head: dict | str,
+    data_vocab: int,
+    head_kernel: str = "auto",
+    label_smoothing: float = 0.0,
+    prob_floor: float = 0.0,
 ) -> LanguageModel:
     """The model `kind` with `model_args`, a tied head from `head` (LM defaults filled), vocab sized to the data;
-    head_kernel picks the loss path (HEAD_KERNELS)."""
+    head_kernel picks the loss path (HEAD_KERNELS), label_smoothing and prob_floor shape the training loss."""
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model {kind!r}; valid: {', '.join(MODEL_KINDS)}")
     args = dict(model_args)
@@ -305,4 +350,4 @@ def build_model(
         )
     else:
         body = Qwen2LM(padded_vocab(data_vocab), spec, **args)
-    return LanguageModel(body, head_kernel)
+    return LanguageModel(body, head_kernel, label_smoothing, prob_floor)

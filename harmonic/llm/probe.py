@@ -23,7 +23,15 @@ def _fits(cfg, bins, micro_batch, device) -> tuple[bool, float]:
         torch.cuda.reset_peak_memory_stats(device)
         # Eager, not compiled: compiling every candidate would take minutes, and eager needs more memory than
         # compiled, so the answer is on the safe side.
-        model = build_model(cfg["model"], cfg["model_args"], cfg["head"], bins.vocab_size).to(device)
+        model = build_model(
+            cfg["model"],
+            cfg["model_args"],
+            cfg["head"],
+            bins.vocab_size,
+            cfg["head_kernel"],
+            label_smoothing=cfg["label_smoothing"],
+            prob_floor=cfg["prob_floor"],  # the floored loss materialises the logits: probe that path
+        ).to(device)
         optimizer = make_optimizer(model, cfg, device)
         block = cfg["model_args"].get("block_size", 1024)
         source = BatchSource(bins, cfg["model"], block, micro_batch, cfg["seed"], special_tokens(bins.vocab_size))

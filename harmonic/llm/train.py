@@ -47,8 +47,11 @@ DEFAULTS = {
     "lr": 1e-3,
     "min_lr": 1e-4,
     "weight_decay": 0.1,
+    "decay_embeddings": False,  # both papers' code keeps the embedding (= the tied centres) out of weight decay
     "betas": [0.9, 0.95],
     "grad_clip": 1.0,
+    "label_smoothing": 0.0,
+    "prob_floor": 0.0,  # alpha: train on -log((p_y + alpha/V) / (1 + alpha)), as both original codes (0.01)
     "eval_interval": 50,
     "eval_iters": 4,
     "stats_interval": 10,
@@ -104,6 +107,10 @@ def resolve_config(cfg: dict) -> dict:
         raise ValueError(f"micro_batch must be a positive integer or 'auto', got {out['micro_batch']!r}")
     if out["dtype"] not in ("bfloat16", "float16", "float32"):
         raise ValueError(f"dtype must be bfloat16, float16 or float32, got {out['dtype']!r}")
+    if not 0.0 <= out["label_smoothing"] < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {out['label_smoothing']!r}")
+    if not 0.0 <= out["prob_floor"] < float("inf"):
+        raise ValueError(f"prob_floor must be a finite number >= 0, got {out['prob_floor']!r}")
     if out["head_kernel"] not in HEAD_KERNELS:
         raise ValueError(f"head_kernel must be one of {', '.join(HEAD_KERNELS)}, got {out['head_kernel']!r}")
     return out
@@ -150,10 +157,14 @@ def peak_flops(device: torch.device) -> float | None:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: dict, device: torch.device) -> torch.optim.AdamW:
-    """nanoGPT's grouping: matrices (and the embedding = centres) decay, biases and norm gains do not."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
+    """AdamW with weight decay on the matrices only: biases and norm gains never decay, and the embedding tables
+    (the token embedding IS the tied head's centres) decay only with decay_embeddings. Both papers' code (nanoGPT of
+    2022) kept nn.Embedding weights out of decay; today's nanoGPT decays every matrix, embeddings included."""
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    params = [p for p in model.parameters() if p.requires_grad]  # a tied weight appears once
+    decays = [p.dim() >= 2 and (cfg["decay_embeddings"] or id(p) not in embeddings) for p in params]
+    decay = [p for p, d in zip(params, decays) if d]
+    no_decay = [p for p, d in zip(params, decays) if not d]
     groups = [{"params": decay, "weight_decay": cfg["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
     fused = device.type == "cuda"
     return torch.optim.AdamW(groups, lr=cfg["lr"], betas=tuple(cfg["betas"]), fused=fused)
@@ -351,7 +362,15 @@ def train(
     source = BatchSource(bins, cfg["model"], block, micro_batch, cfg["seed"], special)
 
     seed_everything(cfg["seed"])
-    model = build_model(cfg["model"], cfg["model_args"], cfg["head"], bins.vocab_size, cfg["head_kernel"]).to(device)
+    model = build_model(
+        cfg["model"],
+        cfg["model_args"],
+        cfg["head"],
+        bins.vocab_size,
+        cfg["head_kernel"],
+        label_smoothing=cfg["label_smoothing"],
+        prob_floor=cfg["prob_floor"],
+    ).to(device)
     optimizer = make_optimizer(model, cfg, device)
     use_amp = device.type == "cuda" and cfg["dtype"] != "float32"
     autocast = torch.autocast(device.type, dtype=getattr(torch, cfg["dtype"]), enabled=use_amp)

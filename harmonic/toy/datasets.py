@@ -123,3 +123,37 @@ def overlap_fraction(dataset):
     if len(dataset.x_test) == 0:
         return 0.0
     return float(np.mean([tuple(row) in seen for row in dataset.x_test.tolist()]))
+
+
+# Which embedding rows the explained variance (EV) is computed over. The embedding has one row per vocabulary
+# token, but not every token is an object of the task's structure: family-tree row 0 is never used and rows
+# 127..129 are relations; equivalence rows 40, 41 are the two answers.
+EV_ROWS = ("original", "objects")
+EV_FIGURES = ("pc1_pc2", "cum_10")
+
+
+def object_tokens(task):
+    """The tokens whose geometry the task is about: lattice points, residues, numbers, tree nodes, permutations."""
+    sizes = {"lattice": 25, "modular_addition": 31, "equivalence": 40, "permutation": 24}
+    if task == "family_tree":
+        return np.arange(1, 127)
+    if task not in sizes:
+        raise ValueError(f"unknown toy task {task!r}; allowed: {', '.join(TASKS)}")
+    return np.arange(sizes[task])
+
+
+def ev_rows(task, vocab_size, mode, figure):
+    """Row indices of the embedding that the EV of `figure` (PC1+PC2 or the cumulative top 10) is computed over.
+
+    mode "objects": object_tokens(task) for both. mode "original": what the original's figures used. PC1+PC2
+    (Fig. 2, notebooks/final_figures.ipynb cell 2) keeps rows 1..126 for the family tree and 0..39 for equivalence,
+    every row otherwise; the cumulative EV (Fig. 3a, from src/utils/crystal_metric.py) keeps rows 1..126 for the
+    family tree (crystal_metric.py:105) and every row otherwise, equivalence answers included (:159).
+    """
+    if mode not in EV_ROWS:
+        raise ValueError(f"ev_rows must be one of {EV_ROWS} (got {mode!r})")
+    if figure not in EV_FIGURES:
+        raise ValueError(f"figure must be one of {EV_FIGURES} (got {figure!r})")
+    if mode == "objects" or task == "family_tree" or (task == "equivalence" and figure == "pc1_pc2"):
+        return object_tokens(task)
+    return np.arange(vocab_size)

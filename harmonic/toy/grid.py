@@ -1,15 +1,19 @@
 """The toy family's cells, from the config's `toy:` section (rules/toy.smk registers them with the workflow).
 
-Three studies share the family:
-    grid             tasks x models x heads x seeds              -> results/toy/<setting>/<task>/<model>/<head>/seed<k>/
-    data_efficiency  the same at several train fractions          -> results/toy/<setting>/<task>-frac<f>/<model>/<head>/seed<k>/
-    circle           named MLP runs on modular addition (Fig. 4)  -> results/toy/<setting>/circle/<run label>/<head>/seed<k>/
-A cell's hyperparameters: the section's `train`, then every matching entry of `overrides`, then (circle only) the
-study's and the run's own `train`, so the case study keeps the paper's values whatever the grid overrides say.
+Six studies (figures of Baek et al.) share the family; every cell records its study as cell.study:
+    grid             tasks x models x heads x seeds (Fig. 2, 3a, 3c) -> results/toy/<setting>/<task>/<model>/<head>/seed<k>/
+    data_efficiency  the same at several train fractions (Fig. 3b)   -> .../<task>-frac<f>/<model>/<head>/seed<k>/
+    circle           named MLP runs on modular addition (Fig. 4)     -> .../circle/<run label>/<head>/seed<k>/
+    two_points       one 2 x 2 layer on two fixed points (Fig. 1)    -> .../two_points/layer/<head>/seed<k>/
+    ablation         l2 / dot product x HarMax / softmax (Fig. 6)    -> .../<task>-ablation/<model>/<head>/seed<k>/
+    n_sweep          harmonic exponent n = 1 .. 10 (App. E)          -> .../<task>-nsweep/<model>/euclidean-n<n>/seed<k>/
+A cell's hyperparameters: the section's `train`, then every matching entry of `overrides` (which can match the
+setting: that is how faithful and corrected differ), then (circle, two_points) the study's own `train`, so a case
+study keeps the paper's values whatever the grid overrides say.
 """
 
-import harmonic
 from harmonic.settings import check_settings
+from harmonic.toy.models import resolve_toy_head, toy_head_label
 
 DATA_KEYS = ("split", "n_samples", "train_fraction", "embed_dim", "threads")
 
@@ -25,13 +29,13 @@ def apply_overrides(base, overrides, match):
 
 def make_cell(section, device, setting, study, dataset, task, model, head_spec, seed, train=None, model_label=None):
     """One cell: its path parts (setting, dataset, model, head, seed), what it is, and its resolved hyperparameters."""
-    head = harmonic.resolve_head_spec(head_spec)
-    label = harmonic.head_label(head)
+    head = resolve_toy_head(head_spec)
+    label = toy_head_label(head)
     match = dict(setting=setting, study=study, task=task, model=model, head=label, seed=seed)
     params = {key: section[key] for key in DATA_KEYS}
     params.update(apply_overrides(section["train"], section.get("overrides", []), match))
     params.update(train or {})
-    params.update(setting=setting, task=task, model=model, head=head, seed=seed, device=device)
+    params.update(setting=setting, study=study, task=task, model=model, head=head, seed=seed, device=device)
     if study == "data_efficiency":
         params["train_fraction"] = float(dataset.rsplit("-frac", 1)[1])
     return dict(
@@ -56,8 +60,18 @@ def toy_cells(section, device="cpu"):
     return cells
 
 
+def check_head(spec, key):
+    """A head spec resolves, or ValueError naming its config key."""
+    try:
+        resolve_toy_head(spec)
+    except ValueError as exc:
+        raise ValueError(f"{key}: {exc}") from None
+
+
 def setting_cells(section, device, setting):
-    """The cells of one setting (faithful | corrected): the grid, the data-efficiency sweep and the circle."""
+    """The cells of one setting (faithful | corrected), study by study."""
+    for i, spec in enumerate(section["heads"]):
+        check_head(spec, f"toy.heads[{i}]")
     cells = []
     for task in section["tasks"]:
         for model in section["models"]:
@@ -82,10 +96,7 @@ def setting_cells(section, device, setting):
     circle = section.get("circle")
     if circle:
         for i, run in enumerate(circle["runs"]):
-            try:
-                harmonic.resolve_head_spec(run["head"])
-            except ValueError as exc:
-                raise ValueError(f"toy.circle.runs[{i}].head: {exc}") from None
+            check_head(run["head"], f"toy.circle.runs[{i}].head")
             train = dict(circle.get("train") or {}, **run.get("train", {}))
             for seed in circle["seeds"]:
                 cells.append(
@@ -103,4 +114,42 @@ def setting_cells(section, device, setting):
                         model_label=run["label"],
                     )
                 )
+
+    two = section.get("two_points")
+    if two:
+        for i, spec in enumerate(two["heads"]):
+            check_head(spec, f"toy.two_points.heads[{i}]")
+            for seed in two["seeds"]:
+                cell = make_cell(
+                    section, device, setting, "two_points", "two_points", "two_points", "layer", spec, seed
+                )
+                # Only what the two-point layer uses: the effective exponent and its own steps / lr.
+                params = cell["params"]
+                keep = ("setting", "study", "task", "model", "head", "seed", "device", "threads", "distance_power")
+                cell["params"] = dict({key: params[key] for key in keep}, **two["train"])
+                cell["train_fraction"] = None
+                cells.append(cell)
+
+    ablation = section.get("ablation")
+    if ablation:
+        for i, spec in enumerate(ablation["heads"]):
+            check_head(spec, f"toy.ablation.heads[{i}]")
+        for task in ablation["tasks"]:
+            for model in ablation["models"]:
+                for spec in ablation["heads"]:
+                    for seed in ablation["seeds"]:
+                        dataset = f"{task}-ablation"
+                        cells.append(
+                            make_cell(section, device, setting, "ablation", dataset, task, model, spec, seed)
+                        )
+
+    sweep = section.get("n_sweep")
+    if sweep:
+        for task in sweep["tasks"]:
+            for model in sweep["models"]:
+                for n in sweep["ns"]:
+                    for seed in sweep["seeds"]:
+                        spec = {"distance": "euclidean", "n": float(n)}
+                        dataset = f"{task}-nsweep"
+                        cells.append(make_cell(section, device, setting, "n_sweep", dataset, task, model, spec, seed))
     return cells

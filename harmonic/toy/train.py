@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from harmonic.regularizers import embedding_penalty
 from harmonic.toy.datasets import make_dataset, overlap_fraction
-from harmonic.toy.models import build_model
+from harmonic.toy.models import build_from_hp, penalised_embedding
 
 
 @dataclass
@@ -54,9 +54,7 @@ def train_toy(hp, device="cpu", log=print):
     )
 
     torch.manual_seed(hp["seed"])
-    model = build_model(hp["model"], data.vocab_size, x_train.shape[1], hp["head"], embed_dim=hp["embed_dim"]).to(
-        device
-    )
+    model = build_from_hp(hp, data.vocab_size, x_train.shape[1]).to(device)
     result.n_parameters = sum(p.numel() for p in model.parameters())
     optimizer = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
     shuffler = torch.Generator().manual_seed(hp["seed"])
@@ -68,7 +66,7 @@ def train_toy(hp, device="cpu", log=print):
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             loss = F.cross_entropy(model(x_train[batch]), y_train[batch])
-            loss = loss + hp["embedding_penalty"] * embedding_penalty(model.embedding.weight)
+            loss = loss + hp["embedding_penalty"] * embedding_penalty(penalised_embedding(model, hp))
             if not torch.isfinite(loss):
                 result.diverged_at = {"epoch": epoch}
                 log(f"loss is {loss.item()} at epoch {epoch}: diverged")

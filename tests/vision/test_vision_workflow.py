@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harmonic.vision.grid import vision_cells
+from harmonic.vision.grid import cell_path, vision_cells
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,12 +66,14 @@ def test_default_vision_family_end_to_end(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     cells = vision_cells(yaml.safe_load((ROOT / "config.yaml").read_text())["vision"])
     for cell in cells:
-        path = (
-            tmp_path / "results/vision/corrected" / cell["dataset"] / cell["backbone"] / cell["head_label"] / "seed0"
-        )
+        path = tmp_path / cell_path(cell)
         record = json.loads((path / "metrics.json").read_text())
         assert record["status"] == "ok", (path, record["error"])
         assert (path / "curves.csv").stat().st_size > 0
+        assert record["cell"]["study"] == cell["study"] and record["hyperparameters"]["setting"] == cell["setting"]
+        assert record["hyperparameters"]["harmonic_exponent"] == cell["head"].get("n")
+        if cell["study"] == "baek-fig5-mnist-weights":
+            assert record["metrics"]["interp_rel_tau0.1"] is not None
     for name in ("vision_tables", "vision_radar", "vision_curves", "vision_weights"):
         assert (tmp_path / "results/notebooks" / f"{name}.html").exists()
     assert "vision_weights" in (tmp_path / "results/index.html").read_text()

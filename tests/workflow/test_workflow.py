@@ -22,7 +22,7 @@ from workflow_helpers import (
     write_config,
 )
 
-DOWNSTREAM = {"aggregate": 1, "notebook": 5, "index": 1, "all": 1}  # toy table, its 5 notebooks, index, all
+DOWNSTREAM = {"aggregate": 1, "notebook": 6, "index": 1, "all": 1}  # toy table, its 6 notebooks, index, all
 
 
 def repo_config(relative):
@@ -50,11 +50,18 @@ def test_paper_preset_plans_the_full_grid(tmp_path):
     paper = repo_config("presets/paper.yaml")["toy"]
     counts = job_counts(result.stdout)
     assert counts["toy_cell"] == toy_grid_size(paper)
-    # The grid the paper describes: 5 tasks x 2 models x heads x 20 seeds (+ the sweep and the circle study).
+    # The grid the paper describes: 5 tasks x 2 models x heads x 20 seeds (+ the other studies), in both settings.
     planned = planned_outputs(result.stdout, "toy_cell")
     metrics = [p for p in planned if p.endswith("metrics.json")]
-    assert len({p.split("/")[3] for p in metrics if "-frac" not in p and "/circle/" not in p}) == 5
-    assert len({p.split("/")[6] for p in metrics}) == len(set(paper["seeds"]) | set(paper["circle"]["seeds"]))
+    assert {p.split("/")[2] for p in metrics} == {"faithful", "corrected"}
+    datasets = {p.split("/")[3] for p in metrics}
+    assert set(paper["tasks"]) <= datasets and {"circle", "two_points"} <= datasets
+    assert {f"{t}-ablation" for t in paper["ablation"]["tasks"]} | {
+        f"{t}-nsweep" for t in paper["n_sweep"]["tasks"]
+    } <= datasets
+    studies = ("data_efficiency", "circle", "two_points", "ablation", "n_sweep")
+    seeds = set(paper["seeds"]).union(*(paper[study]["seeds"] for study in studies))
+    assert {p.split("/")[6] for p in metrics} == {f"seed{seed}" for seed in seeds}
 
 
 # ------------------------------------------------------------------------------------------ schema rejections
@@ -102,7 +109,7 @@ def test_tiny_run_end_to_end(tiny_run):
     assert (harmonic["hp.harmonic_exponent"] == 1.0).all()
 
     index = (workdir / "results/index.html").read_text()
-    for name in ("toy_ev", "toy_grokking", "toy_data_efficiency", "toy_pca", "toy_circle"):
+    for name in ("toy_ev", "toy_grokking", "toy_data_efficiency", "toy_pca", "toy_circle", "toy_studies"):
         html = (workdir / f"results/notebooks/{name}.html").read_text()
         assert f"notebooks/{name}.html" in index
         assert not re.search(r"""(src|href)\s*=\s*["']https?://""", html), f"{name}.html loads from the network"

@@ -84,4 +84,13 @@ def toy_grid_size(toy):
     circle = toy.get("circle")
     if circle:
         n += len(circle["runs"]) * len(circle["seeds"])
-    return n
+    two = toy.get("two_points")
+    if two:
+        n += len(two["heads"]) * len(two["seeds"])
+    ablation = toy.get("ablation")
+    if ablation:
+        n += len(ablation["tasks"]) * len(ablation["models"]) * len(ablation["heads"]) * len(ablation["seeds"])
+    n_sweep = toy.get("n_sweep")
+    if n_sweep:
+        n += len(n_sweep["tasks"]) * len(n_sweep["models"]) * len(n_sweep["ns"]) * len(n_sweep["seeds"])
+    return n * len(toy.get("settings", ["corrected"]))

@@ -1,0 +1,227 @@
+"""HTML for people: the claims table (results/claims.html) and the index page that opens with it.
+
+Plain HTML with a little inline CSS: no script and nothing from a CDN, so the pages open offline from any folder.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from harmonic.claims import _fmt
+
+VERDICT_COLOURS = {
+    "reproduced": "#c8e6c9",
+    "not reproduced": "#ffcdd2",
+    "inconclusive": "#fff9c4",
+    "not run": "#e0e0e0",
+}
+STYLE = (
+    "<style>body{font-family:sans-serif;max-width:80em;margin:2em auto;padding:0 1em}"
+    "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:.25em .5em;vertical-align:top}"
+    "th{background:#f5f5f5}img{max-width:20em;border:1px solid #ccc;margin:.3em}figure{display:inline-block;margin:0}"
+    ".study{border-top:1px solid #ddd;margin-top:1.5em}.small{color:#555;font-size:85%}</style>"
+)
+LEGEND = (
+    "<p class='small'>Each verdict comes from a test over seeds (see the claim's row in the full table): "
+    "<b>reproduced</b> the one-sided test in the paper's direction rejects at 5 % (parity: the 95 % CI lies within the "
+    "margin); <b>not reproduced</b> the opposite direction rejects; <b>inconclusive</b> the seeds cannot tell (also "
+    "when fewer than 3 paired seeds exist); <b>not run</b> no cells for it at that scale, with the reason. "
+    "<i>faithful</i> = what the original code ran, <i>corrected</i> = what the paper states or a careful experiment "
+    "needs (docs/deviations.md).</p>"
+)
+
+
+def esc(value) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    if isinstance(value, float):
+        return html.escape(_fmt(value))
+    return html.escape(str(value))
+
+
+def verdict_cell(verdict, title="", note="") -> str:
+    """A coloured verdict; the reason shows on hover (and in the full table)."""
+    colour = VERDICT_COLOURS.get(verdict, "#fff")
+    return f'<td style="background:{colour}" title="{esc(title)}">{esc(verdict)}{esc(note)}</td>'
+
+
+def summary_table(result: pd.DataFrame) -> str:
+    """One row per claim (and group), one column per (scale, setting): the verdicts at a glance. A claim that was not
+    run at a scale (no setting to speak of) shows "not run" under every setting of that scale."""
+    if result.empty:
+        return "<p>No claims evaluated.</p>"
+    result = result.assign(group=result["group"].fillna(""))
+    ran = result.dropna(subset=["setting"])
+    columns = list(dict.fromkeys(zip(ran["scale"], ran["setting"])))
+    columns += [(scale, None) for scale in dict.fromkeys(result["scale"]) if scale not in set(ran["scale"])]
+    parts = ["<table><tr><th>claim</th><th>group</th><th>paper says</th>"]
+    parts += [f"<th>{esc(scale)} / {esc(setting or '-')}</th>" for scale, setting in columns] + ["</tr>"]
+    for (claim, group), rows in result.groupby(["claim", "group"], sort=False):
+        first = rows.iloc[0]
+        parts.append(
+            f"<tr><td><b>{esc(claim)}</b><br><span class='small'>{esc(first['words'])}</span></td>"
+            f"<td>{esc(group)}</td><td class='small'>{esc(first['paper_number'])}</td>"
+        )
+        for scale, setting in columns:
+            match = rows[(rows["scale"] == scale) & (rows["setting"] == setting)]
+            if match.empty:
+                match = rows[(rows["scale"] == scale) & rows["setting"].isna()]
+            if match.empty:
+                parts.append("<td></td>")
+                continue
+            row = match.iloc[0]
+            n = f" (n={int(row['n'])})" if pd.notna(row.get("n")) and row["verdict"] != "not run" else ""
+            parts.append(verdict_cell(row["verdict"], row["reason"], n))
+        parts.append("</tr>")
+    parts.append("</table>")
+    return "\n".join(parts)
+
+
+def full_table(result: pd.DataFrame) -> str:
+    """Every evaluated row with its statistic, CI, p-value, test, arms and reason."""
+    shown = [
+        "claim",
+        "scale",
+        "setting",
+        "group",
+        "verdict",
+        "statistic",
+        "value",
+        "ci_low",
+        "ci_high",
+        "p_value",
+        "n",
+        "treatment",
+        "control",
+        "test",
+        "reason",
+        "where",
+        "source",
+    ]
+    parts = ["<table><tr>" + "".join(f"<th>{c}</th>" for c in shown) + "</tr>"]
+    for _, row in result.iterrows():
+        cells = [verdict_cell(row[c], row["reason"]) if c == "verdict" else f"<td>{esc(row[c])}</td>" for c in shown]
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    parts.append("</table>")
+    return "\n".join(parts)
+
+
+def claims_page(result: pd.DataFrame, studies) -> str:
+    """results/claims.html: the summary, the legend, then every row in full."""
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8"><title>Claims: reproduced or not</title>',
+            STYLE,
+            "</head><body><h1>The papers' claims against our results</h1>",
+            LEGEND,
+            summary_table(result),
+            "<h2>Every evaluation</h2>",
+            full_table(result),
+            "</body></html>",
+        ]
+    )
+
+
+def link(target, out_dir, text=None) -> str:
+    href = os.path.relpath(target, out_dir)
+    return f'<a href="{html.escape(href)}">{html.escape(text or Path(target).name)}</a>'
+
+
+def figures_html(directory, out_dir) -> str:
+    images = sorted(Path(directory).glob("*.png"))
+    if not images:
+        return "<p class='small'>(no figure: the notebook says why)</p>"
+    parts = []
+    for image in images:
+        href = html.escape(os.path.relpath(image, out_dir))
+        parts.append(
+            f'<figure><a href="{href}"><img src="{href}" alt="{html.escape(image.stem)}"></a>'
+            f"<figcaption class='small'>{html.escape(image.stem)}</figcaption></figure>"
+        )
+    return "\n".join(parts)
+
+
+def index_page(out, result, studies, claim_list, notebooks, figure_dirs, tables, claims_html=None) -> str:
+    """results/index.html: the claims table first, then each study's figures beside the paper's numbers, then every
+    notebook and table."""
+    out_dir = Path(out).parent
+    notebook_html = {Path(p).stem: p for p in notebooks}
+    figure_dir = {Path(p).name: p for p in figure_dirs}
+    claim_by_id = {c.id: c for c in claim_list}
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8"><title>harmonic-repro results</title>',
+        STYLE,
+        "</head><body><h1>harmonic-repro results</h1>",
+        f"<p class='small'>Generated {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M UTC}.</p>",
+        "<h2>Which claims hold</h2>",
+        LEGEND,
+        summary_table(result) if result is not None else "<p>No claims table.</p>",
+    ]
+    if claims_html:
+        parts.append(f"<p>{link(claims_html, out_dir, 'Every evaluation with its statistic, CI and test')}</p>")
+    parts.append("<h2>Studies</h2>")
+    for study in studies:
+        shown = [n for n in study.notebooks if n in notebook_html or n in figure_dir]
+        parts.append(f"<div class='study'><h3>{esc(study.title)}</h3>")
+        parts.append(
+            f"<p class='small'>{esc(study.paper)}, {esc(study.figure)}; study <code>{esc(study.id)}</code></p>"
+        )
+        numbers = [
+            f"<li><b>{esc(c)}</b>: {esc(claim_by_id[c].words)} <span class='small'>(paper: "
+            f"{esc(claim_by_id[c].paper_number)})</span></li>"
+            for c in study.claims
+            if c in claim_by_id
+        ]
+        parts.append("<ul>" + "".join(numbers) + "</ul>")
+        if not shown:
+            parts.append("<p class='small'>(not in this run)</p>")
+        for name in shown:
+            if name in notebook_html:
+                parts.append(f"<p>notebook: {link(notebook_html[name], out_dir, name)}</p>")
+            if name in figure_dir:
+                parts.append(figures_html(figure_dir[name], out_dir))
+        parts.append("</div>")
+    parts.append("<h2>Every notebook</h2><ul>")
+    parts += [f"<li>{link(path, out_dir, Path(path).stem)}</li>" for path in sorted(notebooks)]
+    parts.append("</ul><h2>Tables</h2><ul>")
+    parts += [f"<li>{link(path, out_dir)}</li>" for path in sorted(tables)]
+    parts.append("</ul></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def claims_markdown(result: pd.DataFrame, command: str) -> str:
+    """The claims table as Markdown for docs/: one line per evaluation, with the command that produced it."""
+    lines = [
+        "<!-- generated by the command below; do not edit by hand -->",
+        f"Generated by `{command}`.",
+        "",
+        "| claim | scale | setting | group | verdict | n | statistic | value [95 % CI] | p | treatment | control |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for _, row in result.iterrows():
+        value = (
+            "" if pd.isna(row["value"]) else f"{_fmt(row['value'])} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]"
+        )
+        verdict = row["verdict"] if row["verdict"] != "not run" else f"not run: {row['reason']}"
+        cells = [
+            row["claim"],
+            row["scale"],
+            row["setting"],
+            row["group"],
+            verdict,
+            "" if pd.isna(row["n"]) else int(row["n"]),
+            row["statistic"],
+            value,
+            "" if pd.isna(row["p_value"]) else _fmt(row["p_value"]),
+            row["treatment"],
+            row["control"],
+        ]
+        lines.append("| " + " | ".join("" if pd.isna(c) else str(c).replace("|", "/") for c in cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,110 @@
+"""The claims page and the index: the index opens with the claims table, verdicts are coloured and explained, and
+small numbers are printed in scientific notation rather than rounded to 0."""
+
+import pandas as pd
+
+from harmonic import claims as C
+from harmonic.report import claims_page, index_page
+
+
+def result_table():
+    claim = C.Claim(
+        id="T-EV",
+        paper="baek",
+        where="Fig. 3a",
+        words="harmonic EV is higher",
+        kind="compare",
+        family="toy",
+        metric="ev",
+        select={},
+        treatment={"cell.head": "h"},
+        control={"cell.head": "b"},
+        paper_number="59.1 % vs 39.4 %",
+    )
+    rows = []
+    for s in range(5):
+        rows += [
+            {
+                "status": "ok",
+                "family": "toy",
+                "cell.setting": "faithful",
+                "cell.head": "b",
+                "cell.seed": s,
+                "ev": 0.4 + 0.01 * s,
+            },
+            {
+                "status": "ok",
+                "family": "toy",
+                "cell.setting": "faithful",
+                "cell.head": "h",
+                "cell.seed": s,
+                "ev": 0.4 + 0.01 * s + 3e-7 * (s + 1),
+            },
+        ]
+    return claim, C.evaluate([claim], [("embedded", "t.parquet", pd.DataFrame(rows))])
+
+
+def test_claims_page_shows_verdict_statistic_and_small_values_in_scientific_notation():
+    claim, result = result_table()
+    page = claims_page(result, [])
+    assert result.iloc[0]["verdict"] == "reproduced"
+    assert "reproduced" in page and "59.1 % vs 39.4 %" in page
+    assert "9.00e-07" in page  # the mean difference, not "0.0"
+
+
+def test_index_opens_with_the_claims_then_studies(tmp_path):
+    claim, result = result_table()
+    study = C.Study(
+        id="s",
+        paper="baek",
+        figure="Fig. 3a",
+        family="toy",
+        title="EV study",
+        notebooks=("toy_ev",),
+        claims=("T-EV",),
+    )
+    figures = tmp_path / "figures" / "toy_ev"
+    figures.mkdir(parents=True)
+    (figures / "ev.png").write_bytes(b"png")
+    page = index_page(
+        tmp_path / "index.html",
+        result,
+        [study],
+        [claim],
+        [tmp_path / "notebooks/toy_ev.html"],
+        [figures],
+        [tmp_path / "tables/toy.csv"],
+        tmp_path / "claims.html",
+    )
+    assert page.index("Which claims hold") < page.index("Studies") < page.index("Every notebook")
+    assert 'src="figures/toy_ev/ev.png"' in page and "EV study" in page and "claims.html" in page
+
+
+def test_summary_has_one_column_per_scale_and_setting_and_not_run_fills_its_scale():
+    claim, result = result_table()
+    missing = C.Claim(id="T-NO", paper="baek", where="w", words="w", kind="not_runnable", reason="no data here")
+    result = C.evaluate([claim, missing], [("embedded", "t", result_table_rows())], scales=["embedded", "paper"])
+    page = claims_page(result, [])
+    header = page[page.index("<table>") : page.index("</tr>")]
+    assert header.count("<th>") == 3 + 2  # claim, group, paper says; embedded / faithful; paper / -
+    assert "embedded / faithful" in header and "paper / -" in header
+    no_row = page[page.index("<b>T-NO</b>") :]
+    no_row = no_row[: no_row.index("</tr>")]
+    assert no_row.count("not run") == 2
+
+
+def result_table_rows():
+    rows = []
+    for s in range(5):
+        for head, ev in (("b", 0.4), ("h", 0.6)):
+            rows.append(
+                {
+                    "status": "ok",
+                    "family": "toy",
+                    "cell.setting": "faithful",
+                    "cell.head": head,
+                    "cell.seed": s,
+                    "ev": ev + 0.01 * s,
+                }
+            )
+    return pd.DataFrame(rows)
