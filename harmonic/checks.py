@@ -35,10 +35,11 @@ def _default(cls: type, name: str):
 
 
 def toy_problems(cell: dict) -> list[str]:
-    from harmonic.toy.models import ToyTransformer
+    from harmonic.toy.models import OriginalToyTransformer, ToyTransformer
 
     params = cell["params"]
-    heads = _default(ToyTransformer, "n_heads")
+    cls = OriginalToyTransformer if params.get("transformer") == "original" else ToyTransformer
+    heads = _default(cls, "n_heads")
     if params["model"] == "transformer" and params["embed_dim"] % heads:
         return [
             f"toy.embed_dim: {params['embed_dim']} is not divisible by the toy transformer's {heads} attention heads"
@@ -53,7 +54,7 @@ def llm_problems(cell: dict) -> list[str]:
     cls = {"gpt": GPT, "bert": BertMLM, "qwen2": Qwen2LM}[params["model"]]
     args = params["model_args"]
     n_embd, n_head = (args.get(k, _default(cls, k)) for k in ("n_embd", "n_head"))
-    key = f"llm.models.{cell['model']}.model_args"
+    key = f"llm.models.{cell.get('architecture', cell['model'])}.model_args"
     problems = []
     if n_embd % n_head:
         problems.append(f"{key}: n_embd {n_embd} is not divisible by n_head {n_head}")
