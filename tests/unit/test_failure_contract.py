@@ -170,6 +170,19 @@ def test_outputs_get_the_users_umask(tmp_path):
     assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o600
 
 
+def test_prepared_vision_data_gets_the_users_umask(tmp_path):
+    from harmonic.vision.data import prepare_dataset
+
+    spec = {"source": "synthetic", "num_classes": 3, "n_train": 30, "n_test": 12, "image_size": 4, "channels": 1}
+    old = os.umask(0o002)  # a group-shared project folder
+    try:
+        prepare_dataset("tiny-synthetic", spec, tmp_path / "data")
+    finally:
+        os.umask(old)
+    for name in ("data.npz", "meta.json"):
+        assert (tmp_path / "data" / name).stat().st_mode & 0o777 == 0o664, name
+
+
 # ------------------------------------------------------------------------------------------------- YAML errors
 def test_a_yaml_syntax_error_names_file_and_line(tmp_path):
     from harmonic.checks import check_yaml_file
