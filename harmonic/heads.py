@@ -67,6 +67,7 @@ class HarmonicHead(nn.Module):
     language model's token embedding). Mahalanobis heads own their metric: a lower-triangular factor L (M = L L^T)
     or a log-diagonal s (M = diag(exp(s))), both initialised to the identity.
     x may have leading dimensions (..., D) -> logits (..., C). Harmonic logits are float32 (float64 for float64 x).
+    The COSINE_HEADS (cosine_softmax, cosine_linear) have no n: their logits are a function of cos(x, centres).
     """
 
     def __init__(
@@ -331,9 +332,15 @@ def heads_json_schema() -> dict:
         properties = {"distance": {"const": name}}
         for p in _declared_params(name):
             properties[p.name] = number_schema(p)
-        alternatives.append(
-            {"type": "object", "properties": properties, "required": ["distance"], "additionalProperties": False}
-        )
+        alternative = {
+            "type": "object",
+            "properties": properties,
+            "required": ["distance"],
+            "additionalProperties": False,
+        }
+        if name in COSINE_HEADS:
+            alternative["description"] = COSINE_HEADS[name].doc
+        alternatives.append(alternative)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "head spec",

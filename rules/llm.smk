@@ -1,7 +1,7 @@
-# Language models (docs/llm.md): GPT-2 token bins -> one job per (model, head, seed) -> the shared tables/notebooks.
+# Language models (docs/llm.md): GPT-2 token bins -> one job per (setting, study, model, head, seed) -> tables/notebooks.
 #   data/<corpus>/{train,val}.bin, meta.json      llm_data_shakespeare (embedded, offline) | llm_data_openwebtext
-#   results/llm/probe/<setting>/<corpus>/<model>/<head>.json  llm_probe (only when train.micro_batch is "auto")
-#   results/llm/<setting>/<corpus>/<model>/<head>/seed<k>/     llm_cell (torchrun with the job's GPUs when it has more than one)
+#   results/llm/probe/<setting>/<corpus>/<study>-<model>/<head>.json  llm_probe (only when train.micro_batch is "auto")
+#   results/llm/<setting>/<corpus>/<study>-<model>/<head>/seed<k>/  llm_cell (torchrun with the job's GPUs when it has more than one)
 
 from harmonic.llm.grid import cell_inputs, llm_cells, probe_params
 

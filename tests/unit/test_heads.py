@@ -11,6 +11,7 @@ import torch.nn.functional as F
 import harmonic
 from harmonic import head_from_spec, head_label, heads_json_schema, resolve_head_spec
 from harmonic.distances import distance_names
+from harmonic.heads import COSINE_HEADS
 
 
 def test_forward_is_harmax_logits_and_argmax_is_nearest_centre():
@@ -211,6 +212,7 @@ def test_head_from_spec():
 GOOD_SPECS = [{"distance": "baseline"}, {"distance": "baseline", "bias": False}]
 GOOD_SPECS += [{"distance": name} for name in distance_names()]
 GOOD_SPECS += [{"distance": "minkowski", "p": 3, "n": 28}, {"distance": "hamming_hard", "T": 0.5, "threshold": -1}]
+GOOD_SPECS += [{"distance": "cosine_softmax", "temperature": 0.1}, {"distance": "cosine_linear"}]
 BAD_SPECS = [
     {"distance": "nope"},
     {"distance": "minkowski", "p": 0},
@@ -220,6 +222,8 @@ BAD_SPECS = [
     {"distance": "baseline", "n": 2},
     {"distance": "hamming_soft", "T": 0},
     {"distance": "hamming_gumbel", "noise": -0.5},
+    {"distance": "cosine_softmax", "temperature": 0},
+    {"distance": "cosine_linear", "n": 2},
     {"n": 2},
 ]
 
@@ -228,7 +232,7 @@ def test_json_schema_agrees_with_resolve():
     schema = heads_json_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
-    assert schema["properties"]["distance"]["enum"] == ["baseline", *distance_names()]
+    assert schema["properties"]["distance"]["enum"] == ["baseline", *distance_names(), *COSINE_HEADS]
     for spec in GOOD_SPECS:
         resolve_head_spec(spec)
         validator.validate(spec)
