@@ -114,6 +114,10 @@ def test_llm_cell_records_the_hash_of_its_token_files(token_dir, tmp_path):
     meta = json.loads((token_dir / "meta.json").read_text())
     assert record["status"] == "ok", record["error"]
     assert record["data"]["sha256"] == {e["file"]: e["sha256"] for e in meta["splits"].values()}
+    from workflow_scripts.aggregate import row_of
+
+    row = row_of(tmp_path / "ok" / "metrics.json")  # and the table has them
+    assert row["data.sha256.train.bin"] == meta["splits"]["train"]["sha256"]
 
 
 def test_a_zeroed_token_file_of_the_right_size_fails_the_cell(token_dir, tmp_path):
