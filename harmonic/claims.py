@@ -60,7 +60,7 @@ class Claim:
     censored: bool = False
     group_on: str | None = None
     reference: dict = field(default_factory=dict)
-    min_seeds: int = 3
+    min_seeds: int = 5  # an exact one-sided sign-flip test cannot reach p < 0.05 with fewer than 5 pairs
     reason: str = ""
 
 
@@ -225,6 +225,8 @@ def _fmt(x) -> str:
 # -------------------------------------------------------------------------------------------------- evaluation
 def evaluate_rows(claim: Claim, rows: pd.DataFrame) -> dict:
     """Statistic, uncertainty, test and verdict of one claim over one (scale, setting, group) slice of a table."""
+    if claim.metric not in rows.columns:
+        return dict(n=0, verdict="not run", reason=f"the {claim.family} table has no column {claim.metric}")
     if claim.kind == "rank_agreement":
         return rank_agreement(claim, rows)
     treatment, control = select_rows(rows, claim.treatment), select_rows(rows, claim.control)

@@ -25,14 +25,14 @@ BASELINE = "baseline"
 # 16 MB in fp32); language-model heads (16k tokens x 50k classes) are 200x larger.
 FUSED_MIN_PAIRS = 2**22
 
-# Floor under cosine_linear's similarity before the log, as the original clamped it (docs/deviations/llm.md).
+# Floor under cosine_linear's similarity before the log, as the original clamped it (docs/deviations.md (language models)).
 COSINE_LINEAR_FLOOR = 1e-8
 
 
 @dataclass(frozen=True)
 class CosineHead:
     """A head whose logits are a function of the cosine similarity instead of -n log d: Miller-Golub et al.'s
-    language-model "cosine" heads, named for what they compute (their names in docs/deviations/llm.md)."""
+    language-model "cosine" heads, named for what they compute (their names in docs/deviations.md (language models))."""
 
     params: tuple[Param, ...]
     logits: Callable[[Tensor, dict], Tensor]

@@ -30,7 +30,7 @@ LEGEND = (
     "<p class='small'>Each verdict comes from a test over seeds (see the claim's row in the full table): "
     "<b>reproduced</b> the one-sided test in the paper's direction rejects at 5 % (parity: the 95 % CI lies within the "
     "margin); <b>not reproduced</b> the opposite direction rejects; <b>inconclusive</b> the seeds cannot tell (also "
-    "when fewer than 3 paired seeds exist); <b>not run</b> no cells for it at that scale, with the reason. "
+    "when fewer than 5 paired seeds exist: below that an exact sign-flip test cannot reach 5 %); <b>not run</b> no cells for it at that scale, with the reason. "
     "<i>faithful</i> = what the original code ran, <i>corrected</i> = what the paper states or a careful experiment "
     "needs (docs/deviations.md).</p>"
 )

@@ -1,7 +1,8 @@
 # The vision experiments: the distance-head grid of Miller-Golub et al. and the MNIST weight study of Baek et al.
 #   data       data/vision/<dataset>/{data.npz, meta.json}      (offline sources; downloads only via vision_download)
-#   cells      results/vision/<setting>/<dataset>/<backbone>/<head>/seed<k>/{metrics.json, curves.csv, emissions.csv, ...}
-# A cell's hyperparameters: vision.defaults, then its grid entry's values (docs/vision.md).
+#   cells      results/vision/<setting>/<dataset>/<label>/<head>/seed<k>/{metrics.json, curves.csv, emissions.csv, ...}
+# A cell's hyperparameters: vision.defaults, then its grid entry's values, then matching vision.overrides
+# (docs/vision.md; <label> is the backbone unless the entry names one).
 
 from harmonic.vision.grid import data_rule_inputs, dataset_spec_json, workflow_cells
 

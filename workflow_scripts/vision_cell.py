@@ -28,7 +28,6 @@ from harmonic.vision.train import resolve_hyperparameters, run_and_record_cell  
 
 OUTPUTS = ("metrics.json", "curves.csv", "emissions.csv")  # rules/vision.smk declares these
 CELL_FIELDS = (
-    "setting",
     "backbone",
     "head",
     "seed",

@@ -2,7 +2,7 @@
 
 Every model returns logits: for a harmonic head these are -n * log(d + eps), so plain cross-entropy on them is the
 harmonic loss. The options below are what the two settings (harmonic/settings.py) switch; config.yaml and
-presets/paper.yaml set them through `overrides`, and docs/deviations/toy.md cites the original code for each.
+presets/paper.yaml set them through `overrides`, and docs/deviations.md (toy) cites the original code for each.
 
 - distance_power   1: HarMax on d (the paper's text); 2: HarMax on d^2, as the original DistLayer computes
                    (grow-crystals src/utils/model.py:357-359), so the exponent on d is 2n. The head's `n` is always

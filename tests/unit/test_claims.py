@@ -75,7 +75,7 @@ def test_no_effect_is_inconclusive():
 
 def test_one_seed_is_never_enough():
     row = verdict(ev_claim(), toy_table(effect=0.5, n_seeds=1))
-    assert row.verdict == "inconclusive" and "1 pairs < 3" in row.reason
+    assert row.verdict == "inconclusive" and "1 pairs < 5" in row.reason
 
 
 def test_verdicts_are_per_setting():
@@ -86,7 +86,7 @@ def test_verdicts_are_per_setting():
 
 
 def test_verdicts_are_per_scale_and_missing_scale_is_not_run():
-    tables = [("embedded", "a", toy_table(0.2)), ("paper", "b", toy_table(0.0, n_seeds=2))]
+    tables = [("embedded", "a", toy_table(0.2)), ("paper", "b", toy_table(0.5, n_seeds=4))]
     result = C.evaluate([ev_claim()], tables, scales=["embedded", "paper", "cluster"]).set_index("scale")
     assert result.loc["embedded", "verdict"] == "reproduced"
     assert result.loc["paper", "verdict"] == "inconclusive"
@@ -162,7 +162,7 @@ def test_rank_agreement_with_a_published_table():
             "test_accuracy": value / 100 + 1e-3 * s,
         }
         for head, value in reference.items()
-        for s in range(3)
+        for s in range(5)
     ]
     claim = C.Claim(
         id="T-RANK",
@@ -217,7 +217,8 @@ def test_shipped_claims_file_loads_and_links():
         "B-GPT",
         "B-IMNET",
         "M-VIS-COS",
-        "M-VIS-INT",
+        "M-VIS-INT-BC",
+        "M-VIS-INT-MAHA",
         "M-LLM-GRAD",
         "M-LLM-REP",
         "M-LLM-CO2",
@@ -235,3 +236,8 @@ def test_a_malformed_claims_file_names_the_problem(tmp_path):
     path.write_text("studies: []\nclaims:\n  - {id: X-1, paper: baek, where: w, words: w, kind: compare}\n")
     with pytest.raises(ValueError, match="claims"):
         C.load(path)
+
+
+def test_a_missing_metric_column_is_named():
+    row = verdict(ev_claim(metric="ev_top2"), toy_table(0.2))
+    assert row.verdict == "not run" and "no column ev_top2" in row.reason

@@ -22,7 +22,7 @@ def result_table():
         paper_number="59.1 % vs 39.4 %",
     )
     rows = []
-    for s in range(5):
+    for s in range(6):
         rows += [
             {
                 "status": "ok",
@@ -49,7 +49,7 @@ def test_claims_page_shows_verdict_statistic_and_small_values_in_scientific_nota
     page = claims_page(result, [])
     assert result.iloc[0]["verdict"] == "reproduced"
     assert "reproduced" in page and "59.1 % vs 39.4 %" in page
-    assert "9.00e-07" in page  # the mean difference, not "0.0"
+    assert "1.05e-06" in page  # the mean difference, not "0.0"
 
 
 def test_index_opens_with_the_claims_then_studies(tmp_path):
@@ -95,7 +95,7 @@ def test_summary_has_one_column_per_scale_and_setting_and_not_run_fills_its_scal
 
 def result_table_rows():
     rows = []
-    for s in range(5):
+    for s in range(6):
         for head, ev in (("b", 0.4), ("h", 0.6)):
             rows.append(
                 {

@@ -1,5 +1,5 @@
 """The workflow as a user drives it: dry runs of both configs, schema rejections, only-stale-cells reruns,
-a killed job rerun with the same command, and a tiny end-to-end CPU run (table, notebooks, index.html)."""
+a killed job rerun with --rerun-incomplete, and a tiny end-to-end CPU run (table, notebooks, index.html)."""
 
 import json
 import os
@@ -22,7 +22,7 @@ from workflow_helpers import (
     write_config,
 )
 
-DOWNSTREAM = {"aggregate": 1, "notebook": 6, "claims": 1, "index": 1, "all": 1}  # toy table, notebooks, claims, index
+DOWNSTREAM = {"aggregate": 1, "notebook": 6, "claims": 1, "index": 1, "all": 1}  # toy table, its 6 notebooks, claims, index
 
 
 def repo_config(relative):
@@ -192,9 +192,7 @@ def test_edited_notebook_rerenders_only_itself(tiny_run, tmp_path):
 
 # ------------------------------------------------------------------------------------- killed, then rerun
 @pytest.mark.slow
-def test_killed_job_reruns_cleanly_with_the_same_command(tmp_path):
-    """Only the lock a kill -9 leaves needs --unlock; the workflow profile (profiles/default) sets rerun-incomplete,
-    so the user's own command redoes the killed job."""
+def test_killed_job_reruns_cleanly_with_rerun_incomplete(tmp_path):
     config = load_config("tiny.yaml")
     config["toy"].update(data_efficiency=None, circle=None, heads=[{"distance": "euclidean"}])
     config["toy"]["train"]["epochs"] = 400
@@ -229,7 +227,7 @@ def test_killed_job_reruns_cleanly_with_the_same_command(tmp_path):
     assert not (tmp_path / target).exists(), "a killed job must not leave a complete-looking metrics.json"
 
     snakemake(tmp_path, "--unlock", configfile=config_path)
-    rerun = snakemake(tmp_path, target, configfile=config_path)
+    rerun = snakemake(tmp_path, "--rerun-incomplete", target, configfile=config_path)
     assert job_counts(rerun.stdout + rerun.stderr).get("toy_cell") == 1
     record = json.loads((tmp_path / target).read_text())
     assert record["status"] == "ok" and record["metrics"]["epochs_run"] == 400
