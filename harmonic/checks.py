@@ -35,10 +35,11 @@ def _default(cls: type, name: str):
 
 
 def toy_problems(cell: dict) -> list[str]:
-    from harmonic.toy.models import ToyTransformer
+    from harmonic.toy.models import OriginalToyTransformer, ToyTransformer
 
     params = cell["params"]
-    heads = _default(ToyTransformer, "n_heads")
+    cls = OriginalToyTransformer if params.get("transformer") == "original" else ToyTransformer
+    heads = _default(cls, "n_heads")
     if params["model"] == "transformer" and params["embed_dim"] % heads:
         return [
             f"toy.embed_dim: {params['embed_dim']} is not divisible by the toy transformer's {heads} attention heads"

@@ -55,8 +55,11 @@ def validate_section(data, schema_name, prefix):
     except WorkflowError:
         with open(schema_file) as handle:
             schema = yaml.safe_load(handle)
+        errors = list(jsonschema.Draft202012Validator(schema).iter_errors(data))
+        unknown = [e for e in errors if unknown_keys(e, schema)]
+        # A bad value inside allOf also marks its key "unevaluated": name the value's error then, not the key.
         error = jsonschema.exceptions.best_match(
-            jsonschema.Draft202012Validator(schema).iter_errors(data)
+            unknown or [e for e in errors if not is_key_check(e)] or errors
         )
         if error is None:
             raise
@@ -65,20 +68,32 @@ def validate_section(data, schema_name, prefix):
             for part in error.absolute_path
         )
         key = f"{prefix}{parts}".lstrip(".")
-        if (
-            error.validator in ("additionalProperties", "unevaluatedProperties")
-            and error.validator_value is False
-        ):
+        if unknown:
             raise WorkflowError(unknown_keys_message(key, error, schema)) from None
         raise WorkflowError(
             f"config {key}: {error.message}{allowed_values(error.schema)}"
         ) from None
 
 
+def is_key_check(error):
+    return (
+        error.validator in ("additionalProperties", "unevaluatedProperties")
+        and error.validator_value is False
+    )
+
+
+def unknown_keys(error, root):
+    """The keys an additional/unevaluated-properties error is about that the schema node does not know at all."""
+    if not is_key_check(error):
+        return []
+    known = known_keys(error.schema, root)
+    return [k for k in error.instance if k not in known]
+
+
 def unknown_keys_message(key, error, root):
     """'config vision: unknown key 'seed' (did you mean 'seeds'?); allowed keys: ...' for a misspelt key."""
     known = known_keys(error.schema, root)
-    unknown = [k for k in error.instance if k not in known]
+    unknown = unknown_keys(error, root)
     hints = [
         f" (did you mean {close[0]!r}?)" if close else ""
         for close in (difflib.get_close_matches(k, known, n=1) for k in unknown)

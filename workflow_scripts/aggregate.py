@@ -2,7 +2,8 @@
 """Collect cells' metrics.json files (any family) into one tidy table: a row per cell.
 
 Columns: status, family, cell.* (dataset, model, head, seed, and any extras the family records), hp.* (effective
-hyperparameters, nested keys joined with '.'), the flat metrics, emissions.*, diverged_at, error_type/error_message,
+hyperparameters, nested keys joined with '.'), the flat metrics, emissions.*, data.* (the data folder and the sha256
+of each data file the cell checked and trained on), diverged_at, error_type/error_message,
 provenance.code_version, and cell_dir (where the cell's other files are, for figures that need them).
 
     python workflow_scripts/aggregate.py --parquet results/tables/toy.parquet --csv results/tables/toy.csv \
@@ -39,6 +40,7 @@ def row_of(path):
     flatten("hp", record.get("hyperparameters", {}), row)
     flatten("", record.get("metrics", {}), row)
     flatten("emissions", record.get("emissions") or {}, row)
+    flatten("data", record.get("data") or {}, row)
     diverged = record.get("diverged_at")
     row["diverged_at"] = json.dumps(diverged) if diverged else None
     error = record.get("error") or {}

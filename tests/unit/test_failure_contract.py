@@ -114,6 +114,10 @@ def test_llm_cell_records_the_hash_of_its_token_files(token_dir, tmp_path):
     meta = json.loads((token_dir / "meta.json").read_text())
     assert record["status"] == "ok", record["error"]
     assert record["data"]["sha256"] == {e["file"]: e["sha256"] for e in meta["splits"].values()}
+    from workflow_scripts.aggregate import row_of
+
+    row = row_of(tmp_path / "ok" / "metrics.json")  # and the table has them
+    assert row["data.sha256.train.bin"] == meta["splits"]["train"]["sha256"]
 
 
 def test_a_zeroed_token_file_of_the_right_size_fails_the_cell(token_dir, tmp_path):
@@ -168,6 +172,19 @@ def test_outputs_get_the_users_umask(tmp_path):
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o600
+
+
+def test_prepared_vision_data_gets_the_users_umask(tmp_path):
+    from harmonic.vision.data import prepare_dataset
+
+    spec = {"source": "synthetic", "num_classes": 3, "n_train": 30, "n_test": 12, "image_size": 4, "channels": 1}
+    old = os.umask(0o002)  # a group-shared project folder
+    try:
+        prepare_dataset("tiny-synthetic", spec, tmp_path / "data")
+    finally:
+        os.umask(old)
+    for name in ("data.npz", "meta.json"):
+        assert (tmp_path / "data" / name).stat().st_mode & 0o777 == 0o664, name
 
 
 # ------------------------------------------------------------------------------------------------- YAML errors

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 from workflow_helpers import REPO, job_counts, snakemake, write_config
 
 
@@ -116,27 +115,9 @@ def test_a_corrupt_tokenizer_wheel_is_one_line(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- every cell failed
-ALL_FAIL = """
-families: [toy, vision, llm]
-device: cuda                # no GPU is visible to the run (CUDA_VISIBLE_DEVICES=""): every cell fails at start
-emissions: {enabled: false}
-toy:
-  n_samples: 200
-  embed_dim: 8
-  tasks: [equivalence]
-  models: [mlp]
-  heads: [{distance: baseline}, {distance: euclidean, n: 1.0}]
-  train: {epochs: 3}
-  overrides: []
-  data_efficiency: {tasks: [equivalence], models: [mlp], fractions: [0.5], seeds: [0]}
-  circle: {seeds: [50], train: {epochs: 3}, runs: [{label: mlp-wd0, model: mlp, head: {distance: baseline}}]}
-vision:
-  heads: [{distance: baseline}, {distance: euclidean}]
-  datasets: {cifar10-synthetic: {source: synthetic, num_classes: 4, n_train: 100, n_test: 40}}
-  grid:
-    - {dataset: cifar10-synthetic, backbone: mlp}
-    - {dataset: cifar10-synthetic, backbone: linear, save_weights: true, normalize: false}
-"""  # llm: config.yaml's own cells (every one fails on the missing GPU too)
+# The embedded default (every study, every notebook) with every cell failing at its start: `device: cuda` while no
+# GPU is visible to the run (CUDA_VISIBLE_DEVICES="").
+ALL_FAIL = {"device": "cuda", "emissions": {"enabled": False}}
 DECLARED = {  # the outputs rules/<family>.smk declares for a cell
     "toy": ("metrics.json", "curves.csv", "emissions.csv", "embedding.npy"),
     "vision": ("metrics.json", "curves.csv", "emissions.csv"),
@@ -149,7 +130,7 @@ def test_a_grid_whose_every_cell_fails_still_ends_in_tables_notebooks_and_index(
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "sources").symlink_to(REPO / "data" / "sources", target_is_directory=True)
-    config = write_config(tmp_path / "all_fail.yaml", yaml.safe_load(ALL_FAIL))
+    config = write_config(tmp_path / "all_fail.yaml", ALL_FAIL)
     result = snakemake(tmp_path, "--retries", "2", configfile=config)
     assert "Trying to restart" not in result.stdout + result.stderr  # a deterministic failure spends no retry
     for family, outputs in DECLARED.items():
