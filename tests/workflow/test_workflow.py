@@ -22,13 +22,7 @@ from workflow_helpers import (
     write_config,
 )
 
-DOWNSTREAM = {
-    "aggregate": 1,
-    "notebook": 6,
-    "claims": 1,
-    "index": 1,
-    "all": 1,
-}  # toy table, its 6 notebooks, claims, index
+DOWNSTREAM = {"aggregate": 1, "notebook": 6, "claims": 1, "index": 1, "all": 1}  # toy table, notebooks, claims, index
 
 
 def repo_config(relative):
