@@ -225,3 +225,39 @@ def claims_markdown(result: pd.DataFrame, command: str) -> str:
         ]
         lines.append("| " + " | ".join("" if pd.isna(c) else str(c).replace("|", "/") for c in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def findings_markdown(result: pd.DataFrame) -> str:
+    """One line per evaluated claim: the verdict first, then the statistic, its CI, the seeds and the paper's words."""
+    if result.empty:
+        return "**Finding:** no claim of this figure's studies."
+    lines = ["**Finding** (this figure's claims over this run's table; docs/claims.md):", ""]
+    for _, row in result.iterrows():
+        where = ", ".join(str(v) for v in (row["setting"], row["group"]) if isinstance(v, str) and v)
+        head = f"- **{row['claim']}**{f' ({where})' if where else ''}: **{row['verdict']}**"
+        if row["verdict"] == "not run":
+            lines.append(f"{head}: {row['reason']}")
+            continue
+        value = (
+            "" if pd.isna(row["value"]) else f" {_fmt(row['value'])} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]"
+        )
+        lines.append(f"{head}: {row['statistic']}{value}, n = {int(row['n'])}; {row['reason']}. {row['words']}")
+    return "\n".join(lines)
+
+
+def notebook_findings(table, notebook: str):
+    """The claims of every study that names `notebook`, evaluated over `table` (a path or a DataFrame), as Markdown for
+    the top of a rendered notebook: figures lead with what they show."""
+    from IPython.display import Markdown
+
+    from harmonic import claims
+
+    studies, claim_list = claims.load()
+    wanted = {claim for study in studies if notebook in study.notebooks for claim in study.claims}
+    chosen = [claim for claim in claim_list if claim.id in wanted and claim.kind != "not_runnable"]
+    if isinstance(table, pd.DataFrame):
+        frame = table
+    else:
+        frame = claims.read_table(table) if Path(table).exists() else pd.DataFrame()
+    result = claims.evaluate(chosen, [("this run", str(notebook), frame)], scales=["this run"])
+    return Markdown(findings_markdown(result))

@@ -108,3 +108,31 @@ def result_table_rows():
                 }
             )
     return pd.DataFrame(rows)
+
+
+def test_a_notebook_leads_with_the_verdicts_of_its_studies(tmp_path):
+    from harmonic.report import notebook_findings
+
+    rows = []
+    for s in range(5):
+        for head, ev in (("baseline", 0.3), ("euclidean", 0.8)):
+            rows.append(
+                {
+                    "status": "ok",
+                    "family": "toy",
+                    "cell.setting": "faithful",
+                    "cell.study": "grid",
+                    "cell.model": "mlp",
+                    "cell.task": "lattice",
+                    "cell.head": head,
+                    "cell.seed": s,
+                    "ev_pc1_pc2": ev + 0.01 * s,
+                }
+            )
+    path = tmp_path / "toy.parquet"
+    pd.DataFrame(rows).to_parquet(path)
+    text = notebook_findings(str(path), "toy_ev").data
+    assert "**B-EV** (faithful, task=lattice): **reproduced**" in text
+    assert "B-GROK" not in text  # toy_grokking's claim, not this notebook's
+    empty = notebook_findings(str(tmp_path / "missing.parquet"), "toy_ev").data
+    assert "not run" in empty
