@@ -10,6 +10,7 @@ tables made elsewhere (e.g. the committed H200 toy grid) under their own scale l
 """
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def main(argv=None):
         result.to_csv(tmp, index=False)
     atomic_write_text(args.html, claims_page(result, studies))
     if args.markdown:
-        command = "python workflow_scripts/claims.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        command = shlex.join(["python", "workflow_scripts/claims.py", *(argv if argv is not None else sys.argv[1:])])
         atomic_write_text(args.markdown, claims_markdown(result, command))
     counts = result["verdict"].value_counts().to_dict()
     print(f"{len(claim_list)} claims, {len(result)} rows -> {args.csv}, {args.html}; verdicts {counts}")
