@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from harmonic.claims import _fmt
+from harmonic.settings import SETTINGS
 
 VERDICT_COLOURS = {
     "reproduced": "#c8e6c9",
@@ -57,7 +58,12 @@ def summary_table(result: pd.DataFrame) -> str:
         return "<p>No claims evaluated.</p>"
     result = result.assign(group=result["group"].fillna(""))
     ran = result.dropna(subset=["setting"])
-    columns = list(dict.fromkeys(zip(ran["scale"], ran["setting"])))
+    scale_order = {scale: i for i, scale in enumerate(dict.fromkeys(result["scale"]))}
+    setting_order = {setting: i for i, setting in enumerate(SETTINGS)}
+    columns = sorted(
+        dict.fromkeys(zip(ran["scale"], ran["setting"])),
+        key=lambda c: (scale_order[c[0]], setting_order.get(c[1], len(SETTINGS))),
+    )
     columns += [(scale, None) for scale in dict.fromkeys(result["scale"]) if scale not in set(ran["scale"])]
     parts = ["<table><tr><th>claim</th><th>group</th><th>paper says</th>"]
     parts += [f"<th>{esc(scale)} / {esc(setting or '-')}</th>" for scale, setting in columns] + ["</tr>"]

@@ -136,3 +136,17 @@ def test_a_notebook_leads_with_the_verdicts_of_its_studies(tmp_path):
     assert "B-GROK" not in text  # toy_grokking's claim, not this notebook's
     empty = notebook_findings(str(tmp_path / "missing.parquet"), "toy_ev").data
     assert "not run" in empty
+
+
+def test_summary_columns_are_grouped_by_scale_then_setting():
+    claim, _ = result_table()
+    corrected = result_table_rows().assign(**{"cell.setting": "corrected"})
+    tables = [
+        ("embedded", "a", result_table_rows()),
+        ("paper", "b", result_table_rows()),
+        ("embedded", "c", corrected),
+    ]
+    page = claims_page(C.evaluate([claim], tables), [])
+    header = page[page.index("<table>") : page.index("</tr>")]
+    order = [header.index(h) for h in ("embedded / faithful", "embedded / corrected", "paper / faithful")]
+    assert order == sorted(order)
