@@ -224,12 +224,6 @@ def resolve_device(spec: str = "auto") -> torch.device:
     return device
 
 
-def is_finite(value: float | torch.Tensor) -> bool:
-    if isinstance(value, torch.Tensor):
-        return bool(torch.isfinite(value).all())
-    return math.isfinite(value)
-
-
 # ------------------------------------------------------------------------------------------- metrics.json
 def error_record(exc: BaseException) -> dict[str, str]:
     return {

