@@ -57,7 +57,7 @@ rule claims:
         script=script_path("claims.py"),
         claims_file=workflow.source_path("../harmonic/claims.yaml"),
         tables=expand("results/tables/{family}.parquet", family=FAMILY_CELLS),
-        evidence=[item["table"] for item in config["claims"]["evidence"]],
+        evidence=[evidence_path(item) for item in config["claims"]["evidence"]],
     output:
         csv="results/claims.csv",
         html="results/claims.html",
@@ -68,7 +68,8 @@ rule claims:
     params:
         scale=config["claims"]["scale"],
         evidence=[
-            f"{item['scale']}={item['table']}" for item in config["claims"]["evidence"]
+            f"{item['scale']}={evidence_path(item)}"
+            for item in config["claims"]["evidence"]
         ],
     shell:
         "python {input.script:q} --scale {params.scale:q} --tables {input.tables:q}"

@@ -244,6 +244,12 @@ def emissions_params():
     return json.dumps(config.get("emissions", {}), sort_keys=True)
 
 
+def evidence_path(item):
+    """A committed evidence table of config `claims.evidence`: relative paths are in the checkout (benchmarks/results/),
+    not in the working directory, so `--directory` runs find them too."""
+    return os.path.join(workflow.basedir, item["table"])
+
+
 def notebook_source(wildcards):
     """The notebook file itself is an input, so editing one notebook re-renders only it."""
     return workflow.source_path(f"../notebooks/{wildcards.notebook}.ipynb")
