@@ -297,7 +297,10 @@ class ToyGroup:
             x = (x ^ (x >> shift)) * multiplier
         x = x ^ (x >> 31)
         keys = torch.where(self.row_index[None, :] < n_train, x, torch.iinfo(torch.long).max)
-        self.order.copy_(torch.sort(keys, dim=1, stable=True).indices)
+        # When the padded batches are wider than the split (few examples), padding positions may point past it:
+        # send them to the last row, a zero padding row (the train split is always shorter than n_samples).
+        order = torch.sort(keys, dim=1, stable=True).indices.clamp_max(self.x_train.shape[1] - 1)
+        self.order.copy_(order)
 
     # ---- running ---------------------------------------------------------------------------------------------
 

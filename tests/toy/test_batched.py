@@ -26,7 +26,7 @@ BASE = dict(
     embedding_init="normal",
     transformer="prenorm",
 )
-# The options the faithful setting switches (what grow-crystals ran; docs/deviations/toy.md)
+# The options the faithful setting switches (what grow-crystals ran; docs/deviations.md (toy))
 FAITHFUL = dict(mlp_penalty_gradient=False, distance_power=2, embedding_init="linear_uniform")
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -144,3 +144,11 @@ def test_each_epoch_visits_every_train_row_once_in_an_order_set_by_seed_and_epoc
             assert sorted(order[s, :n].tolist()) == list(range(n))
     assert not torch.equal(orders[0][0, :60], orders[1][0, :60])  # another epoch, another order
     assert not torch.equal(orders[0][0, :60], orders[0][1, :60])  # another seed, another order
+
+
+def test_a_split_shorter_than_its_padded_batches_trains():
+    """60 examples: 48 train rows in two padded batches of 32 (64 positions > 60 rows); the padding stays out."""
+    small = dict(BASE, task="modular_addition", n_samples=60)
+    result = train_toy(small)
+    assert len(result.curves) == small["epochs"] and result.diverged_at is None
+    assert all(np.isfinite(row["train_loss"]) for row in result.curves)
