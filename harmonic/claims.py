@@ -207,12 +207,12 @@ def summary(values: np.ndarray, censored: bool) -> str:
     if censored:
         reached = np.isfinite(values)
         median = np.median(values)
-        return f"{reached.sum()}/{len(values)} reached, median {_fmt(median) if np.isfinite(median) else 'never'}"
-    spread = f" ± {_fmt(np.std(values, ddof=1))}" if len(values) > 1 else ""
-    return f"mean {_fmt(np.mean(values))}{spread} (n={len(values)})"
+        return f"{reached.sum()}/{len(values)} reached, median {format_number(median) if np.isfinite(median) else 'never'}"
+    spread = f" ± {format_number(np.std(values, ddof=1))}" if len(values) > 1 else ""
+    return f"mean {format_number(np.mean(values))}{spread} (n={len(values)})"
 
 
-def _fmt(x) -> str:
+def format_number(x) -> str:
     """Numbers for people: 3 significant digits, scientific notation for small or large magnitudes (never 0.0)."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
@@ -256,27 +256,39 @@ def evaluate_rows(claim: Claim, rows: pd.DataFrame) -> dict:
         if len(diff) < claim.min_seeds:
             return out | dict(verdict="inconclusive", reason=f"{len(diff)} pairs < {claim.min_seeds} needed")
         if p < ALPHA:
-            return out | dict(verdict="reproduced", reason=f"p = {_fmt(p)} in the paper's direction ({claim.expect})")
+            return out | dict(
+                verdict="reproduced", reason=f"p = {format_number(p)} in the paper's direction ({claim.expect})"
+            )
         if p_opposite < ALPHA:
-            return out | dict(verdict="not reproduced", reason=f"p = {_fmt(p_opposite)} in the opposite direction")
-        return out | dict(verdict="inconclusive", reason=f"p = {_fmt(p)}; opposite p = {_fmt(p_opposite)}")
+            return out | dict(
+                verdict="not reproduced", reason=f"p = {format_number(p_opposite)} in the opposite direction"
+            )
+        return out | dict(
+            verdict="inconclusive", reason=f"p = {format_number(p)}; opposite p = {format_number(p_opposite)}"
+        )
     margin = claim.margin
     if claim.kind == "parity":
-        out |= dict(test=f"95 % bootstrap CI of the difference within ±{_fmt(margin)}")
+        out |= dict(test=f"95 % bootstrap CI of the difference within ±{format_number(margin)}")
         inside, outside = -margin <= low and high <= margin, high < -margin or low > margin
     else:  # noninferior: the treatment is no worse than control by more than the margin, in the stated direction
         sign = 1.0 if claim.expect == "less" else -1.0  # for "less" a smaller metric is better (e.g. a loss)
         worst = high if sign > 0 else -low
         best = low if sign > 0 else -high
-        out |= dict(test=f"95 % bootstrap CI: treatment not worse than control by more than {_fmt(margin)}")
+        out |= dict(test=f"95 % bootstrap CI: treatment not worse than control by more than {format_number(margin)}")
         inside, outside = worst <= margin, best > margin
     if len(diff) < claim.min_seeds:
         return out | dict(verdict="inconclusive", reason=f"{len(diff)} pairs < {claim.min_seeds} needed")
     if inside:
-        return out | dict(verdict="reproduced", reason=f"CI [{_fmt(low)}, {_fmt(high)}] within the margin")
+        return out | dict(
+            verdict="reproduced", reason=f"CI [{format_number(low)}, {format_number(high)}] within the margin"
+        )
     if outside:
-        return out | dict(verdict="not reproduced", reason=f"CI [{_fmt(low)}, {_fmt(high)}] outside the margin")
-    return out | dict(verdict="inconclusive", reason=f"CI [{_fmt(low)}, {_fmt(high)}] straddles the margin")
+        return out | dict(
+            verdict="not reproduced", reason=f"CI [{format_number(low)}, {format_number(high)}] outside the margin"
+        )
+    return out | dict(
+        verdict="inconclusive", reason=f"CI [{format_number(low)}, {format_number(high)}] straddles the margin"
+    )
 
 
 def rank_agreement(claim: Claim, rows: pd.DataFrame) -> dict:
@@ -289,8 +301,8 @@ def rank_agreement(claim: Claim, rows: pd.DataFrame) -> dict:
     common = [g for g in claim.reference if g in ours.index]
     out = dict(
         n=len(common),
-        treatment="; ".join(f"{g} {_fmt(ours[g])}" for g in common),
-        control="paper: " + "; ".join(f"{g} {_fmt(claim.reference[g])}" for g in common),
+        treatment="; ".join(f"{g} {format_number(ours[g])}" for g in common),
+        control="paper: " + "; ".join(f"{g} {format_number(claim.reference[g])}" for g in common),
     )
     if len(common) < 4:
         return out | dict(verdict="not run" if not common else "inconclusive", reason=f"{len(common)} groups < 4")
@@ -311,10 +323,10 @@ def rank_agreement(claim: Claim, rows: pd.DataFrame) -> dict:
     if min_seeds < claim.min_seeds:
         return out | dict(verdict="inconclusive", reason=f"some groups have {min_seeds} seeds < {claim.min_seeds}")
     if p < ALPHA:
-        return out | dict(verdict="reproduced", reason=f"rho {_fmt(rho)}, p = {_fmt(p)}")
+        return out | dict(verdict="reproduced", reason=f"rho {format_number(rho)}, p = {format_number(p)}")
     if rho <= 0:
-        return out | dict(verdict="not reproduced", reason=f"rho {_fmt(rho)} <= 0")
-    return out | dict(verdict="inconclusive", reason=f"rho {_fmt(rho)}, p = {_fmt(p)}")
+        return out | dict(verdict="not reproduced", reason=f"rho {format_number(rho)} <= 0")
+    return out | dict(verdict="inconclusive", reason=f"rho {format_number(rho)}, p = {format_number(p)}")
 
 
 COLUMNS = [

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harmonic.claims import _fmt
+from harmonic.claims import format_number
 from harmonic.settings import SETTINGS
 
 VERDICT_COLOURS = {
@@ -41,7 +41,7 @@ def esc(value) -> str:
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return ""
     if isinstance(value, float):
-        return html.escape(_fmt(value))
+        return html.escape(format_number(value))
     return html.escape(str(value))
 
 
@@ -202,6 +202,13 @@ def index_page(out, result, studies, claim_list, notebooks, figure_dirs, tables,
     return "\n".join(parts) + "\n"
 
 
+def value_with_ci(row) -> str:
+    """'statistic [CI low, CI high]' of one evaluated claim, or '' when nothing was computed."""
+    if pd.isna(row["value"]):
+        return ""
+    return f"{format_number(row['value'])} [{format_number(row['ci_low'])}, {format_number(row['ci_high'])}]"
+
+
 def claims_markdown(result: pd.DataFrame, command: str) -> str:
     """The claims table as Markdown for docs/: one line per evaluation, with the command that produced it."""
     lines = [
@@ -215,9 +222,7 @@ def claims_markdown(result: pd.DataFrame, command: str) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, row in result.iterrows():
-        value = (
-            "" if pd.isna(row["value"]) else f"{_fmt(row['value'])} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]"
-        )
+        value = value_with_ci(row)
         verdict = row["verdict"] if row["verdict"] != "not run" else f"not run: {row['reason']}"
         cells = [
             row["claim"],
@@ -228,7 +233,7 @@ def claims_markdown(result: pd.DataFrame, command: str) -> str:
             "" if pd.isna(row["n"]) else int(row["n"]),
             row["statistic"],
             value,
-            "" if pd.isna(row["p_value"]) else _fmt(row["p_value"]),
+            "" if pd.isna(row["p_value"]) else format_number(row["p_value"]),
             row["treatment"],
             row["control"],
         ]
@@ -247,10 +252,8 @@ def findings_markdown(result: pd.DataFrame) -> str:
         if row["verdict"] == "not run":
             lines.append(f"{head}: {row['reason']}")
             continue
-        value = (
-            "" if pd.isna(row["value"]) else f" {_fmt(row['value'])} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]"
-        )
-        lines.append(f"{head}: {row['statistic']}{value}, n = {int(row['n'])}; {row['reason']}. {row['words']}")
+        value = value_with_ci(row)
+        lines.append(f"{head}: {row['statistic']} {value}, n = {int(row['n'])}; {row['reason']}. {row['words']}")
     return "\n".join(lines)
 
 

@@ -26,7 +26,7 @@ from snakemake.utils import validate
 
 import harmonic
 from harmonic.checks import cell_problems
-from harmonic.settings import SETTINGS, check_settings
+from harmonic.settings import SETTINGS
 
 FAMILY_CELLS = {}  # family -> list of cells (dicts), in config order
 FAMILY_NOTEBOOKS = {}  # notebook name -> table it reads

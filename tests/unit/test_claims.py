@@ -196,9 +196,9 @@ def test_evaluation_is_deterministic():
 
 
 def test_small_numbers_are_not_rounded_to_zero():
-    assert C._fmt(3.2e-7) == "3.20e-07"
-    assert C._fmt(0.123456) == "0.123"
-    assert C._fmt(math.nan) == "n/a"
+    assert C.format_number(3.2e-7) == "3.20e-07"
+    assert C.format_number(0.123456) == "0.123"
+    assert C.format_number(math.nan) == "n/a"
 
 
 # ------------------------------------------------------------------------------------------- the shipped file
