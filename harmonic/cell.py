@@ -69,6 +69,8 @@ class Trained:
     diverged         status "diverged" without a step (a final state found non-finite)
     summary          a few numbers for the log line
     device           the device to record when it differs from the one the contract resolved (a torchrun rank's)
+    emissions        the emissions to record instead of the meter's summary (a run resumed from a checkpoint adds
+                     the earlier segments' figures to this one's)
     """
 
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -78,6 +80,7 @@ class Trained:
     diverged: bool = False
     summary: dict[str, Any] = field(default_factory=dict)
     device: str | None = None
+    emissions: dict[str, Any] | None = None
 
     @property
     def status(self) -> str:
@@ -221,7 +224,7 @@ def _record(family, out_dir, state, trained: Trained) -> CellResult:
         cell=state["cell"],
         hyperparameters=trained.hyperparameters if trained.hyperparameters is not None else state["hp"],
         metrics=trained.metrics,
-        emissions=state["meter"].summary,
+        emissions=trained.emissions if trained.emissions is not None else state["meter"].summary,
         diverged_at=trained.diverged_at,
         data=state["data"],
         summary=trained.summary,

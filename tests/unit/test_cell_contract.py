@@ -159,3 +159,14 @@ def test_emission_defaults_equal_the_config_schemas():
     schema = yaml.safe_load(open(Path(__file__).resolve().parents[2] / "schemas/config.schema.yaml"))
     properties = schema["properties"]["emissions"]["properties"]
     assert {key: spec["default"] for key, spec in properties.items()} == cell.EMISSIONS_DEFAULTS
+
+
+def test_a_family_can_record_its_own_emissions_and_device(tmp_path):
+    """A resumed run sums its segments' emissions; a torchrun rank names its own device."""
+
+    def resumed(hp, ctx):
+        return cell.Trained(emissions={"energy_kwh": 2.0}, device="cpu:7")
+
+    cell.run(family(resumed), {}, tmp_path, emissions=EMISSIONS_OFF)
+    record = read(tmp_path)
+    assert record["emissions"] == {"energy_kwh": 2.0} and record["provenance"]["device"] == "cpu:7"
