@@ -17,18 +17,10 @@ import time
 import torch
 
 from harmonic.toy.batched import ToyGroup
+from harmonic.toy.config import DEFAULTS
 
-HP = dict(
-    task="modular_addition",
-    split="original",
-    n_samples=1000,
-    train_fraction=0.8,
-    embed_dim=16,
-    lr=2e-3,
-    batch_size=32,
-    weight_decay=0.01,
-    embedding_penalty=0.01,
-)
+KEYS = ("task", "split", "n_samples", "train_fraction", "embed_dim", "lr", "batch_size", "weight_decay")
+HP = {key: DEFAULTS[key] for key in (*KEYS, "embedding_penalty")}
 HEADS = {"baseline": {"distance": "baseline"}, "euclidean": {"distance": "euclidean", "n": 1.0, "eps": 1e-8}}
 
 

@@ -35,21 +35,25 @@ DEFAULTS = dict(
 )
 # The two-point study (harmonic/toy/two_points.py) uses only these.
 TWO_POINT_DEFAULTS = dict(
-    setting="corrected",
+    setting=DEFAULTS["setting"],
     study="two_points",
     task="two_points",
     model="layer",
-    seed=0,
+    seed=DEFAULTS["seed"],
     steps=10000,
     lr=0.01,
-    distance_power=1,
-    device="cpu",
-    threads=1,
-    head={"distance": "euclidean"},
+    distance_power=DEFAULTS["distance_power"],
+    device=DEFAULTS["device"],
+    threads=DEFAULTS["threads"],
+    head=dict(DEFAULTS["head"]),
 )
 # Keys of the `toy:` section that every cell copies (schemas/toy.schema.yaml lists them without defaults).
 SECTION_KEYS = ("split", "n_samples", "train_fraction", "embed_dim", "threads")
-SECTION_DEFAULTS = {"settings": ["corrected"], "overrides": [], **{key: DEFAULTS[key] for key in SECTION_KEYS}}
+SECTION_DEFAULTS = {
+    "settings": [DEFAULTS["setting"]],
+    "overrides": [],
+    **{key: DEFAULTS[key] for key in SECTION_KEYS},
+}
 
 
 def section_value(section, key):

@@ -101,7 +101,7 @@ def resolve_training(hyper: dict) -> dict:
 CELL_DEFAULTS = {"backbone": "mlp", "head": {"distance": "euclidean"}, "seed": 0, "device": "auto", "threads": 1}
 # `vision:` section values copied into every cell (schemas/vision.schema.yaml lists them without defaults).
 SECTION_DEFAULTS = {
-    "settings": ["corrected"],
+    "settings": [DEFAULTS["setting"]],
     "threads": CELL_DEFAULTS["threads"],
     **{key: DEFAULTS[key] for key in ("val_fraction", "val_split_seed", "pca_samples", "weight_taus")},
 }
