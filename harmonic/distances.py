@@ -3,7 +3,7 @@
 Every distance is one small class: its name, its parameters (defaults and allowed range), whether it is
 "matmul-type" (computable from a GEMM, never materialising an N x C x D tensor), the pairwise function, and which
 fused-kernel family of harmonic.kernels serves it with what operands (kernel, kernel_operands).
-Tests, the config schema, the workflow grid, benchmarks and notebooks all read the names from here, so adding a
+Tests, the config checks, the workflow grid, benchmarks and notebooks all read the names from here, so adding a
 distance is adding one class below (and its reference in tests/unit/test_distances.py).
 
 Formulas, costs and numerical care are described in docs/distances.md.
