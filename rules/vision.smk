@@ -6,21 +6,16 @@
 
 from harmonic.vision.grid import data_rule_inputs, dataset_spec_json, workflow_cells
 
-validate_family("vision")
-
+register_family(
+    "vision",
+    workflow_cells,
+    notebooks=("vision_tables", "vision_radar", "vision_curves", "vision_weights"),
+)
 VISION = config["vision"]
 
-try:
-    register_cells("vision", workflow_cells(VISION, config["device"]))
-except ValueError as exc:
-    raise WorkflowError(str(exc)) from None
 
-FAMILY_NOTEBOOKS.update(
-    {
-        name: "results/tables/vision.parquet"
-        for name in ("vision_tables", "vision_radar", "vision_curves", "vision_weights")
-    }
-)
+localrules:
+    vision_download,  # compute nodes often have no internet (rules/resources.smk)
 
 
 rule vision_download:
@@ -63,18 +58,18 @@ rule vision_cell:
         meta="data/vision/{dataset}/meta.json",
         script=script_path("vision_cell.py"),
     output:
-        metrics=cell_path("vision", "metrics.json"),
-        curves=cell_path("vision", "curves.csv"),
-        emissions=cell_path("vision", "emissions.csv"),
+        metrics=cell_output("vision", "metrics.json"),
+        curves=cell_output("vision", "curves.csv"),
+        emissions=cell_output("vision", "emissions.csv"),
     log:
         cell_log("vision"),
     conda:
         "../envs/vision.yaml"
-    threads: VISION.get("threads", 2)
+    threads: cell_threads("vision")
     resources:
         **cell_resources("vision"),
     params:
-        hp=cell_params("vision"),
+        hp=cell_params_json("vision"),
         cell=cell_identity("vision"),
         emissions=emissions_params(),
     shell:
