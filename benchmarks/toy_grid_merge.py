@@ -18,7 +18,9 @@ def merge(tables):
     rows = rows.sort_values(["_finished", "_order"], kind="stable")
     rows = rows.drop_duplicates("cell_dir", keep="last").sort_index().drop(columns=["_order", "_finished"])
     # A column one run wrote as strings (aggregate.py's rule for mixed columns) and another as bools: strings, as there
-    for column in rows.select_dtypes(include="object").columns:
+    for column in rows.columns:
+        if not pd.api.types.is_object_dtype(rows[column]):
+            continue
         kinds = set(rows[column].dropna().map(type))
         if str in kinds and len(kinds) > 1:
             rows[column] = rows[column].map(lambda v: v if v is None or isinstance(v, float) else str(v))

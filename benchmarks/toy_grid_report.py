@@ -83,7 +83,7 @@ def main(path):
     print(explained_variance(grid).to_markdown(index=False))
     circle = ok[ok["cell.study"] == "circle"]
     if len(circle):
-        columns = ["cell.model", "cell.head", "hp.weight_decay", "hp.lr", "hp.epochs", "final_train_acc"]
+        columns = ["cell.model", "cell.head", "cell.seed", "hp.weight_decay", "hp.lr", "hp.epochs", "final_train_acc"]
         columns += ["final_test_acc", "grok_epoch_train", "grok_epoch_test", "ev_pc1_pc2"]
         print("\n## Circle (modular addition, Fig. 4)\n")
         print(circle[columns].to_markdown(index=False))
