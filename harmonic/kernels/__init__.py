@@ -153,7 +153,7 @@ def fused_harmonic_loss(
             )
         else:
             p, alpha, scale = consts
-            loss = l1_heads.L1HeadLoss.apply(
+            loss = l1_heads.l1_head_loss(
                 a, b, aa, bb, y, kind, float(n), float(eps), p, alpha, scale, float(label_smoothing), ignore_index,
                 reduction,
             )  # fmt: skip
