@@ -1,5 +1,6 @@
-"""CUDA C++ kernels for the manhattan-type heads (manhattan, hamming_soft, bray_curtis_abs): l1_heads.cu beside
-this file, built on first use with torch.utils.cpp_extension (nvcc, -O3, for the GPU's own architecture).
+"""CUDA C++ kernels for the manhattan-type heads (manhattan, hamming_soft, bray_curtis_abs): l1_heads.cu (kernels,
+no torch headers) and l1_binding.cpp (PyTorch side) beside this file, built on first use with
+torch.utils.cpp_extension (nvcc -O3 for the GPU's own architecture).
 
 They compute what harmonic/kernels/l1_heads.py's Triton kernels compute for the MANHATTAN and BRAYABS kinds, with
 explicit register tiles in the backward (l1_heads.cu's header says how). l1_heads.l1_head_loss picks them:
@@ -25,7 +26,8 @@ import torch
 from harmonic.kernels._loss import finish_rows, reduce_rows, row_weights
 from harmonic.kernels.l1_heads import BRAYABS, MANHATTAN
 
-SOURCE = Path(__file__).with_name("l1_heads.cu")
+HERE = Path(__file__).parent
+SOURCES = (HERE / "l1_binding.cpp", HERE / "l1_heads.cu")
 KINDS = (MANHATTAN, BRAYABS)
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _STATUS: dict = {}  # "ok": bool, "reason": str, "module": the extension, "warned": bool
@@ -67,7 +69,7 @@ def _build():
     folder.mkdir(parents=True, exist_ok=True)
     return load(
         name="harmonic_l1_cuda",
-        sources=[str(SOURCE)],
+        sources=[str(path) for path in SOURCES],
         extra_cflags=["-O3"],
         extra_cuda_cflags=_build_flags(verbose),
         build_directory=str(folder),

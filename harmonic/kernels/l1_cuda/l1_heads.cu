@@ -23,24 +23,22 @@
 //             fp32 inputs: s = saturate(fma(x - w, 2^126, 0.5)), 3 instructions; a difference below 2^-127 (both
 //             operands below ~2^-126) gives an s between 0 and 1 instead of the exact step.
 // Nothing of size N x V x D is ever formed; G is at most max_g_bytes. Accumulation is fp32 throughout.
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <torch/extension.h>
-
+// This file has no torch headers (fast to compile); l1_binding.cpp holds the PyTorch side.
 #include <cuda_bf16.h>
+#include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
-#include <vector>
+
+#include "l1_heads.h"
 
 namespace {
 
 constexpr int TILE = 128;     // block tile edge
 constexpr int BK = 16;        // reduction-axis step per shared-memory stage
 constexpr int THREADS = 256;  // 16 x 16 threads, 8 x 8 results each
-constexpr int MANHATTAN = 0;  // kind codes of harmonic/kernels/l1_heads.py
-constexpr int BRAYABS = 6;
+using l1cuda::BRAYABS;  // kind codes of harmonic/kernels/l1_heads.py
+using l1cuda::MANHATTAN;
 constexpr float LOG2E = 1.4426950408889634f;
 
 // Index (0..127) of a thread's i-th row (or column) inside the block tile: two runs of 4, 64 apart.
@@ -180,7 +178,7 @@ __device__ __forceinline__ void read8(const float* v, int t, float out[8]) {
 
 // ---- the pair tile: acc[i][j] = sum_k |a[row i, k] - b[col j, k]| -----------------------------------------------
 
-struct PairSmem {
+struct alignas(16) PairSmem {
     float a[2][BK][TILE];  // a^T slice: [feature][row], two buffers
     float b[2][BK][TILE];  // b^T slice: [feature][centre]
 };
@@ -404,7 +402,7 @@ coeff_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __re
 
 // ---- backward, step 2: dx (rows x features, loop over centres) -------------------------------------------------
 
-struct GradSmem {
+struct alignas(16) GradSmem {
     float g[2][BK][TILE];  // G slice, [centre][row] (grad_x) or [row][centre] (grad_w)
     float o[2][BK][TILE];  // the other operand, [centre][feature] or [row][feature]
 };
@@ -559,7 +557,7 @@ grad_w_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __r
     }
 }
 
-// ---- host side -------------------------------------------------------------------------------------------------
+// ---- launchers (declared in l1_heads.h) ------------------------------------------------------------------------
 
 int cdiv(long a, long b) { return static_cast<int>((a + b - 1) / b); }
 
@@ -578,138 +576,85 @@ int best_splits(int blocks, int steps, int slots) {
     return best;
 }
 
+// Resident blocks of `kernel` on the whole GPU.
 template <typename K>
 int slots_for(K kernel) {
-    int per_sm = 0;
-    C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, THREADS, 0));
-    int device = 0, sms = 0;
-    C10_CUDA_CHECK(cudaGetDevice(&device));
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    return std::max(1, per_sm) * sms;
+    int per_sm = 0, device = 0, sms = 0;
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, THREADS, 0);
+    cudaGetDevice(&device);
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    return std::max(1, per_sm) * std::max(1, sms);
 }
 
-bool aligned16(const torch::Tensor& t, int d) {
-    return d % 8 == 0 && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
-}
-
-void check_inputs(const torch::Tensor& a, const torch::Tensor& b) {
-    TORCH_CHECK(a.is_cuda() && b.is_cuda(), "l1_cuda: inputs must be CUDA tensors");
-    TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(1), "l1_cuda: a (N x D), b (V x D)");
-    TORCH_CHECK(a.scalar_type() == b.scalar_type(), "l1_cuda: a and b must share a dtype");
-    TORCH_CHECK(a.scalar_type() == at::kFloat || a.scalar_type() == at::kBFloat16,
-                "l1_cuda: float32 or bfloat16 inputs only");
-    TORCH_CHECK(a.is_contiguous() && b.is_contiguous(), "l1_cuda: contiguous inputs only");
-    TORCH_CHECK(a.size(0) < (1L << 31) / TILE && b.size(0) < (1L << 31) / TILE, "l1_cuda: too many rows");
-}
-
-#define L1_DISPATCH(DTYPE, ...)                                        \
-    if ((DTYPE) == at::kFloat) {                                       \
-        using scalar = float;                                          \
-        constexpr bool keys = false;                                   \
-        __VA_ARGS__();                                                 \
-    } else {                                                           \
-        using scalar = __nv_bfloat16;                                  \
-        constexpr bool keys = true;                                    \
-        __VA_ARGS__();                                                 \
+template <typename T, int KIND>
+cudaError_t forward_typed(const l1cuda::Problem& p, l1cuda::Partials& out, cudaStream_t stream) {
+    auto kernel = forward_kernel<T, KIND>;
+    const int row_blocks = cdiv(p.n, TILE), col_tiles = cdiv(p.v, TILE);
+    if (out.m == nullptr) {  // first call: only the number of splits
+        const int per = cdiv(col_tiles, best_splits(row_blocks, col_tiles, slots_for(kernel)));
+        out.splits = cdiv(col_tiles, per);
+        return cudaSuccess;
     }
-
-#define L1_KIND(KIND_VALUE, ...)                                       \
-    if ((KIND_VALUE) == MANHATTAN) {                                   \
-        constexpr int kind = MANHATTAN;                                \
-        __VA_ARGS__();                                                 \
-    } else {                                                           \
-        constexpr int kind = BRAYABS;                                  \
-        __VA_ARGS__();                                                 \
-    }
-
-// Per-split row statistics (m, s, zsum, zt), each (splits x N), for _loss.finish_rows.
-std::vector<torch::Tensor> forward(torch::Tensor a, torch::Tensor b, torch::Tensor aa, torch::Tensor bb,
-                                   torch::Tensor y, int64_t kind, double n_exp, double eps, double scale) {
-    check_inputs(a, b);
-    TORCH_CHECK(kind == MANHATTAN || kind == BRAYABS, "l1_cuda: kind must be MANHATTAN or BRAYABS");
-    const c10::cuda::CUDAGuard guard(a.device());
-    const int n = a.size(0), v = b.size(0), d = a.size(1);
-    const int row_blocks = cdiv(n, TILE), col_tiles = cdiv(v, TILE);
-    const bool vec = aligned16(a, d) && aligned16(b, d);
-    std::vector<torch::Tensor> out;
-    L1_DISPATCH(a.scalar_type(), [&] {
-        L1_KIND(kind, [&] {
-            auto kernel = forward_kernel<scalar, kind>;
-            int splits = best_splits(row_blocks, col_tiles, slots_for(kernel));
-            const int per = cdiv(col_tiles, splits);
-            splits = cdiv(col_tiles, per);
-            auto opts = a.options().dtype(at::kFloat);
-            for (int q = 0; q < 4; ++q) out.push_back(torch::empty({splits, n}, opts));
-            kernel<<<dim3(row_blocks, splits), THREADS, 0, c10::cuda::getCurrentCUDAStream()>>>(
-                reinterpret_cast<const scalar*>(a.data_ptr()), reinterpret_cast<const scalar*>(b.data_ptr()),
-                aa.data_ptr<float>(), bb.data_ptr<float>(), y.data_ptr<int>(), out[0].data_ptr<float>(),
-                out[1].data_ptr<float>(), out[2].data_ptr<float>(), out[3].data_ptr<float>(), n, v, d, per,
-                static_cast<float>(n_exp), static_cast<float>(eps), static_cast<float>(scale), vec);
-            C10_CUDA_KERNEL_LAUNCH_CHECK();
-        });
-    });
-    return out;
+    const int per = cdiv(col_tiles, out.splits);
+    kernel<<<dim3(row_blocks, out.splits), THREADS, 0, stream>>>(
+        static_cast<const T*>(p.a), static_cast<const T*>(p.b), p.aa, p.bb, p.y, out.m, out.s, out.zsum, out.zt, p.n,
+        p.v, p.d, per, p.n_exp, p.eps, p.scale, p.vec);
+    return cudaGetLastError();
 }
 
-// (dx, dW, daa, dbb) in fp32; rows go through in chunks so G (chunk rows x V, fp32) stays under max_g_bytes.
-std::vector<torch::Tensor> backward(torch::Tensor a, torch::Tensor b, torch::Tensor aa, torch::Tensor bb,
-                                    torch::Tensor y, torch::Tensor lse, torch::Tensor gw, int64_t kind,
-                                    double n_exp, double eps, double scale, double smoothing, int64_t max_g_bytes,
-                                    bool need_x, bool need_w) {
-    check_inputs(a, b);
-    TORCH_CHECK(kind == MANHATTAN || kind == BRAYABS, "l1_cuda: kind must be MANHATTAN or BRAYABS");
-    const c10::cuda::CUDAGuard guard(a.device());
-    const int n = a.size(0), v = b.size(0), d = a.size(1);
-    const int ldg = cdiv(v, TILE) * TILE;
-    const bool vec = aligned16(a, d) && aligned16(b, d);
-    auto f32 = a.options().dtype(at::kFloat);
-    auto dx = torch::zeros({n, d}, f32), dw = torch::zeros({v, d}, f32);
-    auto daa = torch::zeros({n}, f32), dbb = torch::zeros({v}, f32);
-    const long max_rows = std::max<long>(TILE, max_g_bytes / (4L * ldg) / TILE * TILE);
-    const int chunks = cdiv(n, max_rows);
-    const int chunk_rows_max = cdiv(cdiv(n, chunks), TILE) * TILE;
-    auto g = torch::empty({chunk_rows_max, ldg}, f32);
-    auto stream = c10::cuda::getCurrentCUDAStream();
-    L1_DISPATCH(a.scalar_type(), [&] {
-        const scalar* pa = reinterpret_cast<const scalar*>(a.data_ptr());
-        const scalar* pb = reinterpret_cast<const scalar*>(b.data_ptr());
-        auto gx = grad_x_kernel<scalar, keys>;
-        auto gwk = grad_w_kernel<scalar, keys>;
-        for (int row_base = 0; row_base < n; row_base += chunk_rows_max) {
-            const int rows = std::min(chunk_rows_max, n - row_base);
-            const int rows_padded = cdiv(rows, TILE) * TILE;
-            L1_KIND(kind, [&] {
-                coeff_kernel<scalar, kind><<<dim3(rows_padded / TILE, ldg / TILE), THREADS, 0, stream>>>(
-                    pa, pb, aa.data_ptr<float>(), bb.data_ptr<float>(), y.data_ptr<int>(), lse.data_ptr<float>(),
-                    gw.data_ptr<float>(), g.data_ptr<float>(), ldg, daa.data_ptr<float>(), dbb.data_ptr<float>(),
-                    n, v, d, row_base, static_cast<float>(n_exp), static_cast<float>(eps),
-                    static_cast<float>(scale), static_cast<float>(smoothing), vec);
-                C10_CUDA_KERNEL_LAUNCH_CHECK();
-            });
-            if (need_x) {
-                const int blocks = (rows_padded / TILE) * cdiv(d, TILE);
-                const int steps = ldg / BK;
-                const int splits = best_splits(blocks, steps, slots_for(gx));
-                const int per = cdiv(steps, splits) * BK;
-                gx<<<dim3(rows_padded / TILE, cdiv(d, TILE), cdiv(ldg, per)), THREADS, 0, stream>>>(
-                    pa, pb, g.data_ptr<float>(), ldg, dx.data_ptr<float>(), n, v, d, row_base, rows, per, vec);
-                C10_CUDA_KERNEL_LAUNCH_CHECK();
-            }
-            if (need_w) {
-                gwk<<<dim3(ldg / TILE, cdiv(d, TILE)), THREADS, 0, stream>>>(
-                    pa, pb, g.data_ptr<float>(), ldg, dw.data_ptr<float>(), n, v, d, row_base, rows, rows_padded,
-                    vec);
-                C10_CUDA_KERNEL_LAUNCH_CHECK();
-            }
+template <typename T, bool KEYS, int KIND>
+cudaError_t backward_typed(const l1cuda::Problem& p, const l1cuda::Grads& gr, cudaStream_t stream) {
+    const int ldg = cdiv(p.v, TILE) * TILE;
+    auto gx = grad_x_kernel<T, KEYS>;
+    const T* a = static_cast<const T*>(p.a);
+    const T* b = static_cast<const T*>(p.b);
+    for (int row_base = 0; row_base < p.n; row_base += gr.chunk_rows) {
+        const int rows = std::min(gr.chunk_rows, p.n - row_base);
+        const int rows_padded = cdiv(rows, TILE) * TILE;
+        coeff_kernel<T, KIND><<<dim3(rows_padded / TILE, ldg / TILE), THREADS, 0, stream>>>(
+            a, b, p.aa, p.bb, p.y, gr.lse, gr.gw, gr.g, ldg, gr.daa, gr.dbb, p.n, p.v, p.d, row_base, p.n_exp, p.eps,
+            p.scale, p.smoothing, p.vec);
+        if (gr.dx != nullptr) {
+            const int blocks = (rows_padded / TILE) * cdiv(p.d, TILE);
+            const int steps = ldg / BK;
+            const int per = cdiv(steps, best_splits(blocks, steps, slots_for(gx))) * BK;
+            gx<<<dim3(rows_padded / TILE, cdiv(p.d, TILE), cdiv(ldg, per)), THREADS, 0, stream>>>(
+                a, b, gr.g, ldg, gr.dx, p.n, p.v, p.d, row_base, rows, per, p.vec);
         }
-    });
-    return {dx, dw, daa, dbb};
+        if (gr.dw != nullptr) {
+            grad_w_kernel<T, KEYS><<<dim3(ldg / TILE, cdiv(p.d, TILE)), THREADS, 0, stream>>>(
+                a, b, gr.g, ldg, gr.dw, p.n, p.v, p.d, row_base, rows, rows_padded, p.vec);
+        }
+        const cudaError_t error = cudaGetLastError();
+        if (error != cudaSuccess) return error;
+    }
+    return cudaSuccess;
 }
 
 }  // namespace
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
-    module.doc() = "CUDA C++ kernels of the manhattan-type harmonic heads (harmonic/kernels/l1_cuda)";
-    module.def("forward", &forward, "per-split log-sum-exp partials (m, s, zsum, zt)");
-    module.def("backward", &backward, "(dx, dW, daa, dbb) in float32");
+namespace l1cuda {
+
+int padded_classes(int v) { return cdiv(v, TILE) * TILE; }
+
+int chunk_rows(int n, int v, long max_g_bytes) {
+    const long max_rows = std::max<long>(TILE, max_g_bytes / (4L * padded_classes(v)) / TILE * TILE);
+    return cdiv(cdiv(n, cdiv(n, max_rows)), TILE) * TILE;
 }
+
+// bf16 inputs take the order-key path (KEYS = true), fp32 inputs the value path.
+cudaError_t forward(const Problem& p, Partials& out, cudaStream_t stream) {
+    if (p.bf16) return p.kind == MANHATTAN ? forward_typed<__nv_bfloat16, MANHATTAN>(p, out, stream)
+                                           : forward_typed<__nv_bfloat16, BRAYABS>(p, out, stream);
+    return p.kind == MANHATTAN ? forward_typed<float, MANHATTAN>(p, out, stream)
+                               : forward_typed<float, BRAYABS>(p, out, stream);
+}
+
+cudaError_t backward(const Problem& p, const Grads& grads, cudaStream_t stream) {
+    if (p.bf16) return p.kind == MANHATTAN ? backward_typed<__nv_bfloat16, true, MANHATTAN>(p, grads, stream)
+                                           : backward_typed<__nv_bfloat16, true, BRAYABS>(p, grads, stream);
+    return p.kind == MANHATTAN ? backward_typed<float, false, MANHATTAN>(p, grads, stream)
+                               : backward_typed<float, false, BRAYABS>(p, grads, stream);
+}
+
+}  // namespace l1cuda
