@@ -17,15 +17,23 @@
 //             With s = (sign(x - w) + 1) / 2 in {0, 1/2, 1}:
 //                 dx[n, k] = sum_v G[n, v] sign(x - w) = 2 sum_v G[n, v] s - sum_v G[n, v]
 //                 dW[v, k] = -sum_n G[n, v] sign(x - w) = sum_n G[n, v] - 2 sum_n G[n, v] s
-//             so sign(0) = 0 (torch's gradient of |u| at 0) comes out exactly, and s costs one instruction:
+//             so sign(0) = 0 (torch's gradient of |u| at 0) comes out exactly (G is set to 0 for pairs whose
+//             features all tie, x on a centre, where dLoss/dd ~ n / eps would swamp the two sums' rounding), and s
+//             costs one instruction:
 //             16-bit inputs are mapped to order-preserving integer keys kx, kw (exact in fp32), and
 //             s = saturate(kx + (0.5 - kw)) (FADD.SAT), then acc = fma(G, s, acc): 2 instructions per triple.
 //             fp32 inputs: s = saturate(fma(x - w, 2^126, 0.5)), 3 instructions; a difference below 2^-127 (both
 //             operands below ~2^-126) gives an s between 0 and 1 instead of the exact step.
 // Nothing of size N x V x D is ever formed; G is at most max_g_bytes. Accumulation is fp32 throughout.
 // This file has no torch headers (fast to compile); l1_binding.cpp holds the PyTorch side.
+#ifdef L1_EMULATE  // host build for tests/kernels/l1_cuda_emulate (a CPU stand-in for each CUDA built-in used)
+#include "../../../tests/kernels/l1_cuda_emulate/emulate.h"
+#define L1_LAUNCH(kernel, grid, stream, ...) emulate_launch(kernel, grid, __VA_ARGS__)
+#else
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#define L1_LAUNCH(kernel, grid, stream, ...) kernel<<<grid, THREADS, 0, stream>>>(__VA_ARGS__)
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -360,7 +368,9 @@ coeff_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __re
         for (int j = 0; j < 8; ++j) {
             const int col = col0 + own(tx, j);
             float c1 = 0.0f;
-            if (col < v && gi != 0.0f) {
+            // acc == 0: x equals the centre, every feature ties and the pair's gradient is exactly 0 whatever
+            // dLoss/dd (about -n / eps there) is; a huge G would only add rounding noise to 2 sum G s - sum G.
+            if (col < v && gi != 0.0f && acc[i][j] != 0.0f) {
                 const float col_bb = KIND == BRAYABS ? bb[col] : 0.0f;
                 const float dist = distance<KIND>(acc[i][j], row_aa, col_bb, scale);
                 const float l2 = log2f(dist + eps);
@@ -596,7 +606,7 @@ cudaError_t forward_typed(const l1cuda::Problem& p, l1cuda::Partials& out, cudaS
         return cudaSuccess;
     }
     const int per = cdiv(col_tiles, out.splits);
-    kernel<<<dim3(row_blocks, out.splits), THREADS, 0, stream>>>(
+    L1_LAUNCH(kernel, dim3(row_blocks, out.splits), stream,
         static_cast<const T*>(p.a), static_cast<const T*>(p.b), p.aa, p.bb, p.y, out.m, out.s, out.zsum, out.zt, p.n,
         p.v, p.d, per, p.n_exp, p.eps, p.scale, p.vec);
     return cudaGetLastError();
@@ -605,24 +615,26 @@ cudaError_t forward_typed(const l1cuda::Problem& p, l1cuda::Partials& out, cudaS
 template <typename T, bool KEYS, int KIND>
 cudaError_t backward_typed(const l1cuda::Problem& p, const l1cuda::Grads& gr, cudaStream_t stream) {
     const int ldg = cdiv(p.v, TILE) * TILE;
+    auto coeff = coeff_kernel<T, KIND>;
     auto gx = grad_x_kernel<T, KEYS>;
+    auto gw = grad_w_kernel<T, KEYS>;
     const T* a = static_cast<const T*>(p.a);
     const T* b = static_cast<const T*>(p.b);
     for (int row_base = 0; row_base < p.n; row_base += gr.chunk_rows) {
         const int rows = std::min(gr.chunk_rows, p.n - row_base);
         const int rows_padded = cdiv(rows, TILE) * TILE;
-        coeff_kernel<T, KIND><<<dim3(rows_padded / TILE, ldg / TILE), THREADS, 0, stream>>>(
+        L1_LAUNCH(coeff, dim3(rows_padded / TILE, ldg / TILE), stream,
             a, b, p.aa, p.bb, p.y, gr.lse, gr.gw, gr.g, ldg, gr.daa, gr.dbb, p.n, p.v, p.d, row_base, p.n_exp, p.eps,
             p.scale, p.smoothing, p.vec);
         if (gr.dx != nullptr) {
             const int blocks = (rows_padded / TILE) * cdiv(p.d, TILE);
             const int steps = ldg / BK;
             const int per = cdiv(steps, best_splits(blocks, steps, slots_for(gx))) * BK;
-            gx<<<dim3(rows_padded / TILE, cdiv(p.d, TILE), cdiv(ldg, per)), THREADS, 0, stream>>>(
+            L1_LAUNCH(gx, dim3(rows_padded / TILE, cdiv(p.d, TILE), cdiv(ldg, per)), stream,
                 a, b, gr.g, ldg, gr.dx, p.n, p.v, p.d, row_base, rows, per, p.vec);
         }
         if (gr.dw != nullptr) {
-            grad_w_kernel<T, KEYS><<<dim3(ldg / TILE, cdiv(p.d, TILE)), THREADS, 0, stream>>>(
+            L1_LAUNCH(gw, dim3(ldg / TILE, cdiv(p.d, TILE)), stream,
                 a, b, gr.g, ldg, gr.dw, p.n, p.v, p.d, row_base, rows, rows_padded, p.vec);
         }
         const cudaError_t error = cudaGetLastError();

@@ -2,7 +2,9 @@
 // every array is contiguous, on the current device; a and b are both bf16 (bf16 = true) or both fp32.
 #pragma once
 
+#ifndef L1_EMULATE
 #include <cuda_runtime.h>
+#endif
 
 namespace l1cuda {
 
