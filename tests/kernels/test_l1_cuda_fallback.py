@@ -22,7 +22,7 @@ def fresh(monkeypatch):
 
 def _cuda_like(dtype=torch.bfloat16):
     """Stands in for a CUDA tensor where only the selection logic looks at it."""
-    return types.SimpleNamespace(is_cuda=True, dtype=dtype)
+    return types.SimpleNamespace(is_cuda=True, dtype=dtype, shape=(2, 3))
 
 
 def _failing_build():
