@@ -39,8 +39,9 @@ def _ptr(t: torch.Tensor):
     return ctypes.c_void_p(t.data_ptr())
 
 
-def _emulated(lib, a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing, g_bytes):
-    """(per-row losses, dx, dW, daa, dbb) through the host-compiled launchers, with reduction 'sum' weights."""
+def _emulated(lib, a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing, g_bytes, keep_sums):
+    """(per-row losses, dx, dW, daa, dbb) through the host-compiled launchers, with reduction 'sum' weights;
+    keep_sums: the forward stores the pair sums and the backward reads them (else it recomputes them)."""
     n, d = a.shape
     v = b.shape[0]
     bf16 = int(a.dtype == torch.bfloat16)
@@ -49,9 +50,13 @@ def _emulated(lib, a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing, g_bytes)
     common = [_ptr(a), _ptr(b), _ptr(aa), _ptr(bb), _ptr(y32), n, v, d, kind, bf16, vec, F32(n_exp), F32(eps)]
     splits = I32(0)
     null = ctypes.c_void_p(0)
-    assert lib.emu_forward(*common, F32(scale), null, null, null, null, ctypes.byref(splits)) == 0
+    assert lib.emu_forward(*common, F32(scale), null, null, null, null, null, ctypes.byref(splits)) == 0
     m, s, zsum, zt = (torch.full((splits.value, n), float("nan")) for _ in range(4))  # poisoned: all written?
-    assert lib.emu_forward(*common, F32(scale), _ptr(m), _ptr(s), _ptr(zsum), _ptr(zt), ctypes.byref(splits)) == 0
+    sums = torch.full((n, lib.emu_padded_classes(v)), float("nan"))
+    keep = _ptr(sums) if keep_sums else null
+    assert (
+        lib.emu_forward(*common, F32(scale), _ptr(m), _ptr(s), _ptr(zsum), _ptr(zt), keep, ctypes.byref(splits)) == 0
+    )
     assert torch.isfinite(m).all() and torch.isfinite(s).all()
     top = m.max(0).values
     lse = top + (s * (m - top).exp()).sum(0).log()
@@ -63,7 +68,7 @@ def _emulated(lib, a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing, g_bytes)
     gw = valid.float()
     assert (
         lib.emu_backward(*common, F32(scale), F32(smoothing), _ptr(lse), _ptr(gw), _ptr(g), rows, _ptr(dx),
-                         _ptr(dw), _ptr(daa), _ptr(dbb)) == 0
+                         _ptr(dw), _ptr(daa), _ptr(dbb), keep) == 0
     )  # fmt: skip
     return per_row, dx, dw, daa, dbb, splits.value, -(-n // rows)
 
@@ -88,8 +93,9 @@ CASES = [  # kind, dtype, (N, V, D), scale, smoothing, G bytes (small: several r
 ]
 
 
+@pytest.mark.parametrize("keep_sums", [False, True])
 @pytest.mark.parametrize("kind,dtype,shape,scale,smoothing,g_bytes", CASES, ids=str)
-def test_emulated_kernels_match_the_reference(emu, kind, dtype, shape, scale, smoothing, g_bytes):
+def test_emulated_kernels_match_the_reference(emu, kind, dtype, shape, scale, smoothing, g_bytes, keep_sums):
     n, v, d = shape
     gen = torch.Generator().manual_seed(n + v + d)
     a = torch.randn(n, d, generator=gen).to(dtype)
@@ -106,7 +112,7 @@ def test_emulated_kernels_match_the_reference(emu, kind, dtype, shape, scale, sm
     bb = b.float().abs().sum(-1) if kind == l1_heads.BRAYABS else torch.zeros(v)
     n_exp, eps = 3.0, 1e-8
     per_row, dx, dw, daa, dbb, splits, chunks = _emulated(
-        emu, a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing, g_bytes
+        emu, a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing, g_bytes, keep_sums
     )
     assert (chunks > 1) == (g_bytes == 1) and splits >= 1  # several row chunks where G may hold 128 rows only
     want_rows, want_dx, want_dw = _reference(a, b, y, kind, n_exp, eps, scale, smoothing)

@@ -13,6 +13,8 @@ explicit register tiles in the backward (l1_heads.cu's header says how). l1_head
 HARMONIC_L1_CUDA_BUILD: build folder (default ~/.cache/harmonic/l1_cuda/<arch>); HARMONIC_L1_CUDA_G_BYTES: memory
 for the backward's coefficient matrix (rows x V, fp32), walked over in row chunks (default 1 GiB);
 HARMONIC_L1_CUDA_VERBOSE=1: print the build (with nvcc's register and spill report, -Xptxas -v).
+HARMONIC_L1_CUDA_STORE=1: the forward keeps its per-pair sums (N x V fp32) for the backward instead of the
+backward recomputing them (a quarter of its work), at that much memory between forward and backward.
 """
 
 from __future__ import annotations
@@ -118,6 +120,10 @@ def _g_bytes() -> int:
     return int(os.environ.get("HARMONIC_L1_CUDA_G_BYTES", str(2**30)))
 
 
+def _keep_sums() -> bool:
+    return os.environ.get("HARMONIC_L1_CUDA_STORE", "0") == "1"
+
+
 class L1CudaHeadLoss(torch.autograd.Function):
     """As l1_heads.L1HeadLoss (same arguments, same result) for the MANHATTAN and BRAYABS kinds."""
 
@@ -129,23 +135,24 @@ class L1CudaHeadLoss(torch.autograd.Function):
         n, classes = a.shape[0], b.shape[0]
         aa, bb = aa.float().contiguous(), bb.float().contiguous()
         y32 = y.to(torch.int32).contiguous()
-        stats = ext.forward(a, b, aa, bb, y32, kind, n_exp, eps, scale)
+        stats = ext.forward(a, b, aa, bb, y32, kind, n_exp, eps, scale, _keep_sums())
+        sums = stats[4] if len(stats) > 4 else a.new_empty(0, dtype=torch.float32)
         lse, per_row = torch.empty(n, device=a.device), torch.empty(n, device=a.device)
-        finish_rows(stats, y, lse, per_row, 0, n, classes, smoothing, ignore_index)
+        finish_rows(stats[:4], y, lse, per_row, 0, n, classes, smoothing, ignore_index)
         valid = y != ignore_index
         count = valid.sum()
-        ctx.save_for_backward(a, b, aa, bb, y32, lse, valid, count)
+        ctx.save_for_backward(a, b, aa, bb, y32, lse, valid, count, sums)
         ctx.args = (kind, n_exp, eps, scale, smoothing, reduction, dtype_a, dtype_b)
         return reduce_rows(per_row, count, reduction)
 
     @staticmethod
     def backward(ctx, grad_out):
-        a, b, aa, bb, y32, lse, valid, count = ctx.saved_tensors
+        a, b, aa, bb, y32, lse, valid, count, sums = ctx.saved_tensors
         kind, n_exp, eps, scale, smoothing, reduction, dtype_a, dtype_b = ctx.args
         g = row_weights(grad_out, valid, count, reduction)
         need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         da, db, daa, dbb = _STATUS["module"].backward(
-            a, b, aa, bb, y32, lse, g, kind, n_exp, eps, scale, smoothing, _g_bytes(), need_a, need_b
+            a, b, aa, bb, y32, lse, g, kind, n_exp, eps, scale, smoothing, _g_bytes(), need_a, need_b, sums
         )
         return (
             da.to(dtype_a) if need_a else None,

@@ -31,9 +31,11 @@ l1cuda::Problem problem(const torch::Tensor& a, const torch::Tensor& b, const to
             static_cast<float>(scale), static_cast<float>(smoothing)};
 }
 
-// Per-split row statistics [m, s, zsum, zt], each splits x N, for harmonic.kernels._loss.finish_rows.
+// Per-split row statistics [m, s, zsum, zt], each splits x N, for harmonic.kernels._loss.finish_rows; with
+// keep_sums also the per-pair sums |x - w| (N x padded V, fp32) for the backward.
 std::vector<torch::Tensor> forward(torch::Tensor a, torch::Tensor b, torch::Tensor aa, torch::Tensor bb,
-                                   torch::Tensor y, int64_t kind, double n_exp, double eps, double scale) {
+                                   torch::Tensor y, int64_t kind, double n_exp, double eps, double scale,
+                                   bool keep_sums) {
     const c10::cuda::CUDAGuard guard(a.device());
     const l1cuda::Problem p = problem(a, b, aa, bb, y, kind, n_exp, eps, scale, 0.0);
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -45,6 +47,10 @@ std::vector<torch::Tensor> forward(torch::Tensor a, torch::Tensor b, torch::Tens
     parts.s = out[1].data_ptr<float>();
     parts.zsum = out[2].data_ptr<float>();
     parts.zt = out[3].data_ptr<float>();
+    if (keep_sums) {
+        out.push_back(torch::empty({p.n, l1cuda::padded_classes(p.v)}, a.options().dtype(at::kFloat)));
+        parts.sums = out[4].data_ptr<float>();
+    }
     C10_CUDA_CHECK(l1cuda::forward(p, parts, stream));
     return out;
 }
@@ -53,12 +59,16 @@ std::vector<torch::Tensor> forward(torch::Tensor a, torch::Tensor b, torch::Tens
 std::vector<torch::Tensor> backward(torch::Tensor a, torch::Tensor b, torch::Tensor aa, torch::Tensor bb,
                                     torch::Tensor y, torch::Tensor lse, torch::Tensor gw, int64_t kind,
                                     double n_exp, double eps, double scale, double smoothing, int64_t max_g_bytes,
-                                    bool need_x, bool need_w) {
+                                    bool need_x, bool need_w, torch::Tensor sums) {
     const c10::cuda::CUDAGuard guard(a.device());
     const l1cuda::Problem p = problem(a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing);
     TORCH_CHECK(lse.scalar_type() == at::kFloat && gw.scalar_type() == at::kFloat && lse.is_contiguous() &&
                     gw.is_contiguous() && lse.numel() == p.n && gw.numel() == p.n,
                 "l1_cuda: lse and gw must be contiguous fp32 of N values");
+    const bool stored = sums.numel() > 0;  // else the sums are recomputed
+    TORCH_CHECK(!stored || (sums.scalar_type() == at::kFloat && sums.is_contiguous() && sums.dim() == 2 &&
+                            sums.size(0) == p.n && sums.size(1) == l1cuda::padded_classes(p.v)),
+                "l1_cuda: sums must be the forward's N x padded-V fp32 tensor");
     auto f32 = a.options().dtype(at::kFloat);
     auto dx = need_x ? torch::zeros({p.n, p.d}, f32) : torch::empty({0}, f32);
     auto dw = need_w ? torch::zeros({p.v, p.d}, f32) : torch::empty({0}, f32);
@@ -67,7 +77,8 @@ std::vector<torch::Tensor> backward(torch::Tensor a, torch::Tensor b, torch::Ten
     auto g = torch::empty({rows, l1cuda::padded_classes(p.v)}, f32);
     const l1cuda::Grads grads{lse.data_ptr<float>(), gw.data_ptr<float>(), g.data_ptr<float>(), rows,
                               need_x ? dx.data_ptr<float>() : nullptr, need_w ? dw.data_ptr<float>() : nullptr,
-                              daa.data_ptr<float>(), dbb.data_ptr<float>()};
+                              daa.data_ptr<float>(), dbb.data_ptr<float>(),
+                              stored ? sums.data_ptr<float>() : nullptr};
     C10_CUDA_CHECK(l1cuda::backward(p, grads, c10::cuda::getCurrentCUDAStream()));
     return {dx, dw, daa, dbb};
 }
@@ -76,6 +87,6 @@ std::vector<torch::Tensor> backward(torch::Tensor a, torch::Tensor b, torch::Ten
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.doc() = "CUDA C++ kernels of the manhattan-type harmonic heads (harmonic/kernels/l1_cuda)";
-    m.def("forward", &forward, "per-split log-sum-exp partials [m, s, zsum, zt]");
+    m.def("forward", &forward, "per-split log-sum-exp partials [m, s, zsum, zt] (+ the pair sums with keep_sums)");
     m.def("backward", &backward, "[dx, dW, daa, dbb] in float32");
 }

@@ -241,6 +241,35 @@ __device__ __forceinline__ float distance(float sum, float aa, float bb, float s
     }
 }
 
+// The forward's per-pair sums kept for the backward (HARMONIC_L1_CUDA_STORE=1): N x ld fp32, rows < n only.
+__device__ __forceinline__ void store_sums(float* sums, int ld, int n, int row0, int col0, const float acc[8][8]) {
+    const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        const int row = row0 + own(ty, i);
+        if (row >= n) continue;
+        float* dst = sums + static_cast<size_t>(row) * ld + col0;
+        reinterpret_cast<float4*>(dst + tx * 4)[0] = make_float4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
+        reinterpret_cast<float4*>(dst + 64 + tx * 4)[0] = make_float4(acc[i][4], acc[i][5], acc[i][6], acc[i][7]);
+    }
+}
+
+__device__ __forceinline__ void load_sums(const float* sums, int ld, int n, int row0, int col0, float acc[8][8]) {
+    const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        const int row = row0 + own(ty, i);
+        float4 lo = make_float4(0.0f, 0.0f, 0.0f, 0.0f), hi = lo;
+        if (row < n) {
+            const float* src = sums + static_cast<size_t>(row) * ld + col0;
+            lo = __ldg(reinterpret_cast<const float4*>(src + tx * 4));
+            hi = __ldg(reinterpret_cast<const float4*>(src + 64 + tx * 4));
+        }
+        acc[i][0] = lo.x; acc[i][1] = lo.y; acc[i][2] = lo.z; acc[i][3] = lo.w;
+        acc[i][4] = hi.x; acc[i][5] = hi.y; acc[i][6] = hi.z; acc[i][7] = hi.w;
+    }
+}
+
 // (max, sum of exp relative to it) pairs: combined, with the empty pair (-inf, 0) as identity.
 __device__ __forceinline__ void lse_combine(float& m, float& s, float m2, float s2) {
     const float top = fmaxf(m, m2);
@@ -259,8 +288,9 @@ template <typename T, int KIND>
 __global__ void __launch_bounds__(THREADS, 2)
 forward_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __restrict__ aa,
                const float* __restrict__ bb, const int* __restrict__ y, float* __restrict__ m_out,
-               float* __restrict__ s_out, float* __restrict__ zsum_out, float* __restrict__ zt_out, int n, int v,
-               int d, int tiles_per_split, float n_exp, float eps, float scale, bool vec) {
+               float* __restrict__ s_out, float* __restrict__ zsum_out, float* __restrict__ zt_out,
+               float* __restrict__ sums_out, int n, int v, int d, int tiles_per_split, float n_exp, float eps,
+               float scale, bool vec) {
     __shared__ PairSmem sm;
     const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
     const int row0 = blockIdx.x * TILE;
@@ -272,6 +302,7 @@ forward_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __
     for (int tile = first; tile < last; ++tile) {
         const int col0 = tile * TILE;
         pair_sums<T>(a, b, n, v, d, row0, col0, vec, sm, acc);
+        if (sums_out != nullptr) store_sums(sums_out, (v + TILE - 1) / TILE * TILE, n, row0, col0, acc);
         int cols[8];
         float col_bb[8];
 #pragma unroll
@@ -339,17 +370,22 @@ __global__ void __launch_bounds__(THREADS, 2)
 coeff_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __restrict__ aa,
              const float* __restrict__ bb, const int* __restrict__ y, const float* __restrict__ lse,
              const float* __restrict__ gw, float* __restrict__ g_out, int ldg, float* __restrict__ daa,
-             float* __restrict__ dbb, int n, int v, int d, int row_base, float n_exp, float eps, float scale,
-             float smoothing, bool vec) {
+             float* __restrict__ dbb, const float* __restrict__ sums_in, int n, int v, int d, int row_base,
+             float n_exp, float eps, float scale, float smoothing, bool vec) {
     __shared__ PairSmem sm;
     __shared__ float col_c2[TILE];
     const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
     const int lrow0 = blockIdx.x * TILE;  // chunk-relative
     const int row0 = row_base + lrow0;
     const int col0 = blockIdx.y * TILE;
-    if (KIND == BRAYABS && threadIdx.x < TILE) col_c2[threadIdx.x] = 0.0f;  // ordered by pair_sums' barriers
+    if (KIND == BRAYABS && threadIdx.x < TILE) col_c2[threadIdx.x] = 0.0f;
     float acc[8][8];
-    pair_sums<T>(a, b, n, v, d, row0, col0, vec, sm, acc);
+    if (sums_in == nullptr) {
+        pair_sums<T>(a, b, n, v, d, row0, col0, vec, sm, acc);  // its barriers also order col_c2's zeros
+    } else {  // the forward stored the sums
+        load_sums(sums_in, ldg, n, row0, col0, acc);
+        __syncthreads();
+    }
     float col_sum[8];
 #pragma unroll
     for (int j = 0; j < 8; ++j) col_sum[j] = 0.0f;
@@ -607,8 +643,8 @@ cudaError_t forward_typed(const l1cuda::Problem& p, l1cuda::Partials& out, cudaS
     }
     const int per = cdiv(col_tiles, out.splits);
     L1_LAUNCH(kernel, dim3(row_blocks, out.splits), stream,
-        static_cast<const T*>(p.a), static_cast<const T*>(p.b), p.aa, p.bb, p.y, out.m, out.s, out.zsum, out.zt, p.n,
-        p.v, p.d, per, p.n_exp, p.eps, p.scale, p.vec);
+        static_cast<const T*>(p.a), static_cast<const T*>(p.b), p.aa, p.bb, p.y, out.m, out.s, out.zsum, out.zt,
+        out.sums, p.n, p.v, p.d, per, p.n_exp, p.eps, p.scale, p.vec);
     return cudaGetLastError();
 }
 
@@ -624,8 +660,8 @@ cudaError_t backward_typed(const l1cuda::Problem& p, const l1cuda::Grads& gr, cu
         const int rows = std::min(gr.chunk_rows, p.n - row_base);
         const int rows_padded = cdiv(rows, TILE) * TILE;
         L1_LAUNCH(coeff, dim3(rows_padded / TILE, ldg / TILE), stream,
-            a, b, p.aa, p.bb, p.y, gr.lse, gr.gw, gr.g, ldg, gr.daa, gr.dbb, p.n, p.v, p.d, row_base, p.n_exp, p.eps,
-            p.scale, p.smoothing, p.vec);
+            a, b, p.aa, p.bb, p.y, gr.lse, gr.gw, gr.g, ldg, gr.daa, gr.dbb, gr.sums, p.n, p.v, p.d, row_base,
+            p.n_exp, p.eps, p.scale, p.smoothing, p.vec);
         if (gr.dx != nullptr) {
             const int blocks = (rows_padded / TILE) * cdiv(p.d, TILE);
             const int steps = ldg / BK;

@@ -25,6 +25,7 @@ struct Problem {
 struct Partials {  // per-split row statistics, each splits x N (see _loss.finish_rows)
     int splits = 0;
     float *m = nullptr, *s = nullptr, *zsum = nullptr, *zt = nullptr;
+    float* sums = nullptr;  // N x padded_classes(V): the per-pair sum |x - w| for the backward; nullptr: not kept
 };
 
 struct Grads {
@@ -34,6 +35,7 @@ struct Grads {
     int chunk_rows;
     float *dx, *dw;    // N x D, V x D, zeroed; nullptr: not needed
     float *daa, *dbb;  // N, V, zeroed (bray_curtis_abs)
+    const float* sums;  // the forward's Partials::sums, or nullptr: recompute them
 };
 
 int padded_classes(int v);
