@@ -69,12 +69,18 @@ def make_inputs(n, d, v, seed, dtype=torch.bfloat16):
     return x, w, y
 
 
+def use(impl):
+    """Select the fused implementation: cuda (sums recomputed in the backward), cuda-store (kept), triton."""
+    os.environ["HARMONIC_L1_CUDA"] = "1" if impl.startswith("cuda") else "0"
+    os.environ["HARMONIC_L1_CUDA_STORE"] = "1" if impl == "cuda-store" else "0"
+
+
 def run_loss(impl, x, w, y, distance, n_exp, **kwargs):
-    """(loss, grads of the inputs that require them) through impl: cuda, triton or reference."""
+    """(loss, grads of the inputs that require them) through impl: cuda, cuda-store, triton or reference."""
     if impl == "reference":
         fn = kernels.reference_harmonic_loss
     else:
-        os.environ["HARMONIC_L1_CUDA"] = "1" if impl == "cuda" else "0"
+        use(impl)
         fn = kernels.fused_harmonic_loss
     loss = fn(x, w, y, distance=distance, n=n_exp, eps=1e-8, **kwargs)
     inputs = [t for t in (x, w) if t.requires_grad]
@@ -188,7 +194,7 @@ def stage_check_vocab():
     rows = []
     for head in HEADS:
         x, w, y = make_inputs(CHECK_ROWS, d, v, seed=1)
-        for impl in ("cuda", "triton"):
+        for impl in ("cuda", "cuda-store", "triton"):
             row = {"head": head, "impl": impl, **compare(impl, "reference", x, w, y, head)}
             row["meets_bar"] = (
                 row["loss_rel_err"] <= BAR_LOSS and max(row["dx_rel_err"], row["dW_rel_err"]) <= BAR_GRAD
@@ -198,7 +204,7 @@ def stage_check_vocab():
     return rows
 
 
-def edge_case(index, head, dtype, kwargs, x_grad, rows=77):
+def edge_case(index, head, dtype, kwargs, x_grad, rows=77, impl="cuda"):
     """One small case against the reference: D = 100 (no 16-byte loads), ties, zero rows, an ignored row."""
     x, w, y = make_inputs(rows, 100, 300, seed=10 + index, dtype=dtype)
     with torch.no_grad():
@@ -209,8 +215,8 @@ def edge_case(index, head, dtype, kwargs, x_grad, rows=77):
             x[6].zero_()  # zero rows: the 0/0 denominator
     y[3] = 5
     x.requires_grad_(x_grad)
-    row = {"head": head, "dtype": str(dtype), **kwargs, "x_grad": x_grad, "rows": rows}
-    row.update(compare("cuda", "reference", x, w, y, head, **kwargs))
+    row = {"head": head, "impl": impl, "dtype": str(dtype), **kwargs, "x_grad": x_grad, "rows": rows}
+    row.update(compare(impl, "reference", x, w, y, head, **kwargs))
     grads = [row[k] for k in ("dx_rel_err", "dW_rel_err") if k in row]
     row["pass"] = row["finite"] and row["loss_rel_err"] <= EDGE_LOSS and max(grads) <= EDGE_GRAD
     return row
@@ -225,6 +231,7 @@ def stage_check_edges():
         cases.append((head, torch.bfloat16, {"reduction": "sum"}, True))
         cases.append((head, torch.float32, {"reduction": "none"}, True))
         cases.append((head, torch.bfloat16, {}, False))  # centres-only gradient
+        cases.append((head, torch.bfloat16, {"label_smoothing": 0.1}, True, 77, "cuda-store"))
     rows = []
     for index, case in enumerate(cases):
         try:
@@ -234,8 +241,9 @@ def stage_check_edges():
         print(json.dumps(rows[-1]), flush=True)
     os.environ["HARMONIC_L1_CUDA_G_BYTES"] = "1"  # 128-row chunks: 300 rows in three
     try:
-        for head, dtype in (("manhattan", torch.bfloat16), ("bray_curtis_abs", torch.float32)):
-            rows.append(edge_case(len(rows), head, dtype, {}, True, rows=300))
+        for head, dtype, impl in (("manhattan", torch.bfloat16, "cuda"), ("bray_curtis_abs", torch.float32, "cuda"),
+                                  ("hamming_soft", torch.bfloat16, "cuda-store")):  # fmt: skip
+            rows.append(edge_case(len(rows), head, dtype, {}, True, 300, impl))
             print(json.dumps(rows[-1]), flush=True)
     finally:
         del os.environ["HARMONIC_L1_CUDA_G_BYTES"]
@@ -268,9 +276,9 @@ def stage_agree():
     """CUDA against Triton at the GPT-2 shape (no reference there: it would need the N x V x D broadcast)."""
     n, d, v = GPT2
     rows = []
-    for head in HEADS:
+    for head, impl in [(head, "cuda") for head in HEADS] + [("manhattan", "cuda-store")]:
         x, w, y = make_inputs(n, d, v, seed=2)
-        row = {"head": head, **compare("cuda", "triton", x, w, y, head)}
+        row = {"head": head, "impl": impl, **compare(impl, "triton", x, w, y, head)}
         rows.append(row)
         print(json.dumps(row), flush=True)
         del x, w, y
@@ -302,7 +310,7 @@ def fwd_bwd(impl, head, x, w, y):
         if impl == "ce":
             F.cross_entropy(x @ w.t(), y, ignore_index=-100).backward()
         else:
-            os.environ["HARMONIC_L1_CUDA"] = "1" if impl == "cuda" else "0"
+            use(impl)
             kernels.fused_harmonic_loss(x, w, y, distance=head, n=n_exp, eps=1e-8).backward()
 
     return step
@@ -337,7 +345,7 @@ def stage_bench(info, built):
     result = {"N": n, "D": d, "V": v, "bound_ms_per_instr_per_triple": triples / per_ms, "rows": []}
     result["rows"].append({"head": "ce", "impl": "ce eager", "ms": time_ms(fwd_bwd("ce", None, x, w, y), 20, 3)})
     for head in HEADS:
-        for impl, reps in (("cuda", 10), ("triton", 3)):
+        for impl, reps in (("cuda", 10), ("cuda-store", 10), ("triton", 3)):
             try:
                 ms = time_ms(fwd_bwd(impl, head, x, w, y), reps)
                 row = {"head": head, "impl": impl, "ms": ms, "vs_ce": ms / result["rows"][0]["ms"]}
@@ -357,7 +365,7 @@ def stage_bench(info, built):
                 times[f"{key}_instr_per_triple_at_full_issue"] = times[key] * per_ms / triples
         result[f"kernels_{head}"] = times
         print(head, json.dumps(times, default=str)[:600], flush=True)
-    os.environ["HARMONIC_L1_CUDA"] = "1"
+    use("cuda")
     n_exp = math.sqrt(d)
     loss_box = {}
 
@@ -370,9 +378,10 @@ def stage_bench(info, built):
 
     result["manhattan_forward_ms"] = time_ms(forward_only, 10)
     result["manhattan_backward_ms"] = time_ms(backward_only, 10)
-    torch.cuda.reset_peak_memory_stats()
-    fwd_bwd("cuda", "manhattan", x, w, y)()
-    result["manhattan_cuda_peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
+    for impl in ("cuda", "cuda-store", "triton"):
+        torch.cuda.reset_peak_memory_stats()
+        fwd_bwd(impl, "manhattan", x, w, y)()
+        result[f"manhattan_{impl}_peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
     return result
 
 
@@ -412,16 +421,25 @@ def stage_ncu(budget_s):
     return {"shape": NCU_SHAPE, "kernels": rows, "returncode": proc.returncode, "stderr_tail": proc.stderr[-800:]}
 
 
-def stage_gpt_step(budget_s):
+def stage_gpt_step(budget_s, store):
     folder = Path("/tmp/l1_cuda_gpt_step")
     cmd = [sys.executable, str(REPO / "benchmarks" / "gpt_step_benchmark.py"), "--out", str(folder), "--heads",
            "baseline", "manhattan", "--no-reference", "--no-profile", "--steps", "6", "--warmup", "2"]  # fmt: skip
-    env = dict(os.environ, HARMONIC_L1_CUDA="1", PYTHONPATH=str(REPO))
+    env = dict(os.environ, HARMONIC_L1_CUDA="1", HARMONIC_L1_CUDA_STORE="1" if store else "0", PYTHONPATH=str(REPO))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=budget_s, cwd=REPO, env=env)
-    result = {"returncode": proc.returncode, "stdout_tail": proc.stdout[-2000:], "stderr_tail": proc.stderr[-1500:]}
+    result = {"store": store, "returncode": proc.returncode, "stdout_tail": proc.stdout[-2000:],
+              "stderr_tail": proc.stderr[-1500:]}  # fmt: skip
     if (folder / "gpt_step.json").exists():
         result["rows"] = json.loads((folder / "gpt_step.json").read_text())["rows"]
     return result
+
+
+def faster_store(data):
+    """Whether the bench found the kept sums (HARMONIC_L1_CUDA_STORE=1) faster for manhattan."""
+    rows = {
+        r["impl"]: r.get("ms") for r in data["stages"].get("bench", {}).get("rows", []) if r["head"] == "manhattan"
+    }
+    return bool(rows.get("cuda-store") and rows.get("cuda") and rows["cuda-store"] < rows["cuda"])
 
 
 def fmt(value, digits=3):
@@ -460,8 +478,13 @@ def markdown(data):
         lines += ["Edge cases: the child process failed (CUDA stages skipped):", "", "```",
                   edges.get("stderr_tail", "")[-1500:], edges.get("memcheck_tail", "")[-2500:], "```", ""]  # fmt: skip
     if "agree" in st:
-        lines += ["## CUDA vs Triton at N=8192, D=768, V=50304", "", "| head | loss | dx | dW |", "|---|---|---|---|"]
-        lines += [f"| {r['head']} | {fmt(r['loss_rel_err'])} | {fmt(r.get('dx_rel_err'))} | {fmt(r.get('dW_rel_err'))} |"
+        lines += [
+            "## CUDA vs Triton at N=8192, D=768, V=50304",
+            "",
+            "| head | impl | loss | dx | dW |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [f"| {r['head']} | {r.get('impl')} | {fmt(r['loss_rel_err'])} | {fmt(r.get('dx_rel_err'))} | {fmt(r.get('dW_rel_err'))} |"
                   for r in st["agree"]]  # fmt: skip
         lines.append("")
     bench = st.get("bench")
@@ -476,7 +499,8 @@ def markdown(data):
             for r in bench["rows"]
         ]
         lines += ["", f"manhattan CUDA forward {fmt(bench.get('manhattan_forward_ms'))} ms, backward "
-                  f"{fmt(bench.get('manhattan_backward_ms'))} ms, peak {fmt(bench.get('manhattan_cuda_peak_gb'))} GB", ""]  # fmt: skip
+                  f"{fmt(bench.get('manhattan_backward_ms'))} ms; peak GB cuda {fmt(bench.get('manhattan_cuda_peak_gb'))}, "
+                  f"cuda-store {fmt(bench.get('manhattan_cuda-store_peak_gb'))}, triton {fmt(bench.get('manhattan_triton_peak_gb'))}", ""]  # fmt: skip
         for head in HEADS:
             times = bench.get(f"kernels_{head}", {})
             cells = [f"{k} {fmt(times.get(k))} ms = {fmt(times.get(k + '_instr_per_triple_at_full_issue'))} instr/triple"
@@ -525,7 +549,7 @@ def main(argv=None):
     if built and args.budget_s - elapsed() > 60:
         report.stage("ncu", lambda: stage_ncu(min(90.0, args.budget_s - elapsed() - 30)))
     if built and args.budget_s - elapsed() > 120:
-        report.stage("gpt_step", lambda: stage_gpt_step(args.budget_s - elapsed()))
+        report.stage("gpt_step", lambda: stage_gpt_step(args.budget_s - elapsed(), faster_store(report.data)))
     print(markdown(report.data), flush=True)
 
 
