@@ -217,8 +217,13 @@ def edge_case(index, head, dtype, kwargs, x_grad, rows=77, impl="cuda"):
     x.requires_grad_(x_grad)
     row = {"head": head, "impl": impl, "dtype": str(dtype), **kwargs, "x_grad": x_grad, "rows": rows}
     row.update(compare(impl, "reference", x, w, y, head, **kwargs))
-    grads = [row[k] for k in ("dx_rel_err", "dW_rel_err") if k in row]
-    row["pass"] = row["finite"] and row["loss_rel_err"] <= EDGE_LOSS and max(grads) <= EDGE_GRAD
+    triton = compare("triton", "reference", x, w, y, head, **kwargs)
+    row.update({f"triton_{k}": value for k, value in triton.items()})
+    # "no worse than today's": near-tie pairs have dLoss/dd up to n / eps, so fp32 summation order alone moves the
+    # gradients by ~1e-4 between the reference and either kernel family
+    keys = [k for k in ("dx_rel_err", "dW_rel_err") if k in row]
+    grads_ok = all(row[k] <= max(EDGE_GRAD, 2 * row[f"triton_{k}"]) for k in keys)
+    row["pass"] = row["finite"] and row["loss_rel_err"] <= max(EDGE_LOSS, 2 * row["triton_loss_rel_err"]) and grads_ok
     return row
 
 
