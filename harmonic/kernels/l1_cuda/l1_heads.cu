@@ -10,7 +10,7 @@
 //
 //   forward   tile rows x centres, loop over features: acc += |x - w| (FADD + FADD with |.| operand modifier);
 //             the finished tile folds into per-row log-sum-exp partials (one set per V split).
-//   coeff     the same tile recomputed in the backward; writes G[n, v] = dLoss/dd * dd/d(sum |u|) for a chunk of
+//   coeff     the same tile recomputed in the backward (or read back where the forward kept its sums); writes G[n, v] = dLoss/dd * dd/d(sum |u|) for a chunk of
 //             rows (fp32; at most a configurable number of bytes, chunks walk over N), and for bray_curtis_abs
 //             the row / column sums of the denominator's gradient.
 //   grad_x    tile rows x features, loop over centres; grad_w: tile centres x features, loop over rows.
