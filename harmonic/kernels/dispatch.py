@@ -37,7 +37,7 @@ def _l1_loss(ops: KernelOperands, y: Tensor, *, n, eps, smoothing, ignore_index,
     """CUDA-core kernels (l1_heads.py) for the elementwise distances; aa, bb are zeros where the kind has none."""
     aa = ops.aa if ops.aa is not None else torch.zeros(ops.a.shape[0], device=ops.a.device)
     bb = ops.bb if ops.bb is not None else torch.zeros(ops.b.shape[0], device=ops.a.device)
-    return l1_heads.L1HeadLoss.apply(
+    return l1_heads.l1_head_loss(
         ops.a, ops.b, aa, bb, y, l1_heads.KINDS[ops.kind], float(n), float(eps), float(ops.p), float(ops.alpha),
         float(ops.scale), float(smoothing), ignore_index, reduction,
     )  # fmt: skip
