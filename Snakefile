@@ -37,23 +37,12 @@ wildcard_constraints:
     seed="[0-9]+",
 
 
-if os.path.exists(os.path.join(workflow.basedir, "rules/resources.smk")):
-
-    include: "rules/resources.smk"
-
-
-# A family that is not run is still checked: a typo in its section must not wait until it is switched on.
-for _family in ("toy", "vision", "llm"):
-    if _family in config["families"] and os.path.exists(
-        os.path.join(workflow.basedir, f"rules/{_family}.smk")
-    ):
-
-        include: f"rules/{_family}.smk"
-
-    elif _family in config:
-        validate_family(_family)
-
-
+include: "rules/resources.smk"
+# Every family's rules; each registers itself (register_family, rules/common.smk): its section is always checked,
+# its cells are planned only when config `families` lists it.
+include: "rules/toy.smk"
+include: "rules/vision.smk"
+include: "rules/llm.smk"
 include: "rules/analysis.smk"
 
 

@@ -150,6 +150,7 @@ def main(argv=None):
     parser.add_argument(
         "--warm", type=int, default=0, help="first compile every group for 1 epoch in this many processes"
     )
+    parser.add_argument("--warm-only", action="store_true", help="fill the compile caches, then exit (no training)")
     parser.add_argument("--deadline", type=float, help="seconds after start: stop training, write what was reached")
     parser.add_argument("--part", type=int, help=argparse.SUPPRESS)  # set for the workers
     parser.add_argument("--started", type=float, default=time.time(), help=argparse.SUPPRESS)
@@ -174,6 +175,8 @@ def main(argv=None):
         if any(w.wait() != 0 for w in warm):
             raise SystemExit("compile warm-up failed")
         print(f"compile warm-up done at {time.time() - start:.1f} s", flush=True)
+    if args.warm_only:
+        return
     workers = [subprocess.Popen([sys.executable, __file__, *argv, "--part", str(part)]) for part in range(args.parts)]
     failed = [part for part, worker in enumerate(workers) if worker.wait() != 0]
     wall_s = time.time() - start

@@ -27,10 +27,12 @@ def main(run_dir, out_dir):
         for rel, study in zip(table["cell_dir"], table["cell.study"]):
             src = run_dir / Path(rel).relative_to("results")
             tar.add(src / "embedding.npy", arcname=f"{rel}/embedding.npy")
-            if study == "circle":
+            if study in ("circle", "two_points"):  # the notebooks draw these cells' curves
                 tar.add(src / "curves.csv", arcname=f"{rel}/curves.csv")
 
     keep = table[table["cell.study"].isin(["grid", "circle"])]
+    if keep.empty:  # e.g. a two-point run: no per-epoch curves to keep
+        return
     epochs = int(keep["epochs_run"].max())
     acc = np.full((len(keep), 2, epochs), np.nan, dtype=np.float16)
     for i, rel in enumerate(keep["cell_dir"]):

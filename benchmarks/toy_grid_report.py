@@ -6,6 +6,8 @@
 Grokking (grid study): per task x model x head, runs whose test accuracy stays > 90 % for 20 epochs, and the median
 and mean of that first epoch over those runs; the same for train. EV: mean and standard deviation over seeds of the
 explained variance of the top PCs of the token embedding. The circle: final accuracies, grokking epochs and PC1+PC2.
+Data efficiency, ablation and n sweep: mean final test accuracy (and PC1+PC2 EV) over seeds. Cells a deadline stopped
+(status failed, error_type Deadline) are reported in their own tables, marked with the epoch they reached.
 """
 
 import sys
@@ -42,6 +44,34 @@ def explained_variance(grid):
     return table.reset_index()
 
 
+def means(cells, by, columns):
+    """Mean over seeds of `columns` per `by`, with the number of seeds."""
+    table = cells.groupby(by)[columns].mean().round(3)
+    table.insert(0, "seeds", cells.groupby(by).size())
+    return table.reset_index()
+
+
+def data_efficiency(cells):
+    """Final test accuracy per task x model x head (rows) and train fraction (columns), mean over seeds."""
+    table = cells.pivot_table(
+        index=["cell.task", "cell.model", "cell.head"], columns="cell.train_fraction", values="final_test_acc"
+    )
+    return table.round(3).reset_index()
+
+
+def print_study(title, cells, make):
+    """One study's table; cells stopped at a deadline separately, with the epoch they reached."""
+    finished = cells[cells["status"].isin(["ok", "diverged"])]
+    stopped = cells[cells["error_type"].fillna("") == "Deadline"] if "error_type" in cells else cells.iloc[:0]
+    if len(finished):
+        print(f"\n## {title}\n")
+        print(make(finished).to_markdown(index=False))
+    if len(stopped):
+        reached = ", ".join(str(e) for e in sorted(stopped["epochs_run"].unique()))
+        print(f"\n## {title}: cells stopped by the deadline (epoch reached: {reached})\n")
+        print(make(stopped).to_markdown(index=False))
+
+
 def main(path):
     table = pd.read_parquet(path)
     ok = table[table["status"] == "ok"]
@@ -53,10 +83,20 @@ def main(path):
     print(explained_variance(grid).to_markdown(index=False))
     circle = ok[ok["cell.study"] == "circle"]
     if len(circle):
-        columns = ["cell.model", "cell.head", "hp.weight_decay", "hp.lr", "hp.epochs", "final_train_acc"]
+        columns = ["cell.model", "cell.head", "cell.seed", "hp.weight_decay", "hp.lr", "hp.epochs", "final_train_acc"]
         columns += ["final_test_acc", "grok_epoch_train", "grok_epoch_test", "ev_pc1_pc2"]
         print("\n## Circle (modular addition, Fig. 4)\n")
         print(circle[columns].to_markdown(index=False))
+    study = {name: table[table["cell.study"] == name] for name in ["data_efficiency", "ablation", "n_sweep"]}
+    print_study("Data efficiency (final test accuracy)", study["data_efficiency"], data_efficiency)
+    scores = ["final_test_acc", "ev_pc1_pc2", "grok_epoch_test"]
+    print_study("Ablation", study["ablation"], lambda c: means(c, ["cell.task", "cell.head"], scores))
+    by_n = ["cell.task", "cell.model", "hp.head.n", "hp.harmonic_exponent"]
+    print_study("n sweep", study["n_sweep"], lambda c: means(c, by_n, scores))
+    two = ok[ok["cell.study"] == "two_points"]
+    if len(two):
+        print("\n## Two points (Fig. 1)\n")
+        print(two[["cell.head", "weight_norm_growth", "final_train_acc"]].to_markdown(index=False))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ Submodules runs, emissions, metrics, toy, vision, llm and kernels are imported o
 
 from harmonic.distances import distance_names, is_matmul_type, pairwise
 from harmonic.harmax import harmax_log_probs, harmonic_loss
-from harmonic.heads import HarmonicHead, head_from_spec, head_label, heads_json_schema, resolve_head_spec
+from harmonic.heads import HarmonicHead, head_from_spec, head_label, resolve_head_spec
 from harmonic.regularizers import distance_regularizer, embedding_penalty, regularized_loss
 
 __all__ = [
@@ -17,7 +17,6 @@ __all__ = [
     "harmonic_loss",
     "head_from_spec",
     "head_label",
-    "heads_json_schema",
     "is_matmul_type",
     "pairwise",
     "regularized_loss",

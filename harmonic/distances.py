@@ -1,8 +1,9 @@
 """One registry of pairwise distances d(x, w) between inputs x (N x D) and class centres w (C x D).
 
 Every distance is one small class: its name, its parameters (defaults and allowed range), whether it is
-"matmul-type" (computable from a GEMM, never materialising an N x C x D tensor) and the pairwise function.
-Tests, the config schema, the workflow grid, benchmarks and notebooks all read the names from here, so adding a
+"matmul-type" (computable from a GEMM, never materialising an N x C x D tensor), the pairwise function, and which
+fused-kernel family of harmonic.kernels serves it with what operands (kernel, kernel_operands).
+Tests, the config checks, the workflow grid, benchmarks and notebooks all read the names from here, so adding a
 distance is adding one class below (and its reference in tests/unit/test_distances.py).
 
 Formulas, costs and numerical care are described in docs/distances.md.
@@ -72,10 +73,29 @@ class Param:
         return number
 
 
+@dataclass(frozen=True)
+class KernelOperands:
+    """What a fused kernel of harmonic.kernels computes a distance from: a kernel family ("matmul": a function of one
+    dot product per pair, on tensor cores; "l1": elementwise, on CUDA cores), a kind within it (a key of that family
+    module's KINDS), operands a (N x D) and b (C x D), optional per-row / per-centre sums aa (N) and bb (C), and the
+    kind's constants. Built with ordinary torch ops, so autograd carries the gradient through them."""
+
+    family: str
+    kind: str
+    a: Tensor
+    b: Tensor
+    aa: Tensor | None = None
+    bb: Tensor | None = None
+    p: float = 1.0
+    alpha: float = 1.0
+    scale: float = 1.0
+
+
 class Distance:
     """Base class. Subclasses set name/params/matmul_type and implement compute(x, w, training, **params).
 
     compute receives x (N x D) and w (C x D) already validated, and the scalar params with defaults filled in.
+    A distance with a fused kernel sets `kernel` (its family) and implements kernel_operands.
     """
 
     name: str = ""
@@ -86,6 +106,8 @@ class Distance:
     # Forward FLOPs per (row, centre, feature) of the elementwise N x C x D broadcast; 0 when the distance is
     # computed by matrix products only (those FlopCounterMode counts). See head_train_flops.
     broadcast_flops: int = 0
+    # The fused-kernel family that serves it ("matmul" | "l1"), or None: the reference path (pairwise) only.
+    kernel: str | None = None
 
     def defaults(self) -> dict[str, float]:
         return {p.name: p.default for p in self.params}
@@ -101,6 +123,17 @@ class Distance:
 
     def compute(self, x: Tensor, w: Tensor, training: bool, **params) -> Tensor:
         raise NotImplementedError
+
+    def kernel_covers(self, params: dict) -> bool:
+        """False for resolved params the kernel does not handle (those cases take the reference path)."""
+        return True
+
+    def kernel_operands(
+        self, x: Tensor, w: Tensor, params: dict, factor: Tensor | None, training: bool, dtype: torch.dtype
+    ) -> KernelOperands:
+        """Reduce the distance to its kernel's kind. x (N x D), w (C x D); params resolved; factor: the tensor
+        argument (mahalanobis factor L or diagonal m) or None; dtype: the tensor-core operand type for "matmul"."""
+        raise NotImplementedError(f"{self.name}: no fused kernel")
 
 
 _REGISTRY: dict[str, Distance] = {}
@@ -222,9 +255,14 @@ class Euclidean(Distance):
 
     name = "euclidean"
     matmul_type = True
+    kernel = "matmul"
 
     def compute(self, x, w, training):
         return _safe_sqrt(_squared_euclidean_gemm(x, w))
+
+    def kernel_operands(self, x, w, params, factor, training, dtype):
+        # aa = |a|^2, bb = |b|^2 are computed inside the kernel's autograd Function, which also adds their gradient
+        return KernelOperands("matmul", "euclid", x.to(dtype), w.to(dtype))
 
 
 @register
@@ -233,10 +271,14 @@ class Manhattan(Distance):
 
     name = "manhattan"
     broadcast_flops = 3  # sub, abs, sum
+    kernel = "l1"
 
     def compute(self, x, w, training):
         x, w = _upcast_half(x, w)
         return _broadcast_chunked(lambda a, b: _abs_diff(a, b).sum(-1), x, w)
+
+    def kernel_operands(self, x, w, params, factor, training, dtype):
+        return KernelOperands("l1", "manhattan", x, w)
 
 
 @register
@@ -246,6 +288,9 @@ class Minkowski(Distance):
     name = "minkowski"
     broadcast_flops = 6  # sub, abs, max, divide, pow, sum
     params = (Param("p", 2.0, exclusive_minimum=0.0, doc="order of the norm (p=1 manhattan, p=2 euclidean)"),)
+    kernel = "l1"
+    # The kernel's range of p: below 1 the gradient is singular at 0; above 8 |u|^p can underflow in fp32.
+    kernel_p_range = (1.0, 8.0)
 
     def compute(self, x, w, training, p):
         x, w = _upcast_half(x, w)
@@ -261,6 +306,21 @@ class Minkowski(Distance):
 
         return _broadcast_chunked(fn, x, w)
 
+    def kernel_covers(self, params):
+        return self.kernel_p_range[0] <= params["p"] <= self.kernel_p_range[1]
+
+    def kernel_operands(self, x, w, params, factor, training, dtype):
+        p = params["p"]
+        if p == 2.0:  # identical function; the GEMM form is ~20x cheaper than CUDA-core tiles
+            return get_distance("euclidean").kernel_operands(x, w, {}, None, training, dtype)
+        if p == 1.0:
+            return KernelOperands("l1", "manhattan", x, w)
+        # d(x, w) = c d(x / c, w / c): a power-of-two c (exact in any dtype) keeps every |u| <= 2 so |u|^p cannot
+        # overflow; c is a constant, so the gradient is unchanged.
+        largest = max(float(x.detach().abs().max()), float(w.detach().abs().max()), TINY)
+        scale = 2.0 ** math.ceil(math.log2(largest))
+        return KernelOperands("l1", "minkowski", x / scale, w / scale, p=float(p), scale=float(scale))
+
 
 @register
 class Chebyshev(Distance):
@@ -268,10 +328,14 @@ class Chebyshev(Distance):
 
     name = "chebyshev"
     broadcast_flops = 3  # sub, abs, max
+    kernel = "l1"
 
     def compute(self, x, w, training):
         x, w = _upcast_half(x, w)
         return _broadcast_chunked(lambda a, b: _abs_diff(a, b).amax(-1), x, w)
+
+    def kernel_operands(self, x, w, params, factor, training, dtype):
+        return KernelOperands("l1", "chebyshev", x, w)
 
 
 @register
@@ -281,10 +345,14 @@ class ChebyshevSmooth(Distance):
     name = "chebyshev_smooth"
     broadcast_flops = 6  # sub, abs, scale, exp and the logsumexp's max and sum
     params = (Param("alpha", 10.0, exclusive_minimum=0.0, doc="sharpness; alpha -> inf gives chebyshev"),)
+    kernel = "l1"
 
     def compute(self, x, w, training, alpha):
         x, w = _upcast_half(x, w)
         return _broadcast_chunked(lambda a, b: torch.logsumexp(alpha * _abs_diff(a, b), dim=-1) / alpha, x, w)
+
+    def kernel_operands(self, x, w, params, factor, training, dtype):
+        return KernelOperands("l1", "smooth", x, w, alpha=float(params["alpha"]))
 
 
 @register
@@ -293,12 +361,17 @@ class Cosine(Distance):
 
     name = "cosine"
     matmul_type = True
+    kernel = "matmul"
 
     def compute(self, x, w, training):
         dtype = _accumulation_dtype(x, w)
         x_unit = F.normalize(x.to(dtype), dim=-1, eps=TINY)
         w_unit = F.normalize(w.to(dtype), dim=-1, eps=TINY)
         return (1.0 - x_unit @ w_unit.t()).clamp(0.0, 2.0)
+
+    def kernel_operands(self, x, w, params, factor, training, dtype):
+        # the normalisation (and its gradient) happens inside the kernel's autograd Function
+        return KernelOperands("matmul", "cosine", x.to(dtype), w.to(dtype))
 
 
 @register
@@ -307,6 +380,7 @@ class Canberra(Distance):
 
     name = "canberra"
     broadcast_flops = 7  # sub, abs, two abs, add, divide, sum
+    kernel = "l1"
 
     def compute(self, x, w, training):
         x, w = _upcast_half(x, w)
@@ -319,6 +393,9 @@ class Canberra(Distance):
 
         return _broadcast_chunked(fn, x, w)
 
+    def kernel_operands(self, x, w, params, factor, training, dtype):
+        return KernelOperands("l1", "canberra", x, w)
+
 
 @register
 class BrayCurtis(Distance):
@@ -326,6 +403,7 @@ class BrayCurtis(Distance):
 
     name = "bray_curtis"
     broadcast_flops = 6  # sub, abs, sum; add, abs, sum
+    kernel = "l1"
 
     def compute(self, x, w, training):
         x, w = _upcast_half(x, w)
@@ -339,6 +417,9 @@ class BrayCurtis(Distance):
 
         return _broadcast_chunked(fn, x, w)
 
+    def kernel_operands(self, x, w, params, factor, training, dtype):
+        return KernelOperands("l1", "braycurtis", x, w)
+
 
 @register
 class BrayCurtisAbs(Distance):
@@ -346,12 +427,16 @@ class BrayCurtisAbs(Distance):
 
     name = "bray_curtis_abs"
     broadcast_flops = 3  # sub, abs, sum
+    kernel = "l1"
 
     def compute(self, x, w, training):
         x, w = _upcast_half(x, w)
         num = _broadcast_chunked(lambda a, b: _abs_diff(a, b).sum(-1), x, w)
         den = x.abs().sum(-1, keepdim=True) + w.abs().sum(-1)  # separable: no broadcast needed
         return num / torch.where(den > 0, den, torch.ones_like(den))  # den = 0 implies num = 0: 0/0 counts 0
+
+    def kernel_operands(self, x, w, params, factor, training, dtype):
+        return KernelOperands("l1", "brayabs", x, w, aa=x.float().abs().sum(-1), bb=w.float().abs().sum(-1))
 
 
 @register
@@ -365,6 +450,7 @@ class Mahalanobis(Distance):
     name = "mahalanobis"
     matmul_type = True
     tensor_args = ("matrix", "factor")
+    kernel = "matmul"  # with the factor L only (the head's form), not matrix=
 
     def compute(self, x, w, training, matrix=None, factor=None):
         if matrix is not None and factor is not None:
@@ -386,6 +472,14 @@ class Mahalanobis(Distance):
             return _safe_sqrt(torch.addmm(norms, xm, w.t(), alpha=-2.0))
         return _safe_sqrt(_squared_euclidean_gemm(x, w))
 
+    def kernel_operands(self, x, w, params, factor, training, dtype):
+        if factor is not None:
+            dim = x.shape[1]
+            if tuple(factor.shape) != (dim, dim):
+                raise ValueError(f"mahalanobis: factor must have shape ({dim}, {dim}), got {tuple(factor.shape)}")
+            x, w = x.float() @ factor.float(), w.float() @ factor.float()
+        return KernelOperands("matmul", "euclid", x.to(dtype), w.to(dtype))
+
 
 @register
 class MahalanobisDiagonal(Distance):
@@ -394,6 +488,7 @@ class MahalanobisDiagonal(Distance):
     name = "mahalanobis_diagonal"
     matmul_type = True
     tensor_args = ("diagonal",)
+    kernel = "matmul"
 
     def compute(self, x, w, training, diagonal=None):
         if diagonal is None:
@@ -405,6 +500,17 @@ class MahalanobisDiagonal(Distance):
         dtype = _accumulation_dtype(x, w, diagonal)
         root = diagonal.to(dtype).clamp_min(0.0).sqrt()
         return _safe_sqrt(_squared_euclidean_gemm(x.to(dtype) * root, w.to(dtype) * root))
+
+    def kernel_operands(self, x, w, params, factor, training, dtype):
+        if factor is not None:
+            dim = x.shape[1]
+            if tuple(factor.shape) != (dim,):
+                raise ValueError(
+                    f"mahalanobis_diagonal: diagonal must have shape ({dim},), got {tuple(factor.shape)}"
+                )
+            root = factor.float().clamp_min(0.0).sqrt()
+            x, w = x.float() * root, w.float() * root
+        return KernelOperands("matmul", "euclid", x.to(dtype), w.to(dtype))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -422,10 +528,14 @@ class HammingSoft(Distance):
     name = "hamming_soft"
     broadcast_flops = 3  # sub, abs, sum on the bits
     params = (Param("T", 1.0, exclusive_minimum=0.0, doc="temperature of the sigmoid bits"),)
+    kernel = "l1"
 
     def compute(self, x, w, training, T):
         x, w = _upcast_half(x, w)
         return _soft_hamming(torch.sigmoid(x / T), torch.sigmoid(w / T))
+
+    def kernel_operands(self, x, w, params, factor, training, dtype):
+        return _soft_bits_operands(x.float(), w.float(), params["T"])
 
 
 @register
@@ -444,6 +554,7 @@ class HammingGumbel(Distance):
         Param("T", 1.0, exclusive_minimum=0.0, doc="temperature of the sigmoid bits"),
         Param("noise", 0.1, minimum=0.0, doc="scale of the logistic (Gumbel difference) noise on v, in training"),
     )
+    kernel = "l1"  # its training noise drawn here with torch, as compute draws it, then the bits as hamming_soft
 
     def compute(self, x, w, training, T, noise):
         x, w = _upcast_half(x, w)
@@ -451,6 +562,18 @@ class HammingGumbel(Distance):
             x = x + noise * _logistic_noise(x)
             w = w + noise * _logistic_noise(w)
         return _soft_hamming(torch.sigmoid(x / T), torch.sigmoid(w / T))
+
+    def kernel_operands(self, x, w, params, factor, training, dtype):
+        a, b = x.float(), w.float()
+        if training and params["noise"] > 0:
+            a = a + params["noise"] * _logistic_noise(a)
+            b = b + params["noise"] * _logistic_noise(b)
+        return _soft_bits_operands(a, b, params["T"])
+
+
+def _soft_bits_operands(a: Tensor, b: Tensor, T: float) -> KernelOperands:
+    """The l1 kernel's manhattan kind on sigmoid bits, as a mean over D (hamming_soft, hamming_gumbel)."""
+    return KernelOperands("l1", "manhattan", torch.sigmoid(a / T), torch.sigmoid(b / T), scale=1.0 / a.shape[1])
 
 
 def _logistic_noise(like: Tensor) -> Tensor:
@@ -471,6 +594,7 @@ class HammingHard(Distance):
         Param("T", 1.0, exclusive_minimum=0.0, doc="temperature of the surrogate sigmoid (gradient only)"),
         Param("threshold", 0.0, doc="a component is bit 1 when it is > threshold"),
     )
+    kernel = "matmul"
 
     def compute(self, x, w, training, T, threshold):
         dtype = _accumulation_dtype(x, w)
@@ -478,6 +602,12 @@ class HammingHard(Distance):
         bw = _straight_through_bits(w.to(dtype), T, threshold)
         ones = torch.addmm(bx.sum(-1, keepdim=True) + bw.sum(-1), bx, bw.t(), alpha=-2.0)
         return ones.clamp_min(0.0) / x.shape[-1]
+
+    def kernel_operands(self, x, w, params, factor, training, dtype):
+        bits_x = _straight_through_bits(x.float(), params["T"], params["threshold"])
+        bits_w = _straight_through_bits(w.float(), params["T"], params["threshold"])
+        aa, bb = bits_x.sum(-1), bits_w.sum(-1)
+        return KernelOperands("matmul", "linear", bits_x.to(dtype), bits_w.to(dtype), aa, bb, scale=1.0 / x.shape[1])
 
 
 def _straight_through_bits(v: Tensor, T: float, threshold: float) -> Tensor:

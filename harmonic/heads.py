@@ -2,8 +2,8 @@
 plus the two cosine heads of Miller-Golub et al.'s language models (COSINE_HEADS: logits from cos, no exponent).
 
 A head spec is a dict {distance: <registry name or "baseline">, n: <exponent on d>, eps: ..., <distance params>}.
-resolve_head_spec fills defaults and validates, head_label makes a short path/plot label, heads_json_schema builds
-the JSON schema of one spec from the registry, head_from_spec builds the module.
+resolve_head_spec fills defaults and validates (the workflow checks config head specs with it, not with a schema),
+head_label makes a short path/plot label, head_from_spec builds the module.
 """
 
 from __future__ import annotations
@@ -305,48 +305,3 @@ def head_from_spec(
     spec = resolve_head_spec(spec)
     name = spec.pop("distance")
     return HarmonicHead(in_features, num_classes, distance=name, tied_weight=tied_weight, **spec)
-
-
-def heads_json_schema() -> dict:
-    """JSON schema (draft 2020-12) of one head spec, generated from the registry: one alternative per distance."""
-
-    def number_schema(p: Param) -> dict:
-        schema = {"type": "number", "default": p.default, "description": p.doc}
-        if p.minimum is not None:
-            schema["minimum"] = p.minimum
-        if p.exclusive_minimum is not None:
-            schema["exclusiveMinimum"] = p.exclusive_minimum
-        if p.maximum is not None:
-            schema["maximum"] = p.maximum
-        return schema
-
-    alternatives = [
-        {
-            "type": "object",
-            "properties": {"distance": {"const": BASELINE}, "bias": {"type": "boolean", "default": True}},
-            "required": ["distance"],
-            "additionalProperties": False,
-        }
-    ]
-    for name in (*distance_names(), *COSINE_HEADS):
-        properties = {"distance": {"const": name}}
-        for p in _declared_params(name):
-            properties[p.name] = number_schema(p)
-        alternative = {
-            "type": "object",
-            "properties": properties,
-            "required": ["distance"],
-            "additionalProperties": False,
-        }
-        if name in COSINE_HEADS:
-            alternative["description"] = COSINE_HEADS[name].doc
-        alternatives.append(alternative)
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "head spec",
-        "description": "One classification head: 'baseline' (linear + cross-entropy) or a harmonic head on a distance.",
-        "type": "object",
-        "properties": {"distance": {"enum": head_names()}},
-        "required": ["distance"],
-        "oneOf": alternatives,
-    }

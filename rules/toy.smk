@@ -9,49 +9,37 @@
 
 from harmonic.toy.grid import toy_cells
 
-validate_family("toy")
-
-try:
-    TOY_CELLS = toy_cells(config["toy"], device=config["device"])
-except ValueError as exc:
-    raise WorkflowError(f"config {exc}") from None
-register_cells("toy", TOY_CELLS)
-FAMILY_NOTEBOOKS.update(
-    {
-        name: "results/tables/toy.parquet"
-        for name in (
-            "toy_ev",
-            "toy_grokking",
-            "toy_data_efficiency",
-            "toy_pca",
-            "toy_circle",
-            "toy_studies",
-        )
-    }
+register_family(
+    "toy",
+    toy_cells,
+    notebooks=(
+        "toy_ev",
+        "toy_grokking",
+        "toy_data_efficiency",
+        "toy_pca",
+        "toy_circle",
+        "toy_studies",
+    ),
 )
-
-
-# Scheduler requests from the `resources:` config section when rules/resources.smk is included (cluster profiles).
-TOY_RESOURCES = cell_resources("toy") if "cell_resources" in globals() else {}
 
 
 rule toy_cell:
     input:
         script=cli_path("toy_cell"),
     output:
-        metrics=cell_path("toy", "metrics.json"),
-        curves=cell_path("toy", "curves.csv"),
-        emissions=cell_path("toy", "emissions.csv"),
-        embedding=cell_path("toy", "embedding.npy"),
+        metrics=cell_output("toy", "metrics.json"),
+        curves=cell_output("toy", "curves.csv"),
+        emissions=cell_output("toy", "emissions.csv"),
+        embedding=cell_output("toy", "embedding.npy"),
     log:
         cell_log("toy"),
     conda:
         "../envs/torch.yaml"
-    threads: 1
+    threads: cell_threads("toy")
     resources:
-        **TOY_RESOURCES,
+        **cell_resources("toy"),
     params:
-        hp=cell_params("toy"),
+        hp=cell_params_json("toy"),
         cell=cell_identity("toy"),
         emissions=emissions_params(),
     shell:

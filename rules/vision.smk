@@ -4,28 +4,18 @@
 # A cell's hyperparameters: vision.defaults, then its grid entry's values, then matching vision.overrides
 # (docs/vision.md; <label> is the backbone unless the entry names one).
 
-from harmonic.vision.grid import (
-    data_rule_inputs,
-    dataset_spec_json,
-    section_value,
+from harmonic.vision.grid import data_rule_inputs, dataset_spec_json, workflow_cells
+
+register_family(
+    "vision",
     workflow_cells,
+    notebooks=("vision_tables", "vision_radar", "vision_curves", "vision_weights"),
 )
-
-validate_family("vision")
-
 VISION = config["vision"]
 
-try:
-    register_cells("vision", workflow_cells(VISION, config["device"]))
-except ValueError as exc:
-    raise WorkflowError(str(exc)) from None
 
-FAMILY_NOTEBOOKS.update(
-    {
-        name: "results/tables/vision.parquet"
-        for name in ("vision_tables", "vision_radar", "vision_curves", "vision_weights")
-    }
-)
+localrules:
+    vision_download,  # compute nodes often have no internet (rules/resources.smk)
 
 
 rule vision_download:
@@ -68,18 +58,18 @@ rule vision_cell:
         meta="data/vision/{dataset}/meta.json",
         script=cli_path("vision_cell"),
     output:
-        metrics=cell_path("vision", "metrics.json"),
-        curves=cell_path("vision", "curves.csv"),
-        emissions=cell_path("vision", "emissions.csv"),
+        metrics=cell_output("vision", "metrics.json"),
+        curves=cell_output("vision", "curves.csv"),
+        emissions=cell_output("vision", "emissions.csv"),
     log:
         cell_log("vision"),
     conda:
         "../envs/vision.yaml"
-    threads: section_value(VISION, "threads")
+    threads: cell_threads("vision")
     resources:
         **cell_resources("vision"),
     params:
-        hp=cell_params("vision"),
+        hp=cell_params_json("vision"),
         cell=cell_identity("vision"),
         emissions=emissions_params(),
     shell:

@@ -728,3 +728,14 @@ class L1HeadLoss(torch.autograd.Function):
         grads_aa = daa if ctx.needs_input_grad[2] else None
         grads_bb = dbb if ctx.needs_input_grad[3] else None
         return da.to(a.dtype), db.to(b.dtype), grads_aa, grads_bb, *([None] * 10)
+
+
+# ---- Hook: the CUDA C++ kernels of harmonic/kernels/l1_cuda (manhattan, hamming_soft, bray_curtis_abs) ----------
+def l1_head_loss(a, b, aa, bb, y, kind, *args):
+    """L1HeadLoss.apply(a, b, aa, bb, y, kind, ...), or the same through the CUDA C++ kernels where they cover the
+    call and build (HARMONIC_L1_CUDA, see harmonic/kernels/l1_cuda); any other case runs the Triton kernels."""
+    from harmonic.kernels import l1_cuda
+
+    if l1_cuda.wanted(kind, a, b):
+        return l1_cuda.L1CudaHeadLoss.apply(a, b, aa, bb, y, kind, *args)
+    return L1HeadLoss.apply(a, b, aa, bb, y, kind, *args)

@@ -51,6 +51,21 @@ def test_tiny_config_plans_its_own_requests(tmp_path):
     assert planned["transformer"]["gpu"] != "0" and planned["mlp"]["gpu"] == "0"
 
 
+def test_family_threads_set_the_job_threads_and_the_cells_torch_threads(tmp_path):
+    """One key, config toy.threads, gives both what the job asks for (rule threads) and what the cell hands
+    torch.set_num_threads (params["threads"])."""
+    config = tiny_config()
+    config["toy"]["threads"] = 3
+    output = run_snakemake(
+        tmp_path, "-n", "--nolock", "-c", "8", "-p", "--configfile", write_config(tmp_path / "threads.yaml", config)
+    )
+    blocks = [block for block in output.split("\nrule ")[1:] if block.startswith("toy_cell:")]
+    assert blocks
+    for block in blocks:
+        assert re.search(r"^\s+threads: 3$", block, re.MULTILINE), block
+        assert '"threads": 3' in block, block  # the printed shell command's --params-json
+
+
 @pytest.mark.parametrize(
     "section, named",
     [

@@ -73,7 +73,7 @@ def test_rule_outputs_match_the_scripts_promises():
         rules = (ROOT / "rules" / f"{family}.smk").read_text()
         block = rules[rules.index(f"rule {family}_cell:") :]
         block = block[block.index("output:") : block.index("log:")]
-        declared = set(re.findall(r'cell_path\("\w+", "([^"]+)"\)', block))
+        declared = set(re.findall(r'cell_output\("\w+", "([^"]+)"\)', block))
         assert declared == set(outputs_of(f"{family}_cell").OUTPUTS), family
 
 

@@ -3,15 +3,13 @@
 import sys
 import types
 
-import jsonschema
 import pytest
 import torch
 import torch.nn.functional as F
 
 import harmonic
-from harmonic import head_from_spec, head_label, heads_json_schema, resolve_head_spec
+from harmonic import head_from_spec, head_label, resolve_head_spec
 from harmonic.distances import distance_names
-from harmonic.heads import COSINE_HEADS
 
 
 def test_forward_is_harmax_logits_and_argmax_is_nearest_centre():
@@ -228,16 +226,9 @@ BAD_SPECS = [
 ]
 
 
-def test_json_schema_agrees_with_resolve():
-    schema = heads_json_schema()
-    jsonschema.Draft202012Validator.check_schema(schema)
-    validator = jsonschema.Draft202012Validator(schema)
-    assert schema["properties"]["distance"]["enum"] == ["baseline", *distance_names(), *COSINE_HEADS]
+def test_resolve_accepts_good_specs_and_rejects_bad_ones():
     for spec in GOOD_SPECS:
-        resolve_head_spec(spec)
-        validator.validate(spec)
-        validator.validate(resolve_head_spec(spec))  # resolved specs stay valid
+        resolve_head_spec(resolve_head_spec(spec))  # resolved specs stay valid
     for spec in BAD_SPECS:
         with pytest.raises(ValueError):
             resolve_head_spec(spec)
-        assert not validator.is_valid(spec), spec
