@@ -43,6 +43,7 @@ rule toy_cell:
         curves=cell_path("toy", "curves.csv"),
         emissions=cell_path("toy", "emissions.csv"),
         embedding=cell_path("toy", "embedding.npy"),
+        model=cell_path("toy", "model.pt"),
     log:
         cell_log("toy"),
     conda:
