@@ -30,6 +30,9 @@ from harmonic.settings import SETTINGS
 
 FAMILY_CELLS = {}  # family -> list of cells (dicts), in config order
 FAMILY_NOTEBOOKS = {}  # notebook name -> table it reads
+FAMILY_RECORDS = (
+    {}
+)  # family -> more metrics.json-format rows its table collects (e.g. the toy stitching rows)
 _CELL_INDEX = {}  # family -> {(dataset, model, head, seed): cell}
 
 CELL_KEYS = ("setting", "dataset", "model", "head", "seed")

@@ -35,11 +35,12 @@ def dataset_label(task, fraction, encoder_lr, decoder_lr):
 
 
 def geneft_cells(section, device, setting):
-    """The study's cells: tasks x models x heads (the section's) x fractions x encoder lrs x decoder lrs x seeds."""
+    """The study's cells under `setting` (if the study runs under it): tasks x models x heads (the section's) x
+    fractions x encoder lrs x decoder lrs x seeds."""
     from harmonic.toy.grid import make_cell  # grid.py lists this study's cells with the others
 
     study = section.get("geneft")
-    if not study:
+    if not study or setting not in study["settings"]:
         return []
     cells = []
     for task in study["tasks"]:

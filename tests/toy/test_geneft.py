@@ -56,6 +56,7 @@ SECTION = dict(
     seeds=[0],
     train=dict(epochs=3, lr=0.002, batch_size=32, weight_decay=0.01, embedding_penalty=0.01),
     geneft=dict(
+        settings=["corrected"],
         tasks=["modular_addition"],
         models=["mlp", "transformer"],
         fractions=[0.3, 0.6],
@@ -84,6 +85,7 @@ def test_the_study_is_the_product_of_its_axes_with_its_values_in_each_cell():
     off = copy.deepcopy(SECTION)
     off["geneft"] = None
     assert geneft_cells(off, "cpu", "corrected") == []
+    assert geneft_cells(SECTION, "cpu", "faithful") == []  # the study runs under its own settings only
 
 
 def test_phase_indicators_from_the_final_test_accuracy():
