@@ -13,6 +13,8 @@
 #   4. FAMILY_NOTEBOOKS["<notebook name>"] = "results/tables/<family>.parquet" registers a figure notebook
 #      (notebooks/<name>.ipynb) that rules/analysis.smk executes and renders. A notebook takes
 #      papermill parameters `table` and `figures_dir` and saves its figures (*.png) into figures_dir.
+#   5. FAMILY_RECORDS["<family>"]: more files in metrics.json format, written by jobs downstream of the cells (the
+#      toy stitching jobs), that rule aggregate collects into the family's table as rows.
 
 import difflib
 import json
@@ -30,9 +32,8 @@ from harmonic.settings import SETTINGS
 
 FAMILY_CELLS = {}  # family -> list of cells (dicts), in config order
 FAMILY_NOTEBOOKS = {}  # notebook name -> table it reads
-FAMILY_RECORDS = (
-    {}
-)  # family -> more metrics.json-format rows its table collects (e.g. the toy stitching rows)
+# family -> more metrics.json-format rows its table collects (e.g. the toy stitching rows)
+FAMILY_RECORDS = {}
 _CELL_INDEX = {}  # family -> {(dataset, model, head, seed): cell}
 
 CELL_KEYS = ("setting", "dataset", "model", "head", "seed")
