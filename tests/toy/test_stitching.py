@@ -122,3 +122,17 @@ def test_a_failed_partner_is_a_recorded_failure(tmp_path):
     record = json.loads((out / "metrics.json").read_text())
     assert record["status"] == "failed" and "status 'failed'" in record["error"]["message"]
     assert (out / "pairs.csv").exists()
+
+
+@pytest.mark.parametrize("transformer", ["prenorm", "original"])
+def test_an_mlp_and_a_transformer_stitch_both_ways(tmp_path, transformer):
+    """Both toy models expose their head's input; a cross-model pair runs in either direction."""
+    mlp = train_cell(tmp_path / "mlp", seed=0)
+    tf = train_cell(tmp_path / "tf", seed=0, model="transformer", transformer=transformer)
+    for front, back in ((mlp, tf), (tf, mlp)):
+        out = tmp_path / f"stitch-{front.name}"
+        toy_stitch.main(["--front", str(front), "--partner", f"model={back}", "--out-dir", str(out)])
+        record = json.loads((out / "metrics.json").read_text())
+        assert record["status"] == "ok", record.get("error")
+        assert record["metrics"]["stitch_partners_model"] == 1
+        assert 0 <= record["metrics"]["stitch_acc_model"] <= 1 and record["metrics"]["stitch_r2_model"] <= 1
