@@ -14,7 +14,8 @@ wildcard_constraints:
 rule aggregate:
     input:
         script=script_path("aggregate.py"),
-        metrics=lambda wildcards: family_outputs(wildcards.family, "metrics.json"),
+        metrics=lambda wildcards: family_outputs(wildcards.family, "metrics.json")
+        + FAMILY_RECORDS.get(wildcards.family, []),
     output:
         parquet="results/tables/{family}.parquet",
         csv="results/tables/{family}.csv",

@@ -2,6 +2,8 @@
 """Train one toy cell (one task x model x head x seed, or one two-point run) and write its results into --out-dir.
 
 Outputs: embedding.npy (final token embedding, for the PCA panels; the final 2 x 2 weight for the two-point study),
+model.pt (the final parameters by name, torch.save of a dict of tensors, for the stitching study; empty dict for the
+two-point study),
 curves.csv (per-epoch train/test loss and accuracy; per-step loss and weight norm for the two-point study), emissions.csv (codecarbon, offline) and metrics.json, written LAST and atomically. A cell that fails with
 an ordinary exception still writes every output (metrics.json with status "failed" and the error) and exits 0, so
 the tables and figures show it; Ctrl-C or SIGTERM exits non-zero and writes no metrics.json, so Snakemake reruns it.
@@ -33,6 +35,7 @@ from harmonic.runs import (  # noqa: E402
     write_metrics,
 )
 from harmonic.toy.datasets import EV_ROWS, SPLIT_MODES, TASKS, ev_rows  # noqa: E402
+from harmonic.toy.geneft import phase_metrics  # noqa: E402
 from harmonic.toy.models import MODELS, harmonic_exponent, resolve_toy_head, toy_head_label  # noqa: E402
 from harmonic.toy.train import train_toy  # noqa: E402
 from harmonic.toy.two_points import train_two_points  # noqa: E402
@@ -76,7 +79,7 @@ TWO_POINT_DEFAULTS = dict(
     device="cpu",
     threads=1,
 )
-OUTPUTS = ("metrics.json", "curves.csv", "emissions.csv", "embedding.npy")  # rules/toy.smk declares these
+OUTPUTS = ("metrics.json", "curves.csv", "emissions.csv", "embedding.npy", "model.pt")  # rules/toy.smk declares these
 CURVE_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc"]
 TWO_POINT_COLUMNS = ["step", "loss", "weight_norm"]
 
@@ -151,6 +154,7 @@ def cell_metrics(hp, result):
     if len(curves):
         last = curves.iloc[-1]
         metrics.update({f"final_{key}": float(last[key]) for key in CURVE_COLUMNS[1:]})
+    metrics.update(phase_metrics(hp, metrics.get("final_test_acc")))
     for split in ("train", "test"):
         index = grokking_epoch(
             curves[f"{split}_acc"].tolist(), threshold=hp["grokking_threshold"], window=hp["grokking_window"]
@@ -246,6 +250,8 @@ def write_outputs(out, hp, cell, result, metrics, curves, embedding, status, err
         with open(tmp, "wb") as handle:
             np.save(handle, embedding)
     atomic_write_text(out / "curves.csv", curves.to_csv(index=False))
+    with atomic_output(out / "model.pt") as tmp:
+        torch.save(result.state if result is not None and result.state is not None else {}, tmp)
     write_metrics(
         out / "metrics.json",
         status=status,

@@ -20,6 +20,7 @@ class ToyResult:
 
     curves: list = field(default_factory=list)  # one dict per epoch
     embedding: np.ndarray | None = None
+    state: dict | None = None  # the final parameters by name (tied ones once), for harmonic.toy.stitching
     diverged_at: dict | None = None
     overlap_fraction: float = 0.0
     n_train: int = 0
