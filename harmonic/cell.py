@@ -61,8 +61,8 @@ class Trained:
     """What a family's train function returns; the contract writes it.
 
     metrics          the numbers of metrics.json's "metrics"
-    files            output name -> content, written atomically by type: pandas DataFrame -> csv (no index),
-                     numpy array -> .npy, dict/list -> JSON, str -> text, bytes -> as is
+    files            output name -> content, written atomically: a .pt name -> torch.save; else by type: pandas
+                     DataFrame -> csv (no index), numpy array -> .npy, dict/list -> JSON, str -> text, bytes -> as is
     hyperparameters  the effective hyperparameters to record (values known only at run time: device, autocast);
                      None records the resolved hp
     diverged_at      where a non-finite loss stopped training ({"epoch": k} / {"step": k}); status "diverged"
@@ -165,8 +165,11 @@ def emissions_meter(out_dir: str | os.PathLike, settings: Mapping[str, Any] | No
 
 
 def write_file(path: Path, content: Any) -> None:
-    """Write one output atomically, by the content's type (see Trained.files)."""
-    if hasattr(content, "to_csv"):
+    """Write one output atomically, by its suffix (.pt: torch.save) or else the content's type (see Trained.files)."""
+    if path.suffix == ".pt":
+        with atomic_output(path) as tmp:
+            torch.save(content, tmp)
+    elif hasattr(content, "to_csv"):
         atomic_write_text(path, content.to_csv(index=False))
     elif isinstance(content, np.ndarray):
         with atomic_output(path) as tmp, open(tmp, "wb") as handle:

@@ -14,7 +14,8 @@ wildcard_constraints:
 rule aggregate:
     input:
         script=cli_path("aggregate"),
-        metrics=lambda wildcards: family_outputs(wildcards.family, "metrics.json"),
+        metrics=lambda wildcards: family_outputs(wildcards.family, "metrics.json")
+        + FAMILY_RECORDS.get(wildcards.family, []),
     output:
         parquet="results/tables/{family}.parquet",
         csv="results/tables/{family}.csv",

@@ -17,6 +17,8 @@
 #      `threads: cell_threads("<family>")` and `resources: **cell_resources("<family>")` (rules/resources.smk), and
 #      takes `params: hp=cell_params_json("<family>")`: exactly ONE cell's hyperparameters as a JSON string, so a
 #      config edit reruns only the cells it reaches (never pass the whole config as params).
+#   3. FAMILY_RECORDS["<family>"]: more files in metrics.json format, written by jobs downstream of the cells (the
+#      toy stitching jobs), that rule aggregate collects into the family's table as rows.
 
 import difflib
 import json
@@ -36,6 +38,8 @@ from harmonic.settings import SETTINGS
 # family -> list of cells (dicts), in config order; only the families config `families` lists
 FAMILY_CELLS = {}
 FAMILY_NOTEBOOKS = {}  # notebook name -> table it reads
+# family -> more metrics.json-format rows its table collects (e.g. the toy stitching rows)
+FAMILY_RECORDS = {}
 _CELL_INDEX = {}  # family -> {(dataset, model, head, seed): cell}
 
 CELL_KEYS = ("setting", "dataset", "model", "head", "seed")

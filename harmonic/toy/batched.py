@@ -12,7 +12,9 @@ How a group is trained (``ToyGroup``):
 - the loss is ``harmonic.toy.train.cell_loss`` per cell, summed over cells: the gradient of a sum is each cell's own
   gradient, untouched by the others;
 - AdamW (torch.optim.AdamW's update, written on the flat tensors) takes per-cell learning rate, weight decay and
-  step count;
+  step count; a cell with `decoder_lr` (the GenEFT study, harmonic/toy/geneft.py) has two parameter groups, its
+  encoder at `lr` and its decoder at `decoder_lr`, so the learning rate is then a (S, P) tensor, one value per
+  parameter of each cell (per element the same arithmetic, so equal rates give the one-group numbers bit for bit);
 - cells may differ in seed, train fraction, epochs, lr, weight decay and penalty. Batches are always padded to
   batch_size rows (a short last batch has zero weights) and evaluation splits to n_samples rows, and a step or
   epoch a cell does not have leaves its parameters, moments and step count bit for bit as they were (torch.where).
@@ -39,10 +41,11 @@ from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from harmonic.toy.datasets import make_dataset, overlap_fraction
+from harmonic.toy.geneft import decoder_columns
 from harmonic.toy.models import build_from_hp, penalised_embedding
 
 # Hyperparameters that may differ between the cells of one group; every other key must be equal.
-PER_CELL_KEYS = ("seed", "train_fraction", "epochs", "lr", "weight_decay", "embedding_penalty")
+PER_CELL_KEYS = ("seed", "train_fraction", "epochs", "lr", "decoder_lr", "weight_decay", "embedding_penalty")
 # Keys that name a cell or say where it runs, not what it computes (a setting or study changes a cell only
 # through the values it sets).
 RUNTIME_KEYS = ("device", "threads", "setting", "study")
@@ -158,6 +161,10 @@ class ToyGroup:
             column("weight_decay")[:, None],
             column("embedding_penalty"),
         )
+        if any("decoder_lr" in hp for hp in self.hps):  # GenEFT: encoder at lr, decoder at decoder_lr
+            decoder = torch.tensor(decoder_columns(named[0]), device=dev)
+            decoder_lr = torch.tensor([float(hp.get("decoder_lr", hp["lr"])) for hp in self.hps], device=dev)
+            self.lr = torch.where(decoder[None, :], decoder_lr[:, None], self.lr)
         self.epochs = torch.tensor([int(hp["epochs"]) for hp in self.hps], device=dev)
         self.cell_steps = torch.tensor(self.steps, device=dev)
         self.cell_n_train = torch.tensor(self.n_train, device=dev)
@@ -345,4 +352,5 @@ class ToyGroup:
             ]
             result.diverged_at = {"epoch": diverged[s]} if diverged[s] else None
             result.embedding = embedding[s].copy()
+            result.state = {name: p[s].detach().cpu().clone() for name, p in self.params.items()}
         return self.results

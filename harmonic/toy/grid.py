@@ -1,12 +1,13 @@
 """The toy family's cells, from the config's `toy:` section (rules/toy.smk registers them with the workflow).
 
-Six studies (figures of Baek et al.) share the family; every cell records its study as cell.study:
+Seven studies share the family (six figures of Baek et al. and GenEFT); every cell records its study as cell.study:
     grid             tasks x models x heads x seeds (Fig. 2, 3a, 3c) -> results/toy/<setting>/<task>/<model>/<head>/seed<k>/
     data_efficiency  the same at several train fractions (Fig. 3b)   -> .../<task>-frac<f>/<model>/<head>/seed<k>/
     circle           named MLP runs on modular addition (Fig. 4)     -> .../circle/<run label>/<head>/seed<k>/
     two_points       one 2 x 2 layer on two fixed points (Fig. 1)    -> .../two_points/layer/<head>/seed<k>/
     ablation         l2 / dot product x HarMax / softmax (Fig. 6)    -> .../<task>-ablation/<model>/<head>/seed<k>/
     n_sweep          harmonic exponent n = 1 .. 10 (App. E)          -> .../<task>-nsweep/<model>/euclidean-n<n>/seed<k>/
+    geneft           train fraction x encoder lr x decoder lr         -> .../<task>-geneft-f<f>-e<lr>-d<lr>/<model>/...
 A cell's hyperparameters: the section's `train`, then every matching entry of `overrides` (which can match the
 setting: that is how faithful and corrected differ), then (circle, two_points) the study's own `train`, so a case
 study keeps the paper's values whatever the grid overrides say.
@@ -14,6 +15,7 @@ study keeps the paper's values whatever the grid overrides say.
 
 from harmonic.settings import check_settings
 from harmonic.toy.config import SECTION_KEYS, section_value
+from harmonic.toy.geneft import geneft_cells
 from harmonic.toy.models import resolve_toy_head, toy_head_label
 
 
@@ -72,7 +74,8 @@ def setting_cells(section, device, setting):
     for i, spec in enumerate(section["heads"]):
         check_head(spec, f"toy.heads[{i}]")
     cells = []
-    for study in (grid_cells, data_efficiency_cells, circle_cells, two_point_cells, ablation_cells, n_sweep_cells):
+    studies = (grid_cells, data_efficiency_cells, circle_cells, two_point_cells, ablation_cells, n_sweep_cells)
+    for study in (*studies, geneft_cells):
         cells += study(section, device, setting)
     return cells
 

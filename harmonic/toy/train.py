@@ -18,8 +18,9 @@ from harmonic.metrics import grokking_epoch, pca_summary
 from harmonic.regularizers import embedding_penalty
 from harmonic.toy.config import resolve
 from harmonic.toy.datasets import ev_rows
+from harmonic.toy.geneft import phase_metrics
 
-OUTPUTS = ("metrics.json", "curves.csv", "emissions.csv", "embedding.npy")  # rules/toy.smk declares these
+OUTPUTS = ("metrics.json", "curves.csv", "emissions.csv", "embedding.npy", "model.pt")  # rules/toy.smk declares these
 CURVE_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc"]
 TWO_POINT_COLUMNS = ["step", "loss", "weight_norm"]
 
@@ -30,6 +31,7 @@ class ToyResult:
 
     curves: list = field(default_factory=list)  # one dict per epoch
     embedding: np.ndarray | None = None
+    state: dict | None = None  # the final parameters by name (tied ones once), for harmonic.toy.stitching
     diverged_at: dict | None = None
     overlap_fraction: float = 0.0
     n_train: int = 0
@@ -67,7 +69,7 @@ def train_two_point_cell(hp, ctx):
     rows, weight, metrics = train_two_points(hp, log=ctx.log)
     return Trained(
         metrics=metrics,
-        files={"curves.csv": pd.DataFrame(rows, columns=TWO_POINT_COLUMNS), "embedding.npy": weight},
+        files={"curves.csv": pd.DataFrame(rows, columns=TWO_POINT_COLUMNS), "embedding.npy": weight, "model.pt": {}},
         diverged=not np.isfinite(weight).all(),
         summary=shown(metrics),
     )
@@ -77,9 +79,10 @@ def trained(hp, result):
     """A ToyResult as the cell contract records it (benchmarks/toy_grid.py records batched cells through it too)."""
     metrics, curves = cell_metrics(hp, result)
     embedding = result.embedding if result.embedding is not None else placeholders(hp)["embedding.npy"]
+    state = result.state if result.state is not None else {}  # model.pt: the final parameters, for stitching
     return Trained(
         metrics=metrics,
-        files={"curves.csv": curves, "embedding.npy": embedding},
+        files={"curves.csv": curves, "embedding.npy": embedding, "model.pt": state},
         diverged_at=result.diverged_at or None,
         summary=shown(metrics),
     )
@@ -91,12 +94,13 @@ def shown(metrics):
 
 
 def placeholders(hp):
-    """A failed cell's curves.csv (the header) and embedding.npy (no rows)."""
+    """A failed cell's curves.csv (the header), embedding.npy (no rows) and model.pt (no parameters)."""
     hp = hp or {}
     columns = TWO_POINT_COLUMNS if hp.get("study") == "two_points" else CURVE_COLUMNS
     return {
         "curves.csv": pd.DataFrame(columns=columns),
         "embedding.npy": np.zeros((0, hp.get("embed_dim", 2)), dtype=np.float32),
+        "model.pt": {},
     }
 
 
@@ -113,6 +117,7 @@ def cell_metrics(hp, result):
     if len(curves):
         last = curves.iloc[-1]
         metrics.update({f"final_{key}": float(last[key]) for key in CURVE_COLUMNS[1:]})
+    metrics.update(phase_metrics(hp, metrics.get("final_test_acc")))
     for split in ("train", "test"):
         index = grokking_epoch(
             curves[f"{split}_acc"].tolist(), threshold=hp["grokking_threshold"], window=hp["grokking_window"]

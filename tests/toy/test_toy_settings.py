@@ -239,10 +239,12 @@ def test_an_override_matching_the_setting_reaches_only_that_settings_cells():
 def test_new_studies_have_their_cells_and_identity():
     cells = paper_cells()
     studies = {key[1] for key in cells}
-    assert studies == {"grid", "data_efficiency", "circle", "two_points", "ablation", "n_sweep"}
+    assert studies == {"grid", "data_efficiency", "circle", "two_points", "ablation", "n_sweep", "geneft"}
     assert ("faithful", "n_sweep", "lattice-nsweep", "transformer", "euclidean-n10", 157) in cells
     assert ("corrected", "ablation", "family_tree-ablation", "mlp", "dot_harmax", 210) in cells
     assert len({k[-1] for k in cells if k[1] == "data_efficiency"}) == 3
+    assert ("corrected", "geneft", "permutation-geneft-f0.3-e0.03-d0.0003", "transformer", "euclidean", 105) in cells
+    assert not any(k[0] == "faithful" and k[1] == "geneft" for k in cells)  # GenEFT: corrected only
 
 
 def test_a_bad_ablation_head_names_its_key():

@@ -71,7 +71,7 @@ def test_paper_preset_plans_the_full_grid(tmp_path):
     assert {f"{t}-ablation" for t in paper["ablation"]["tasks"]} | {
         f"{t}-nsweep" for t in paper["n_sweep"]["tasks"]
     } <= datasets
-    studies = ("data_efficiency", "circle", "two_points", "ablation", "n_sweep")
+    studies = ("data_efficiency", "circle", "two_points", "ablation", "n_sweep", "geneft")
     seeds = set(paper["seeds"]).union(*(paper[study]["seeds"] for study in studies))
     assert {p.split("/")[6] for p in metrics} == {f"seed{seed}" for seed in seeds}
 

@@ -93,4 +93,12 @@ def toy_grid_size(toy):
     n_sweep = toy.get("n_sweep")
     if n_sweep:
         n += len(n_sweep["tasks"]) * len(n_sweep["models"]) * len(n_sweep["ns"]) * len(n_sweep["seeds"])
-    return n * len(toy.get("settings", ["corrected"]))
+    settings = toy.get("settings", ["corrected"])
+    geneft = toy.get("geneft")
+    if geneft:  # runs under its own settings only
+        axes = ("tasks", "models", "fractions", "encoder_lrs", "decoder_lrs", "seeds")
+        size = len(toy["heads"]) * len([s for s in settings if s in geneft["settings"]])
+        for axis in axes:
+            size *= len(geneft[axis])
+        return n * len(settings) + size
+    return n * len(settings)
