@@ -15,7 +15,7 @@ setting in `per_head_optimizer` (Baek et al. ran the harmonic arm at 10x the lea
 """
 
 from harmonic.heads import head_label
-from harmonic.llm.train import resolve_config
+from harmonic.llm.config import resolve_config
 from harmonic.settings import check_settings
 
 # What "one optimiser" means: the optimiser, its schedule, the loss smoothing and the training budget.
@@ -45,7 +45,11 @@ def overridden(llm: dict, match: dict, base: dict) -> dict:
     return values
 
 
-def cell_params(llm: dict, setting: str, study: str, model: str, spec: dict, seed: int, device: str = "auto") -> dict:
+def cell_hyperparameters(
+    llm: dict, setting: str, study: str, model: str, spec: dict, seed: int, device: str = "auto"
+) -> dict:
+    """One cell's values (the section's train, the model's train, the matching overrides, the cell's identity),
+    resolved and checked; an error names the study, setting, model and head."""
     entry = llm["models"][model]
     match = dict(
         setting=setting, study=study, model=model, head=head_label(spec), distance=spec["distance"], seed=seed
@@ -93,7 +97,7 @@ def llm_cells(llm: dict, device: str = "auto") -> list[dict]:
                                 study=study,
                                 architecture=model,
                                 distance=spec["distance"],
-                                params=cell_params(llm, setting, study, model, spec, seed, device),
+                                params=cell_hyperparameters(llm, setting, study, model, spec, seed, device),
                             )
                         )
     check_one_optimizer(llm, cells)

@@ -1,5 +1,6 @@
 """Models x heads learn, resume is bit-identical on CPU, divergence is recorded, DDP (gloo) matches one process."""
 
+import math
 import os
 import subprocess
 import sys
@@ -9,9 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
+from harmonic.llm.config import accumulation, resolve_config
 from harmonic.llm.data import TRAIN_STREAM, BatchSource, TokenBins
 from harmonic.llm.models import build_model, special_tokens
-from harmonic.llm.train import Interrupted, accumulation, resolve_config, train
+from harmonic.llm.train import train
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_ARGS = {
@@ -83,6 +85,31 @@ def test_bad_config_is_named_before_work():
     assert accumulation(cfg, 3, 2) == 1 and accumulation(cfg, 1, 2) == 3
 
 
+class Killed(RuntimeError):
+    """Raised by a step callback, as if the scheduler killed the job there."""
+
+
+def kill_before(at: int):
+    """on_step callback: the job dies just before step `at`."""
+
+    def on_step(step, run):
+        if step == at:
+            raise Killed(f"simulated kill before step {step}")
+
+    return on_step
+
+
+def blow_up_at(at: int):
+    """on_step callback: the weights turn NaN just before step `at`, so its loss and gradient are NaN."""
+
+    def on_step(step, run):
+        if step == at:
+            with torch.no_grad():
+                run.raw_model.body.embedding.weight.fill_(float("nan"))
+
+    return on_step
+
+
 def _curves(path):
     return pd.read_csv(path / "curves.csv")[["step", "train_loss", "val_loss", "val_accuracy", "lr"]]
 
@@ -90,8 +117,8 @@ def _curves(path):
 def test_resume_after_interruption_is_bit_identical(shakespeare_bins, tiny_config, tmp_path):
     cfg = tiny_config(shakespeare_bins)
     whole = train(cfg, tmp_path / "whole")
-    with pytest.raises(Interrupted):
-        train(cfg, tmp_path / "resumed", _interrupt_at=3)  # killed after the step-2 checkpoint
+    with pytest.raises(Killed):
+        train(cfg, tmp_path / "resumed", on_step=kill_before(3))  # killed after the step-2 checkpoint
     assert not (tmp_path / "resumed" / "metrics.json").exists()
     resumed = train(cfg, tmp_path / "resumed")
     pd.testing.assert_frame_equal(_curves(tmp_path / "whole"), _curves(tmp_path / "resumed"), check_exact=True)
@@ -100,17 +127,17 @@ def test_resume_after_interruption_is_bit_identical(shakespeare_bins, tiny_confi
 
 
 def test_checkpoint_of_other_hyperparameters_is_not_resumed(shakespeare_bins, tiny_config, tmp_path):
-    with pytest.raises(Interrupted):
-        train(tiny_config(shakespeare_bins), tmp_path / "cell", _interrupt_at=3)
+    with pytest.raises(Killed):
+        train(tiny_config(shakespeare_bins), tmp_path / "cell", on_step=kill_before(3))
     other = train(tiny_config(shakespeare_bins, lr=2e-2), tmp_path / "cell")
     reference = train(tiny_config(shakespeare_bins, lr=2e-2), tmp_path / "fresh")
     assert other["metrics"]["val_loss"] == reference["metrics"]["val_loss"]
 
 
 def test_nan_loss_stops_with_status_diverged(shakespeare_bins, tiny_config, tmp_path):
-    result = train(tiny_config(shakespeare_bins), tmp_path / "cell", _nan_at=3)
+    result = train(tiny_config(shakespeare_bins), tmp_path / "cell", on_step=blow_up_at(3))
     assert result["status"] == "diverged"
-    assert result["diverged_at"]["step"] == 3
+    assert result["diverged_at"]["step"] == 3 and math.isnan(result["diverged_at"]["loss"])
     assert result["metrics"]["steps"] == 3
 
 
