@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 sources: $(STAMP)
-	$(BIN)/python workflow_scripts/fetch_sources.py --dest data/sources
+	$(BIN)/python -m harmonic.cli.fetch_sources --dest data/sources
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/snakefmt --check Snakefile rules

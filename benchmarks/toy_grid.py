@@ -5,7 +5,7 @@ Cells are grouped by harmonic.toy.batched.group_key (same task, model, head and 
 fractions, epochs, lr, weight decay and penalty may differ); each group is one ToyGroup. On CUDA every group runs
 on its own stream with its epoch captured as a CUDA graph, and the groups advance epoch by epoch in turn, so their
 kernels overlap on the GPU. Each cell's files are written as the workflow's toy_cell rule writes them
-(results/toy/<setting>/<dataset>/<model>/<head>/seed<k>/), then workflow_scripts/aggregate.py makes the table.
+(results/toy/<setting>/<dataset>/<model>/<head>/seed<k>/), then harmonic/cli/aggregate.py makes the table.
 
     python benchmarks/toy_grid.py --config presets/paper.yaml --device cuda --out /tmp/grid
     python benchmarks/toy_grid.py --config presets/paper.yaml --epochs 20 --only model=mlp task=lattice --out /tmp/g
@@ -23,30 +23,26 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import pandas as pd
+import torch
+import yaml
+
+from harmonic import cell
+from harmonic.cli import aggregate
+from harmonic.toy.batched import ToyGroup, group_key
+from harmonic.toy.config import resolve
+from harmonic.toy.grid import toy_cells
+from harmonic.toy.train import FAMILY, trained
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "workflow_scripts"))
-
-import aggregate  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-import toy_cell  # noqa: E402
-import yaml  # noqa: E402
-
-from harmonic.toy.batched import ToyGroup, group_key  # noqa: E402
-from harmonic.toy.grid import toy_cells  # noqa: E402
 
 
 def toy_section(config_path):
-    """config.yaml's toy section with the given file's toy keys over it (how --configfile merges a preset), and the
-    schema's defaults for keys neither sets (what the workflow's validation fills in)."""
+    """config.yaml's toy section with the given file's toy keys over it (how --configfile merges a preset); toy_cells
+    fills the defaults of keys neither sets (harmonic/toy/config.py)."""
     section = yaml.safe_load((REPO / "config.yaml").read_text())["toy"]
     if config_path:
         section.update(yaml.safe_load(Path(config_path).read_text()).get("toy") or {})
-    schema = yaml.safe_load((REPO / "schemas/toy.schema.yaml").read_text())
-    for key, spec in schema["properties"].items():
-        if "default" in spec:
-            section.setdefault(key, spec["default"])
     return section
 
 
@@ -60,13 +56,13 @@ def plan(args):
     only = [item.split("=", 1) for item in args.only]
     cells = [c for c in toy_cells(toy_section(args.config), device=args.device) if selected(c, only)]
     groups = defaultdict(list)
-    for cell in cells:
-        hp = toy_cell.resolve_params(cell["params"])
+    for identity in cells:
+        hp = resolve(identity["params"])
         if args.epochs and "epochs" in hp:
             hp["epochs"] = min(hp["epochs"], args.epochs)
         # The two-point toy (full-batch, its own trainer) runs cell by cell: one group per cell.
-        key = repr(cell) if hp["study"] == "two_points" else group_key(hp)
-        groups[key].append((cell, hp))
+        key = repr(identity) if hp["study"] == "two_points" else group_key(hp)
+        groups[key].append((identity, hp))
     return cells, list(groups.values())
 
 
@@ -89,11 +85,14 @@ def share(groups, part, parts):
     return mine
 
 
-def write(args, cell, hp, result, metrics, curves, embedding, status, error):
-    out = args.out / "toy" / cell["setting"] / cell["dataset"] / cell["model"] / cell["head"] / f"seed{cell['seed']}"
-    out.mkdir(parents=True, exist_ok=True)
-    identity = {k: v for k, v in cell.items() if k != "params"}
-    toy_cell.write_outputs(out, hp, identity, result, metrics, curves, embedding, status, error, {}, args.device)
+def write(args, identity, hp, result, status=None, error=None):
+    """One cell's files, as the workflow's toy_cell job writes them (harmonic.cell.write_outputs)."""
+    parts = (identity["setting"], identity["dataset"], identity["model"], identity["head"], f"seed{identity['seed']}")
+    identity = {k: v for k, v in identity.items() if k != "params"}
+    out = args.out.joinpath("toy", *parts)
+    cell.write_outputs(
+        FAMILY, out, result, cell=identity, hyperparameters=hp, device=args.device, status=status, error=error
+    )
 
 
 def train_groups(groups, args):
@@ -101,9 +100,9 @@ def train_groups(groups, args):
     start = time.time()
     two_points = [members for members in groups if members[0][1]["study"] == "two_points"]
     groups = [members for members in groups if members not in two_points]
-    for [(cell, hp)] in [] if args.no_write else two_points:
-        _, metrics, curves, embedding, status, error = toy_cell.run_cell(hp, "cpu")
-        write(args, cell, hp, None, metrics, curves, embedding, status, error)
+    for [(identity, hp)] in [] if args.no_write else two_points:
+        context = cell.CellContext(out_dir=args.out, device=torch.device("cpu"), meter=cell.NoMeter())
+        write(args, identity, hp, FAMILY.train(hp, context))
     runs = [
         (members, ToyGroup([hp for _, hp in members], device=args.device, compile=args.compile)) for members in groups
     ]
@@ -127,12 +126,11 @@ def train_groups(groups, args):
     train_s = time.time() - start
 
     for members, group_results in [] if args.no_write else results:
-        for (cell, hp), result in zip(members, group_results):
-            metrics, curves = toy_cell.cell_metrics(hp, result)
-            status, error = ("diverged" if result.diverged_at else "ok"), None
+        for (identity, hp), result in zip(members, group_results):
+            status = error = None
             if stopped is not None and stopped < hp["epochs"] and not result.diverged_at:
                 status, error = "failed", {"type": "Deadline", "message": f"stopped after epoch {stopped}"}
-            write(args, cell, hp, result, metrics, curves, result.embedding, status, error)
+            write(args, identity, hp, trained(hp, result), status, error)
     return dict(
         train_s=train_s, first_epoch_s=first_epoch_s, later_epoch_s=(train_s - first_epoch_s) / max(1, longest - 1)
     )

@@ -4,7 +4,7 @@
 That run's cells used what are now the corrected model options; its table lacks their hp.* columns and computed EV
 over every embedding row. This fills the options it ran with (distance_power 1, embedding_init normal,
 mlp_penalty_gradient true, transformer prenorm), recomputes the EV columns from the stored embeddings with
-today's ev_rows "objects" (workflow_scripts/toy_cell.embedding_metrics; the old all-rows values are kept as
+today's ev_rows "objects" (harmonic/toy/train.py embedding_metrics; the old all-rows values are kept as
 ev_*_all_rows), and records the commit that ran (the device ran an untracked copy, so the table says 762a113-dirty).
 It also writes one table per exponent on d (toy-exponent1/2.parquet) for the claims, which compare one head
 named `euclidean` with the baseline.
@@ -17,12 +17,10 @@ import sys
 import tarfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "workflow_scripts"))
+import numpy as np
+import pandas as pd
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import toy_cell  # noqa: E402
+from harmonic.toy.train import embedding_metrics
 
 RAN_WITH = {"hp.distance_power": 1, "hp.embedding_init": "normal", "hp.mlp_penalty_gradient": True}
 RAN_WITH |= {"hp.transformer": "prenorm", "hp.ev_rows": "objects"}
@@ -45,7 +43,7 @@ def main(folder):
         table[column] = value
     for i, row in table.iterrows():
         hp = {"task": row["hp.task"], "ev_rows": row["hp.ev_rows"]}
-        for key, value in toy_cell.embedding_metrics(hp, embeddings[row["cell_dir"]]).items():
+        for key, value in embedding_metrics(hp, embeddings[row["cell_dir"]]).items():
             table.loc[i, key] = value
     table["code_version"] = COMMIT
     table.to_parquet(folder / "toy.parquet", index=False)

@@ -14,9 +14,10 @@ and the raw parameters the workflow passes; `run` does the rest, the same way fo
              data, log). The train function RETURNS a Trained (metrics, files to write, divergence, effective
              hyperparameters) and never writes metrics.json; it may stream large or long-running outputs (curves
              of a long run, checkpoints) into ctx.out_dir itself.
-4. record    Trained.files written atomically, every declared output made to exist, then metrics.json last and
-             atomically (harmonic.runs.write_metrics: status, cell, hyperparameters, metrics, emissions, data,
-             provenance = code version, hardware, library versions). Returns a CellResult.
+4. record    write_outputs: Trained.files written atomically, every declared output made to exist, then
+             metrics.json last and atomically (harmonic.runs.write_metrics: status, cell, hyperparameters (incl.
+             setting and harmonic_exponent, from the family), metrics, emissions, data, provenance = code version,
+             hardware, library versions). Returns a CellResult.
 
 Failure contract (what harmonic.runs.failure_recorded promised, kept): an ordinary Exception anywhere in 1-4 is a
 result, not a crash: the family's placeholders and empty files stand in for every missing declared output,
@@ -226,23 +227,56 @@ def _record(family, out_dir, state, trained: Trained) -> CellResult:
         summary=trained.summary,
     )
     if is_writer():
-        for name, content in trained.files.items():
-            write_file(out_dir / name, content)
-        _fill_missing(family, out_dir, state["hp"])
-        result.record = write_metrics(
-            out_dir / "metrics.json",
-            status=result.status,
-            family=family.name,
+        result.record = write_outputs(
+            family,
+            out_dir,
+            trained,
             cell=result.cell,
             hyperparameters=result.hyperparameters,
-            metrics=result.metrics,
             emissions=result.emissions,
-            diverged_at=result.diverged_at,
             device=trained.device or state["device"],
             data=result.data,
         )
     print(f"status {result.status}: {json.dumps(result.summary)}", flush=True)
     return result
+
+
+def write_outputs(
+    family: Family,
+    out_dir: str | os.PathLike,
+    trained: Trained,
+    *,
+    cell: dict[str, Any],
+    hyperparameters: dict[str, Any],
+    emissions: dict[str, Any] | None = None,
+    device: torch.device | str | None = None,
+    data: dict[str, Any] | None = None,
+    status: str | None = None,
+    error: dict[str, Any] | BaseException | None = None,
+) -> dict[str, Any]:
+    """Write a trained cell's files, every other declared output, then metrics.json (last); returns its record.
+
+    run() calls it; a runner that trains many cells in one process (benchmarks/toy_grid.py) records each through it,
+    so its cells look exactly like the workflow's. `status` / `error` override the Trained's status (a deadline).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, content in trained.files.items():
+        write_file(out_dir / name, content)
+    _fill_missing(family, out_dir, hyperparameters)
+    return write_metrics(
+        out_dir / "metrics.json",
+        status=status or trained.status,
+        family=family.name,
+        cell=cell,
+        hyperparameters=hyperparameters,
+        metrics=trained.metrics,
+        emissions=emissions,
+        diverged_at=trained.diverged_at,
+        error=error,
+        device=device,
+        data=data,
+    )
 
 
 def _fill_missing(family: Family, out_dir: Path, hp: dict | None) -> None:

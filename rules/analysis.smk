@@ -13,7 +13,7 @@ wildcard_constraints:
 
 rule aggregate:
     input:
-        script=script_path("aggregate.py"),
+        script=cli_path("aggregate"),
         metrics=lambda wildcards: family_outputs(wildcards.family, "metrics.json"),
     output:
         parquet="results/tables/{family}.parquet",
@@ -23,7 +23,7 @@ rule aggregate:
     conda:
         "../envs/analysis.yaml"
     shell:
-        "python {input.script:q} --parquet {output.parquet:q} --csv {output.csv:q} {input.metrics:q} > {log:q} 2>&1"
+        "python -m harmonic.cli.aggregate --parquet {output.parquet:q} --csv {output.csv:q} {input.metrics:q} > {log:q} 2>&1"
 
 
 rule notebook:
@@ -54,7 +54,7 @@ rule notebook:
 
 rule claims:
     input:
-        script=script_path("claims.py"),
+        script=cli_path("claims"),
         claims_file=workflow.source_path("../harmonic/claims.yaml"),
         tables=expand("results/tables/{family}.parquet", family=FAMILY_CELLS),
         evidence=[evidence_path(item) for item in config["claims"]["evidence"]],
@@ -72,13 +72,13 @@ rule claims:
             for item in config["claims"]["evidence"]
         ],
     shell:
-        "python {input.script:q} --scale {params.scale:q} --tables {input.tables:q}"
+        "python -m harmonic.cli.claims --scale {params.scale:q} --tables {input.tables:q}"
         " --evidence {params.evidence:q} --csv {output.csv:q} --html {output.html:q} > {log:q} 2>&1"
 
 
 rule index:
     input:
-        script=script_path("make_index.py"),
+        script=cli_path("make_index"),
         claims_csv="results/claims.csv",
         claims_html="results/claims.html",
         html=expand("results/notebooks/{notebook}.html", notebook=FAMILY_NOTEBOOKS),
@@ -91,6 +91,6 @@ rule index:
     conda:
         "../envs/analysis.yaml"
     shell:
-        "python {input.script:q} --out {output:q} --claims-csv {input.claims_csv:q}"
+        "python -m harmonic.cli.make_index --out {output:q} --claims-csv {input.claims_csv:q}"
         " --claims-html {input.claims_html:q} --html {input.html:q}"
         " --figures {input.figures:q} --tables {input.tables:q} > {log:q} 2>&1"

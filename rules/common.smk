@@ -25,6 +25,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 import harmonic
+import harmonic.cli
 from harmonic.checks import cell_problems
 from harmonic.settings import SETTINGS
 
@@ -33,14 +34,20 @@ FAMILY_NOTEBOOKS = {}  # notebook name -> table it reads
 _CELL_INDEX = {}  # family -> {(dataset, model, head, seed): cell}
 
 CELL_KEYS = ("setting", "dataset", "model", "head", "seed")
-# The thin CLIs the rules call (toy/analysis rules take their script as an input instead, see script_path).
+# The command-line programs the rules call: `python -m harmonic.cli.<name>` (the installed package, which
+# `make setup` installs editable from this checkout). Each rule takes its program's file as an input (cli_path), so
+# editing it reruns only the jobs using it. LLM scripts not yet moved into harmonic.cli: SCRIPTS / script_path.
+CLI = os.path.dirname(harmonic.cli.__file__)
 SCRIPTS = os.path.join(workflow.basedir, "workflow_scripts")
 
 
+def cli_path(name):
+    """The file of program harmonic.cli.<name>, given as an input so that editing it reruns the jobs using it."""
+    return os.path.join(CLI, f"{name}.py")
+
+
 def script_path(name):
-    """A workflow script, given as an input so that editing it reruns the jobs using it. The checkout's own path (not
-    workflow.source_path, which copies into a cache) so the script still finds the `harmonic` package beside it.
-    """
+    """A script of workflow_scripts/, given as an input so that editing it reruns the jobs using it."""
     return os.path.join(SCRIPTS, name)
 
 

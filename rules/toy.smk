@@ -37,7 +37,7 @@ TOY_RESOURCES = cell_resources("toy") if "cell_resources" in globals() else {}
 
 rule toy_cell:
     input:
-        script=script_path("toy_cell.py"),
+        script=cli_path("toy_cell"),
     output:
         metrics=cell_path("toy", "metrics.json"),
         curves=cell_path("toy", "curves.csv"),
@@ -55,5 +55,5 @@ rule toy_cell:
         cell=cell_identity("toy"),
         emissions=emissions_params(),
     shell:
-        "python {input.script:q} --params-json {params.hp:q} --cell-json {params.cell:q}"
+        "python -m harmonic.cli.toy_cell --params-json {params.hp:q} --cell-json {params.cell:q}"
         " --emissions-json {params.emissions:q} --out-dir $(dirname {output.metrics:q}) > {log:q} 2>&1"

@@ -4,7 +4,12 @@
 # A cell's hyperparameters: vision.defaults, then its grid entry's values, then matching vision.overrides
 # (docs/vision.md; <label> is the backbone unless the entry names one).
 
-from harmonic.vision.grid import data_rule_inputs, dataset_spec_json, workflow_cells
+from harmonic.vision.grid import (
+    data_rule_inputs,
+    dataset_spec_json,
+    section_value,
+    workflow_cells,
+)
 
 validate_family("vision")
 
@@ -25,7 +30,7 @@ FAMILY_NOTEBOOKS.update(
 
 rule vision_download:
     input:
-        script=script_path("vision_data.py"),
+        script=cli_path("vision_data"),
     output:
         "data/downloads/{dataset}.json",
     log:
@@ -35,14 +40,14 @@ rule vision_download:
     params:
         spec=lambda wc: dataset_spec_json(VISION, wc.dataset),
     shell:
-        "python {input.script:q} --name {wildcards.dataset:q} --spec-json {params.spec:q}"
+        "python -m harmonic.cli.vision_data --name {wildcards.dataset:q} --spec-json {params.spec:q}"
         " --download {output:q} > {log:q} 2>&1"
 
 
 rule vision_data:
     input:
         lambda wc: data_rule_inputs(VISION, wc.dataset),
-        script=script_path("vision_data.py"),
+        script=cli_path("vision_data"),
     output:
         data="data/vision/{dataset}/data.npz",
         meta="data/vision/{dataset}/meta.json",
@@ -53,7 +58,7 @@ rule vision_data:
     params:
         spec=lambda wc: dataset_spec_json(VISION, wc.dataset),
     shell:
-        "python {input.script:q} --name {wildcards.dataset:q} --spec-json {params.spec:q}"
+        "python -m harmonic.cli.vision_data --name {wildcards.dataset:q} --spec-json {params.spec:q}"
         " --out-dir $(dirname {output.data:q}) > {log:q} 2>&1"
 
 
@@ -61,7 +66,7 @@ rule vision_cell:
     input:
         data="data/vision/{dataset}/data.npz",
         meta="data/vision/{dataset}/meta.json",
-        script=script_path("vision_cell.py"),
+        script=cli_path("vision_cell"),
     output:
         metrics=cell_path("vision", "metrics.json"),
         curves=cell_path("vision", "curves.csv"),
@@ -70,7 +75,7 @@ rule vision_cell:
         cell_log("vision"),
     conda:
         "../envs/vision.yaml"
-    threads: VISION.get("threads", 2)
+    threads: section_value(VISION, "threads")
     resources:
         **cell_resources("vision"),
     params:
@@ -78,6 +83,6 @@ rule vision_cell:
         cell=cell_identity("vision"),
         emissions=emissions_params(),
     shell:
-        "python {input.script:q} --data-dir $(dirname {input.data:q})"
+        "python -m harmonic.cli.vision_cell --data-dir $(dirname {input.data:q})"
         " --params-json {params.hp:q} --cell-json {params.cell:q}"
         " --emissions-json {params.emissions:q} --out-dir $(dirname {output.metrics:q}) > {log:q} 2>&1"

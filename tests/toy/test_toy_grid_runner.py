@@ -24,7 +24,7 @@ def test_batched_grid_cells_equal_the_per_cell_job(tmp_path):
     hp = json.loads((Path(row["cell_dir"]) / "metrics.json").read_text())["hyperparameters"]
     params = {k: v for k, v in hp.items() if k not in ("head_label", "harmonic_exponent")}
     alone = tmp_path / "alone"
-    job = [sys.executable, str(REPO / "workflow_scripts/toy_cell.py"), "--params-json", json.dumps(params)]
+    job = [sys.executable, "-m", "harmonic.cli.toy_cell", "--params-json", json.dumps(params)]
     job += ["--emissions-json", json.dumps({"enabled": False}), "--out-dir", str(alone)]
     subprocess.run(job, check=True, cwd=REPO)
     batched = pd.read_csv(Path(row["cell_dir"]) / "curves.csv")

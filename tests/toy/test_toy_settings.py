@@ -5,7 +5,6 @@ The original's formulas are written out here from its source (grow-crystals src/
 
 import copy
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +13,10 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from harmonic.cli import toy_cell
 from harmonic.metrics import pca_summary
 from harmonic.regularizers import embedding_penalty
+from harmonic.toy.config import resolve
 from harmonic.toy.datasets import ev_rows
 from harmonic.toy.grid import toy_cells
 from harmonic.toy.models import (
@@ -27,11 +28,10 @@ from harmonic.toy.models import (
     resolve_toy_head,
     toy_head_label,
 )
+from harmonic.toy.train import embedding_metrics
 from harmonic.toy.two_points import train_two_points
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "workflow_scripts"))
-import toy_cell  # noqa: E402
 
 EUCLIDEAN = {"distance": "euclidean"}
 
@@ -76,10 +76,7 @@ def test_head_labels_do_not_change_with_the_setting_but_the_recorded_exponent_do
     assert faithful["head"] == corrected["head"]
     recorded = {}
     for name, params in (("faithful", faithful), ("corrected", corrected)):
-        hp = toy_cell.resolve_hyperparameters(
-            toy_cell.parse_args(["--out-dir", "x", "--params-json", json.dumps(params)])
-        )
-        recorded[name] = hp["harmonic_exponent"]
+        recorded[name] = resolve(json.loads(json.dumps(params)))["harmonic_exponent"]
     assert recorded == {"faithful": 2.0, "corrected": 1.0}
 
 
@@ -154,7 +151,7 @@ def test_cell_ev_ignores_rows_that_are_not_objects():
     rng = np.random.default_rng(0)
     embedding = rng.normal(size=(130, 16)).astype(np.float32)
     embedding[[0, 127, 128, 129]] = 100 * np.eye(16, dtype=np.float32)[[0, 0, 1, 1]]  # far unused / relation rows
-    objects = toy_cell.embedding_metrics(dict(task="family_tree", ev_rows="objects"), embedding)
+    objects = embedding_metrics(dict(task="family_tree", ev_rows="objects"), embedding)
     assert objects["ev_rows_pc1_pc2"] == objects["ev_rows_cum_10"] == 126 and objects["ev_pc1_pc2"] < 0.5
     assert pca_summary(embedding, standardize=False)["ev_pc1_pc2"] > 0.9  # what every row would say
 

@@ -1,27 +1,41 @@
-"""The failure contract of every cell script (harmonic.runs.failure_recorded), data integrity at cell start, and
-output file modes. Each cell script is run in-process with a deterministic failure: every declared output must
-exist, metrics.json must say "failed" with the error, and main() must return normally (the job exits 0)."""
+"""The failure contract of every cell program (harmonic.cell for toy and vision; harmonic.runs.failure_recorded for
+the LLM script until it adopts harmonic.cell), data integrity at cell start, and output file modes. Each cell program
+is run in-process with a deterministic failure: every declared output must exist, metrics.json must say "failed"
+with the error, and main() must return normally (the job exits 0)."""
 
+import importlib.util
 import json
 import os
 import re
 import shutil
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from harmonic import runs
+from harmonic.cli import aggregate, toy_cell, vision_cell
+from harmonic.toy.train import FAMILY as TOY
+from harmonic.vision.train import FAMILY as VISION
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
 SOURCES = ROOT / "data" / "sources"
 
 
-def outputs_of(script):
-    """The outputs a script promises (its OUTPUTS), which must be the cell rule's declared outputs."""
-    module = __import__(f"workflow_scripts.{script}", fromlist=["OUTPUTS", "main"])
+def llm_cell():
+    """workflow_scripts/llm_cell.py, loaded from its file (no sys.path edit) until it moves into harmonic.cli."""
+    spec = importlib.util.spec_from_file_location("llm_cell", ROOT / "workflow_scripts" / "llm_cell.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     return module
+
+
+def outputs_of(script):
+    """A cell program (main) and the outputs it promises, which must be the cell rule's declared outputs."""
+    if script == "llm_cell":
+        return llm_cell()
+    module, family = {"toy_cell": (toy_cell, TOY), "vision_cell": (vision_cell, VISION)}[script]
+    return SimpleNamespace(main=module.main, OUTPUTS=family.outputs)
 
 
 def assert_failed_with_every_output(out, outputs, error_type):
@@ -114,9 +128,7 @@ def test_llm_cell_records_the_hash_of_its_token_files(token_dir, tmp_path):
     meta = json.loads((token_dir / "meta.json").read_text())
     assert record["status"] == "ok", record["error"]
     assert record["data"]["sha256"] == {e["file"]: e["sha256"] for e in meta["splits"].values()}
-    from workflow_scripts.aggregate import row_of
-
-    row = row_of(tmp_path / "ok" / "metrics.json")  # and the table has them
+    row = aggregate.row_of(tmp_path / "ok" / "metrics.json")  # and the table has them
     assert row["data.sha256.train.bin"] == meta["splits"]["train"]["sha256"]
 
 

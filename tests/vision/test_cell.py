@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harmonic.cli.vision_cell import main  # in-process: no second torch import
 from harmonic.vision.data import file_digest, load_prepared, prepare_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,14 +23,11 @@ def data_dir(tmp_path_factory):
 
 
 def run_cell(data_dir, out, *extra):
-    from workflow_scripts.vision_cell import main  # in-process: no second torch import
-
     main(["--data-dir", str(data_dir), "--out-dir", str(out), "--emissions-json", '{"enabled": false}', *extra])
     return json.loads((out / "metrics.json").read_text())
 
 
 def test_ok_cell_writes_everything(data_dir, tmp_path):
-    sys.path.insert(0, str(ROOT))
     record = run_cell(
         data_dir,
         tmp_path,
@@ -67,7 +65,6 @@ def test_ok_cell_writes_everything(data_dir, tmp_path):
 
 def test_weight_study_cell_saves_weights(tmp_path):
     """Digits-like images with a black frame: the frame pixels are the always-zero pixels the score looks at."""
-    sys.path.insert(0, str(ROOT))
     data_dir = tmp_path / "framed"
     prepare_dataset("framed-synthetic", TINY, data_dir)
     meta, arrays = load_prepared(data_dir)
@@ -98,7 +95,6 @@ def test_weight_study_cell_saves_weights(tmp_path):
 
 
 def test_non_finite_loss_is_diverged(data_dir, tmp_path):
-    sys.path.insert(0, str(ROOT))
     record = run_cell(
         data_dir,
         tmp_path,
@@ -126,7 +122,8 @@ def test_exception_is_failed_and_exits_zero(tmp_path):
     result = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "workflow_scripts" / "vision_cell.py"),
+            "-m",
+            "harmonic.cli.vision_cell",
             "--data-dir",
             str(missing),
             "--out-dir",
@@ -139,6 +136,7 @@ def test_exception_is_failed_and_exits_zero(tmp_path):
         capture_output=True,
         text=True,
         timeout=120,
+        cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr
     record = json.loads((tmp_path / "cell" / "metrics.json").read_text())
@@ -146,9 +144,6 @@ def test_exception_is_failed_and_exits_zero(tmp_path):
 
 
 def test_bad_hyperparameter_fails_before_training(data_dir, tmp_path):
-    sys.path.insert(0, str(ROOT))
-    record = run_cell(
-        data_dir, tmp_path, "--set", "learning_rate=0.1"
-    )  # recorded, not raised (runs.failure_recorded)
+    record = run_cell(data_dir, tmp_path, "--set", "learning_rate=0.1")  # recorded, not raised (harmonic.cell)
     assert record["status"] == "failed" and "learning_rate" in record["error"]["message"]
     assert (tmp_path / "curves.csv").read_text() == ""  # no epoch was trained

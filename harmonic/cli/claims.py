@@ -1,10 +1,9 @@
-#!/usr/bin/env python
 """Evaluate the papers' claims (harmonic/claims.yaml) over results tables and write results/claims.{csv,html}.
 
 This run's tables are labelled with --scale (embedded for config.yaml, paper for presets/paper.yaml); --evidence adds
 tables made elsewhere (e.g. the committed H200 toy grid) under their own scale label, so one claims table shows both.
 
-    python workflow_scripts/claims.py --scale embedded --tables results/tables/toy.parquet \
+    python -m harmonic.cli.claims --scale embedded --tables results/tables/toy.parquet \
         --evidence "paper (H200 grid)=benchmarks/results/toy-grid-h200/toy.parquet" \
         --csv results/claims.csv --html results/claims.html
 """
@@ -52,7 +51,7 @@ def main(argv=None):
         result.to_csv(tmp, index=False)
     atomic_write_text(args.html, claims_page(result, studies))
     if args.markdown:
-        command = shlex.join(["python", "workflow_scripts/claims.py", *(argv if argv is not None else sys.argv[1:])])
+        command = shlex.join(["python", "-m", "harmonic.cli.claims", *(argv if argv is not None else sys.argv[1:])])
         atomic_write_text(args.markdown, claims_markdown(result, command))
     counts = result["verdict"].value_counts().to_dict()
     print(f"{len(claim_list)} claims, {len(result)} rows -> {args.csv}, {args.html}; verdicts {counts}")
