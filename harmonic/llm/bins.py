@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harmonic.runs import file_digest
+from harmonic.runs import file_digest, verified_data
 
 SPLITS = ("train", "val")
 META_NAME = "meta.json"
@@ -86,3 +86,10 @@ def validate_bins(data_dir: str | os.PathLike, check_hash: bool = True, check_id
                     "the file changed after it was written"
                 )
     return meta
+
+
+def checked_token_data(data_dir: str | os.PathLike) -> dict:
+    """train.bin and val.bin checked against the sha256 in meta.json before training (a changed file fails the
+    cell); the record of the files and their hashes that metrics.json keeps."""
+    meta = json.loads((Path(data_dir) / META_NAME).read_text())
+    return verified_data(data_dir, {entry["file"]: entry["sha256"] for entry in meta["splits"].values()})

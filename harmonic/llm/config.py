@@ -13,6 +13,8 @@ import math
 
 import torch
 
+from harmonic.cell import EMISSIONS_DEFAULTS
+
 DEFAULTS = {
     "model": "gpt",
     "model_args": {"n_layer": 2, "n_head": 2, "n_embd": 64, "block_size": 64},
@@ -42,7 +44,7 @@ DEFAULTS = {
     "head_kernel": "auto",  # the loss: "auto" (harmonic.kernels on CUDA when it pays), "fused" or "reference"
     "tensorboard": True,
     "wandb": {"enabled": False, "project": "harmonic-repro", "mode": "offline"},
-    "emissions": {"enabled": True, "country_iso_code": "USA", "measure_power_secs": 15},
+    "emissions": EMISSIONS_DEFAULTS,  # the meter's settings (the cell contract's, recorded with the cell)
     "analysis": {"enabled": True, "pca_components": 5, "logit_rows": 256},
     "keep_checkpoint": False,  # keep ckpt.pt (model + optimizer) after the cell finished
 }

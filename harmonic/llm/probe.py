@@ -7,6 +7,9 @@ probe: the configured micro-batch is returned.
 """
 
 import gc
+import json
+import sys
+from pathlib import Path
 
 import torch
 
@@ -77,3 +80,16 @@ def probe_micro_batch(cfg: dict, world_size: int = 1) -> dict:
     if best is None:
         raise RuntimeError(f"not even a micro-batch of 1 sequence fits on {torch.cuda.get_device_name(device)}")
     return {"gpu": torch.cuda.get_device_name(device), "micro_batch": best, "tried": tried}
+
+
+def probed_micro_batch(path: str | Path | None) -> int | None:
+    """The micro-batch of a probe result file when it was measured on this GPU type; otherwise None (the cell
+    probes again itself)."""
+    if path is None or not Path(path).exists():
+        return None
+    probe = json.loads(Path(path).read_text())
+    here = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    if probe.get("gpu") != here:
+        print(f"probe {path} was made on {probe.get('gpu')}, this is {here}; probing again", file=sys.stderr)
+        return None
+    return probe["micro_batch"]

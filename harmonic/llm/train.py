@@ -24,13 +24,17 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from harmonic.emissions import EmissionsMeter
-from harmonic.llm.checkpoint import CHECKPOINT_NAME, add_emissions, fresh_state, load_checkpoint, save_checkpoint
+from harmonic.cell import CellContext, Family, Trained, add_emissions, emissions_meter
+from harmonic.llm.bins import checked_token_data
+from harmonic.llm.checkpoint import CHECKPOINT_NAME, fresh_state, load_checkpoint, save_checkpoint
 from harmonic.llm.config import accumulation, block_size, config_fingerprint, lr_at, make_optimizer, resolve_config
 from harmonic.llm.data import TRAIN_EVAL_STREAM, TRAIN_STREAM, VAL_STREAM, BatchSource, TokenBins
 from harmonic.llm.models import build_model, lm_head_spec, special_tokens
+from harmonic.llm.probe import probe_micro_batch, probed_micro_batch
 from harmonic.llm.telemetry import Loggers, final_metrics, optimizer_norms, peak_flops, throughput, write_csv
 from harmonic.runs import resolve_device, seed_everything
+
+OUTPUTS = ("metrics.json", "curves.csv", "emissions.csv")  # rules/llm.smk declares these; all exist whatever happens
 
 
 @dataclass
@@ -84,8 +88,6 @@ def _to(batch: dict, device: torch.device) -> dict:
 def _micro_batch(cfg: dict, given: int | None, device: torch.device, world: int) -> int:
     """The probe's answer when given; with micro_batch "auto" and no answer, probe here; else the configured one."""
     if given is None and cfg["micro_batch"] == "auto":
-        from harmonic.llm.probe import probe_micro_batch
-
         given = probe_micro_batch({**cfg, "device": str(device)}, world)["micro_batch"]
     return int(given or cfg["micro_batch"])
 
@@ -248,8 +250,9 @@ def _record_step(run: Run, step: int, lr: float, loss: float, grad_norm: float, 
 
 
 def fit(run: Run, meter, on_step=None) -> dict | None:
-    """Train from the run's step to max_steps, evaluating and checkpointing every eval_interval (skipped right after
-    a resume: the checkpoint holds that eval). Returns None, or {step, loss, grad_norm} where it diverged."""
+    """Train from the run's step to max_steps under an entered emissions `meter`, evaluating and checkpointing every
+    eval_interval (skipped right after a resume: the checkpoint holds that eval). Returns None, or {step, loss,
+    grad_norm} where it diverged."""
     cfg, start_step = run.cfg, run.state["step"]
     loggers = Loggers(cfg, run.out_dir, run.master)
     if run.device.type == "cuda":
@@ -257,74 +260,84 @@ def fit(run: Run, meter, on_step=None) -> dict | None:
     previous_handler = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     step = start_step
     try:
-        with meter:
-            interval_start, interval_steps = time.perf_counter(), 0
-            while True:
-                if (step % cfg["eval_interval"] == 0 or step == cfg["max_steps"]) and not (
-                    run.resumed and step == start_step
-                ):
-                    if run.device.type == "cuda":
-                        torch.cuda.synchronize(run.device)
-                    elapsed = time.perf_counter() - interval_start
-                    _evaluate_and_checkpoint(run, step, elapsed, interval_steps, meter, loggers)
-                    interval_start, interval_steps = time.perf_counter(), 0
-                if step >= cfg["max_steps"]:
-                    return None
-                if on_step is not None:
-                    on_step(step, run)
-                lr, loss, grad_norm = _optimizer_step(run, step)
-                if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                    return {"step": step, "loss": loss, "grad_norm": grad_norm}
-                _record_step(run, step, lr, loss, grad_norm, loggers)
-                step += 1
-                run.state["step"] = step
-                interval_steps += 1
+        interval_start, interval_steps = time.perf_counter(), 0
+        while True:
+            if (step % cfg["eval_interval"] == 0 or step == cfg["max_steps"]) and not (
+                run.resumed and step == start_step
+            ):
+                if run.device.type == "cuda":
+                    torch.cuda.synchronize(run.device)
+                elapsed = time.perf_counter() - interval_start
+                _evaluate_and_checkpoint(run, step, elapsed, interval_steps, meter, loggers)
+                interval_start, interval_steps = time.perf_counter(), 0
+            if step >= cfg["max_steps"]:
+                return None
+            if on_step is not None:
+                on_step(step, run)
+            lr, loss, grad_norm = _optimizer_step(run, step)
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                return {"step": step, "loss": loss, "grad_norm": grad_norm}
+            _record_step(run, step, lr, loss, grad_norm, loggers)
+            step += 1
+            run.state["step"] = step
+            interval_steps += 1
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
         loggers.close()
 
 
-def finish(run: Run, meter, diverged_at: dict | None) -> dict:
-    """Rank 0: grad_stats.csv, the metrics (plus the model analysis when the run did not diverge) and emissions."""
+def finish(run: Run, diverged_at: dict | None) -> Trained:
+    """Rank 0: grad_stats.csv and the metrics (plus the model analysis when the run did not diverge); the emissions
+    of earlier attempts (from the checkpoint) ride along for the contract to add."""
     if not run.master:
-        return {}
+        return Trained(hyperparameters=run.hyperparameters, device=str(run.device))
     write_csv(run.out_dir / "grad_stats.csv", run.state["stats"])
-    emissions = add_emissions(run.state["emissions"], meter.summary)
     metrics = final_metrics(run.state, run.cfg, run.device)
     if diverged_at is None and run.cfg["analysis"]["enabled"]:
         from harmonic.llm.analysis import analyse_model
 
         metrics |= analyse_model(run.raw_model, run.source, run.cfg, run.device, run.autocast, run.out_dir)
-    return {
-        "status": "diverged" if diverged_at else "ok",
-        "hyperparameters": run.hyperparameters,
-        "metrics": metrics,
-        "emissions": emissions,
-        "diverged_at": diverged_at,
-        "device": run.device,
-    }
-
-
-def emissions_meter(run: Run):
-    """The energy and CO2 meter of rank 0 (emissions.csv in the cell); the other ranks measure nothing."""
-    if not run.master:
-        return contextlib.nullcontext()
-    settings = run.cfg["emissions"]
-    return EmissionsMeter(
-        run.out_dir / "emissions.csv",
-        country_iso_code=settings["country_iso_code"],
-        measure_power_secs=settings["measure_power_secs"],
-        enabled=settings["enabled"],
+    return Trained(
+        metrics=metrics,
+        hyperparameters=run.hyperparameters,
+        diverged_at=diverged_at,
+        summary={k: metrics.get(k) for k in ("val_loss", "val_ppl")},
+        device=str(run.device),
+        emissions_before=run.state["emissions"],
     )
 
 
-def train(cfg: dict, out_dir: str | os.PathLike, micro_batch: int | None = None, on_step=None) -> dict:
-    """Train one cell; returns {"status", "metrics", "hyperparameters", "emissions", "diverged_at", "device"} on
-    rank 0 ({} on the others). `on_step(step, run)` runs before every optimizer step (tests inject faults there)."""
+def train_cell(hp: dict, ctx: CellContext, on_step=None) -> Trained:
+    """The LLM family's train function for the cell contract (harmonic.cell): the memory probe's micro-batch from
+    ctx.inputs["probe"] when micro_batch is auto, then setup, fit under the contract's meter, finish."""
+    micro_batch = probed_micro_batch(ctx.inputs.get("probe")) if hp["micro_batch"] == "auto" else None
+    run = setup(hp, ctx.out_dir, micro_batch)
+    return finish(run, fit(run, ctx.meter, on_step))
+
+
+def train(cfg: dict, out_dir: str | os.PathLike, micro_batch: int | None = None, on_step=None) -> Trained:
+    """One cell outside the contract (tests, notebooks): setup, fit and finish under a meter of its own; nothing but
+    the streamed files (curves, checkpoint) is written. `on_step(step, run)` runs before every optimizer step."""
     run = setup(cfg, out_dir, micro_batch)
-    meter = emissions_meter(run)
-    diverged_at = fit(run, meter, on_step)
-    return finish(run, meter, diverged_at)
+    with emissions_meter(run.out_dir, run.cfg["emissions"]) as meter:
+        diverged_at = fit(run, meter, on_step)
+    return finish(run, diverged_at)
+
+
+def identity(hp: dict) -> dict:
+    """A cell run by hand (no --cell-json): named by its data directory, model, head distance and seed."""
+    head = hp["head"]["distance"] if isinstance(hp["head"], dict) else hp["head"]
+    return {"dataset": Path(hp["data_dir"]).name, "model": hp["model"], "head": head, "seed": hp["seed"]}
+
+
+FAMILY = Family(
+    name="llm",
+    outputs=OUTPUTS,
+    resolve=resolve_config,
+    train=train_cell,
+    identity=identity,
+    check_data=lambda hp, ctx: checked_token_data(hp["data_dir"]),
+)
 
 
 def _exit_on_sigterm(signum, frame):

@@ -31,7 +31,6 @@ def modules_loaded_by(module: str) -> set[str]:
                 "harmonic.llm.checkpoint",
                 "harmonic.llm.telemetry",
                 "harmonic.llm.analysis",
-                "harmonic.emissions",
             },
         ),
         ("harmonic.llm.data", {"harmonic.llm.prepare", "harmonic.llm.tokenizer"}),
