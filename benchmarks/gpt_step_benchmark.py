@@ -22,11 +22,10 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from harmonic.llm.models import build_model
+from harmonic.llm.telemetry import peak_flops
 
-from harmonic.llm.models import build_model  # noqa: E402
-from harmonic.llm.telemetry import peak_flops  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 GPT2_124M = {"n_layer": 12, "n_head": 12, "n_embd": 768, "block_size": 1024}
 TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32}

@@ -19,21 +19,20 @@ import ctypes
 import importlib.util
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+import torch
+import yaml
+
+from harmonic import cell as cell_contract
+from harmonic.runs import provenance, resolve_device
+from harmonic.vision.data import prepare_dataset
+from harmonic.vision.grid import vision_cells
+from harmonic.vision.train import FAMILY
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
-
-from harmonic.runs import provenance, resolve_device  # noqa: E402
-from harmonic.vision.data import prepare_dataset  # noqa: E402
-from harmonic.vision.grid import vision_cells  # noqa: E402
-from harmonic.vision.train import run_and_record_cell  # noqa: E402
 
 SUMMARY_FIELDS = (
     "test_accuracy",
@@ -154,31 +153,22 @@ def main(argv=None):
         print(f"[{i + 1}/{len(plan)}] {identity} epochs={hyper['epochs']} batch={hyper['batch_size']}", flush=True)
         started = time.perf_counter()
         energy_start = energy_counter.read() if energy_counter else None
-        status, result, error = run_and_record_cell(  # one bad head is recorded and must not hide the others
-            out_dir=cell_dir,
-            cell=identity,
-            fallback_hyperparameters=hyper,
-            device=device,
-            data_dir=out / "data" / dataset,
-            backbone=cell["backbone"],
-            head=cell["head"],
-            seed=0,
-            hyper=hyper,
-            emissions=emissions,
+        params = dict(hyper, backbone=cell["backbone"], head=cell["head"], seed=0, device=str(device), threads=None)
+        result = cell_contract.run(  # one bad head is recorded and must not hide the others
+            FAMILY, params, cell_dir, cell=identity, emissions=emissions, inputs={"data_dir": out / "data" / dataset}
         )
         energy_end = energy_counter.read() if energy_counter else None
-        metrics = result["metrics"] if result else {}
-        energy = (result or {}).get("emissions") or {}
-        row = {**identity, "status": status, "wall_s": time.perf_counter() - started}
+        metrics, energy = result.metrics, result.emissions or {}
+        row = {**identity, "status": result.status, "wall_s": time.perf_counter() - started}
         row.update({k: metrics.get(k) for k in SUMMARY_FIELDS})
         row.update({k: energy.get(k) for k in ("energy_kwh", "gpu_energy_kwh", "emissions_kg", "duration_s")})
         row["nvml_gpu_energy_kwh"] = (
             (energy_end - energy_start) / 3.6e9 if energy_start is not None and energy_end is not None else None
         )
-        row["error"] = None if error is None else repr(error)[:300]
+        row["error"] = None if result.error is None else result.error["message"][:300]
         rows.append(row)
         print(
-            f"    {status}: acc {row['test_accuracy']}, {row['seconds_per_epoch']} s/epoch, "
+            f"    {result.status}: acc {row['test_accuracy']}, {row['seconds_per_epoch']} s/epoch, "
             f"{row['images_per_second']} img/s, energy {row['energy_kwh']} kWh, NVML {row['nvml_gpu_energy_kwh']} kWh",
             flush=True,
         )

@@ -12,15 +12,11 @@ step is extrapolated to the paper's 7000 epochs (175,000 steps) per cell, and di
 import argparse
 import json
 import platform
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from harmonic.toy.batched import ToyGroup  # noqa: E402
+from harmonic.toy.batched import ToyGroup
 
 HP = dict(
     task="modular_addition",

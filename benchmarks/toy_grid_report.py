@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Markdown tables of a toy grid table (workflow_scripts/aggregate.py columns), for docs/results-toy.md.
+"""Markdown tables of a toy grid table (harmonic/cli/aggregate.py columns), for docs/results-toy.md.
 
     python benchmarks/toy_grid_report.py benchmarks/results/toy-grid-h200/toy.parquet
 

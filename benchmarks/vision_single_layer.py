@@ -9,19 +9,18 @@ Every cell is what presets/paper.yaml plans for the studies (seed 0), except the
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from harmonic import cell as cell_contract
+from harmonic.vision.data import prepare_dataset
+from harmonic.vision.grid import vision_cells
+from harmonic.vision.train import FAMILY
 
-from harmonic.vision.data import prepare_dataset  # noqa: E402
-from harmonic.vision.grid import vision_cells  # noqa: E402
-from harmonic.vision.train import train_cell  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 STUDIES = ("baek-fig5-mnist-weights", "mg-mnist-single-layer")
 
@@ -45,19 +44,11 @@ def main(argv=None):
         hyper = dict(cell["hyperparameters"], epochs=args.epochs, tensorboard=False, pca_samples=1000)
         started = time.perf_counter()
         out = args.out / "cells" / cell["setting"] / cell["model"] / cell["head_label"]
-        result = train_cell(
-            data_dir=data,
-            out_dir=out,
-            backbone=cell["backbone"],
-            head=cell["head"],
-            seed=0,
-            hyper=hyper,
-            device="cpu",
-            emissions={"enabled": False},
-        )
-        metrics = result["metrics"]
+        params = dict(hyper, backbone=cell["backbone"], head=cell["head"], seed=0, device="cpu", threads=args.threads)
+        result = cell_contract.run(FAMILY, params, out, emissions={"enabled": False}, inputs={"data_dir": data})
+        metrics = result.metrics
         row = {"study": cell["study"], "setting": cell["setting"], "head": cell["head_label"]}
-        row.update(status=result["status"], test_accuracy=metrics.get("test_accuracy"))
+        row.update(status=result.status, test_accuracy=metrics.get("test_accuracy"))
         row.update({key: metrics.get(key) for key in ("interp_rel_tau0.1", "interp_abs_tau0.01")})
         row["seconds"] = round(time.perf_counter() - started, 1)
         print(json.dumps(row), flush=True)

@@ -69,8 +69,8 @@ class Trained:
     diverged         status "diverged" without a step (a final state found non-finite)
     summary          a few numbers for the log line
     device           the device to record when it differs from the one the contract resolved (a torchrun rank's)
-    emissions_before the emissions of earlier attempts of this cell (a resumed run's checkpoint): their numbers
-                     add to this attempt's meter (add_emissions)
+    emissions        the emissions to record instead of the meter's summary (a run resumed from a checkpoint adds
+                     the earlier segments' figures to this one's)
     """
 
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -80,7 +80,7 @@ class Trained:
     diverged: bool = False
     summary: dict[str, Any] = field(default_factory=dict)
     device: str | None = None
-    emissions_before: dict[str, Any] = field(default_factory=dict)
+    emissions: dict[str, Any] | None = None
 
     @property
     def status(self) -> str:
@@ -164,16 +164,6 @@ def emissions_meter(out_dir: str | os.PathLike, settings: Mapping[str, Any] | No
     )
 
 
-def add_emissions(before: Mapping[str, Any], now: Mapping[str, Any]) -> dict[str, Any]:
-    """Cumulative emissions across attempts of one cell: numbers add (power figures, *_w, do not), descriptive
-    fields come from the latest attempt."""
-    total = dict(now)
-    for key, value in before.items():
-        if isinstance(value, (int, float)) and isinstance(now.get(key), (int, float)) and not key.endswith("_w"):
-            total[key] = value + now[key]
-    return total
-
-
 def write_file(path: Path, content: Any) -> None:
     """Write one output atomically, by the content's type (see Trained.files)."""
     if hasattr(content, "to_csv"):
@@ -234,7 +224,7 @@ def _record(family, out_dir, state, trained: Trained) -> CellResult:
         cell=state["cell"],
         hyperparameters=trained.hyperparameters if trained.hyperparameters is not None else state["hp"],
         metrics=trained.metrics,
-        emissions=add_emissions(trained.emissions_before, state["meter"].summary),
+        emissions=trained.emissions if trained.emissions is not None else state["meter"].summary,
         diverged_at=trained.diverged_at,
         data=state["data"],
         summary=trained.summary,

@@ -1,4 +1,4 @@
-"""Collect cells' metrics.json files (any family) into one tidy table: a row per cell.
+r"""Collect cells' metrics.json files (any family) into one tidy table: a row per cell.
 
 Columns: status, family, cell.* (dataset, model, head, seed, and any extras the family records), hp.* (effective
 hyperparameters, nested keys joined with '.'), the flat metrics, emissions.*, data.* (the data folder and the sha256

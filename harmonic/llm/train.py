@@ -24,9 +24,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from harmonic.cell import CellContext, Family, Trained, add_emissions, emissions_meter
+from harmonic.cell import CellContext, Family, Trained, emissions_meter
 from harmonic.llm.bins import checked_token_data
-from harmonic.llm.checkpoint import CHECKPOINT_NAME, fresh_state, load_checkpoint, save_checkpoint
+from harmonic.llm.checkpoint import CHECKPOINT_NAME, add_emissions, fresh_state, load_checkpoint, save_checkpoint
 from harmonic.llm.config import accumulation, block_size, config_fingerprint, lr_at, make_optimizer, resolve_config
 from harmonic.llm.data import TRAIN_EVAL_STREAM, TRAIN_STREAM, VAL_STREAM, BatchSource, TokenBins
 from harmonic.llm.models import build_model, lm_head_spec, special_tokens
@@ -287,8 +287,7 @@ def fit(run: Run, meter, on_step=None) -> dict | None:
 
 
 def finish(run: Run, diverged_at: dict | None) -> Trained:
-    """Rank 0: grad_stats.csv and the metrics (plus the model analysis when the run did not diverge); the emissions
-    of earlier attempts (from the checkpoint) ride along for the contract to add."""
+    """Rank 0: grad_stats.csv and the metrics (plus the model analysis when the run did not diverge)."""
     if not run.master:
         return Trained(hyperparameters=run.hyperparameters, device=str(run.device))
     write_csv(run.out_dir / "grad_stats.csv", run.state["stats"])
@@ -303,7 +302,6 @@ def finish(run: Run, diverged_at: dict | None) -> Trained:
         diverged_at=diverged_at,
         summary={k: metrics.get(k) for k in ("val_loss", "val_ppl")},
         device=str(run.device),
-        emissions_before=run.state["emissions"],
     )
 
 
@@ -312,7 +310,10 @@ def train_cell(hp: dict, ctx: CellContext, on_step=None) -> Trained:
     ctx.inputs["probe"] when micro_batch is auto, then setup, fit under the contract's meter, finish."""
     micro_batch = probed_micro_batch(ctx.inputs.get("probe")) if hp["micro_batch"] == "auto" else None
     run = setup(hp, ctx.out_dir, micro_batch)
-    return finish(run, fit(run, ctx.meter, on_step))
+    trained = finish(run, fit(run, ctx.meter, on_step))
+    if run.resumed:  # the earlier attempts' emissions (from the checkpoint) plus this attempt's so far
+        trained.emissions = add_emissions(run.state["emissions"], ctx.meter.flush())
+    return trained
 
 
 def train(cfg: dict, out_dir: str | os.PathLike, micro_batch: int | None = None, on_step=None) -> Trained:
@@ -321,7 +322,9 @@ def train(cfg: dict, out_dir: str | os.PathLike, micro_batch: int | None = None,
     run = setup(cfg, out_dir, micro_batch)
     with emissions_meter(run.out_dir, run.cfg["emissions"]) as meter:
         diverged_at = fit(run, meter, on_step)
-    return finish(run, diverged_at)
+    trained = finish(run, diverged_at)
+    trained.emissions = add_emissions(run.state["emissions"], meter.summary)
+    return trained
 
 
 def identity(hp: dict) -> dict:

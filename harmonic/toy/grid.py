@@ -72,83 +72,97 @@ def setting_cells(section, device, setting):
     for i, spec in enumerate(section["heads"]):
         check_head(spec, f"toy.heads[{i}]")
     cells = []
+    for study in (grid_cells, data_efficiency_cells, circle_cells, two_point_cells, ablation_cells, n_sweep_cells):
+        cells += study(section, device, setting)
+    return cells
+
+
+def grid_cells(section, device, setting):
+    cells = []
     for task in section["tasks"]:
         for model in section["models"]:
             for spec in section["heads"]:
                 for seed in section["seeds"]:
                     cells.append(make_cell(section, device, setting, "grid", task, task, model, spec, seed))
+    return cells
 
-    sweep = section.get("data_efficiency")
-    if sweep:
-        for task in sweep["tasks"]:
-            for fraction in sweep["fractions"]:
-                for model in sweep["models"]:
-                    for spec in section["heads"]:
-                        for seed in sweep["seeds"]:
-                            dataset = f"{task}-frac{fraction:g}"
-                            cells.append(
-                                make_cell(
-                                    section, device, setting, "data_efficiency", dataset, task, model, spec, seed
-                                )
-                            )
 
-    circle = section.get("circle")
-    if circle:
-        for i, run in enumerate(circle["runs"]):
-            check_head(run["head"], f"toy.circle.runs[{i}].head")
-            train = dict(circle.get("train") or {}, **run.get("train", {}))
-            for seed in circle["seeds"]:
-                cells.append(
-                    make_cell(
-                        section,
-                        device,
-                        setting,
-                        "circle",
-                        "circle",
-                        "modular_addition",
-                        run["model"],
-                        run["head"],
-                        seed,
-                        train,
-                        model_label=run["label"],
-                    )
-                )
-
-    two = section.get("two_points")
-    if two:
-        for i, spec in enumerate(two["heads"]):
-            check_head(spec, f"toy.two_points.heads[{i}]")
-            for seed in two["seeds"]:
-                cell = make_cell(
-                    section, device, setting, "two_points", "two_points", "two_points", "layer", spec, seed
-                )
-                # Only what the two-point layer uses: the effective exponent and its own steps / lr.
-                params = cell["params"]
-                keep = ("setting", "study", "task", "model", "head", "seed", "device", "threads", "distance_power")
-                cell["params"] = dict({key: params[key] for key in keep}, **two["train"])
-                cell["train_fraction"] = None
-                cells.append(cell)
-
-    ablation = section.get("ablation")
-    if ablation:
-        for i, spec in enumerate(ablation["heads"]):
-            check_head(spec, f"toy.ablation.heads[{i}]")
-        for task in ablation["tasks"]:
-            for model in ablation["models"]:
-                for spec in ablation["heads"]:
-                    for seed in ablation["seeds"]:
-                        dataset = f"{task}-ablation"
-                        cells.append(
-                            make_cell(section, device, setting, "ablation", dataset, task, model, spec, seed)
-                        )
-
-    sweep = section.get("n_sweep")
-    if sweep:
-        for task in sweep["tasks"]:
+def data_efficiency_cells(section, device, setting):
+    sweep, cells = section.get("data_efficiency"), []
+    for task in sweep["tasks"] if sweep else []:
+        for fraction in sweep["fractions"]:
             for model in sweep["models"]:
-                for n in sweep["ns"]:
+                for spec in section["heads"]:
                     for seed in sweep["seeds"]:
-                        spec = {"distance": "euclidean", "n": float(n)}
-                        dataset = f"{task}-nsweep"
-                        cells.append(make_cell(section, device, setting, "n_sweep", dataset, task, model, spec, seed))
+                        dataset = f"{task}-frac{fraction:g}"
+                        cells.append(
+                            make_cell(section, device, setting, "data_efficiency", dataset, task, model, spec, seed)
+                        )
+    return cells
+
+
+def circle_cells(section, device, setting):
+    circle, cells = section.get("circle"), []
+    for i, run in enumerate(circle["runs"] if circle else []):
+        check_head(run["head"], f"toy.circle.runs[{i}].head")
+        train = dict(circle.get("train") or {}, **run.get("train", {}))
+        for seed in circle["seeds"]:
+            cells.append(
+                make_cell(
+                    section,
+                    device,
+                    setting,
+                    "circle",
+                    "circle",
+                    "modular_addition",
+                    run["model"],
+                    run["head"],
+                    seed,
+                    train,
+                    model_label=run["label"],
+                )
+            )
+    return cells
+
+
+def two_point_cells(section, device, setting):
+    two, cells = section.get("two_points"), []
+    for i, spec in enumerate(two["heads"] if two else []):
+        check_head(spec, f"toy.two_points.heads[{i}]")
+        for seed in two["seeds"]:
+            cell = make_cell(section, device, setting, "two_points", "two_points", "two_points", "layer", spec, seed)
+            # Only what the two-point layer uses: the effective exponent and its own steps / lr.
+            params = cell["params"]
+            keep = ("setting", "study", "task", "model", "head", "seed", "device", "threads", "distance_power")
+            cell["params"] = dict({key: params[key] for key in keep}, **two["train"])
+            cell["train_fraction"] = None
+            cells.append(cell)
+    return cells
+
+
+def ablation_cells(section, device, setting):
+    ablation, cells = section.get("ablation"), []
+    if not ablation:
+        return cells
+    for i, spec in enumerate(ablation["heads"]):
+        check_head(spec, f"toy.ablation.heads[{i}]")
+    for task in ablation["tasks"]:
+        for model in ablation["models"]:
+            for spec in ablation["heads"]:
+                for seed in ablation["seeds"]:
+                    dataset = f"{task}-ablation"
+                    cells.append(make_cell(section, device, setting, "ablation", dataset, task, model, spec, seed))
+    return cells
+
+
+def n_sweep_cells(section, device, setting):
+    sweep, cells = section.get("n_sweep"), []
+    for task in sweep["tasks"] if sweep else []:
+        for model in sweep["models"]:
+            for n in sweep["ns"]:
+                for seed in sweep["seeds"]:
+                    spec = {"distance": "euclidean", "n": float(n)}
+                    cells.append(
+                        make_cell(section, device, setting, "n_sweep", f"{task}-nsweep", task, model, spec, seed)
+                    )
     return cells

