@@ -3,11 +3,12 @@
 #   results/llm/probe/<setting>/<corpus>/<study>-<model>/<head>.json  llm_probe (only when train.micro_batch is "auto")
 #   results/llm/<setting>/<corpus>/<study>-<model>/<head>/seed<k>/  llm_cell (torchrun with the job's GPUs when it has more than one)
 
+from harmonic.llm.config import resolve_section
 from harmonic.llm.grid import cell_inputs, llm_cells, probe_params
 
 validate_family("llm")
 
-LLM = config["llm"]
+LLM = resolve_section(config["llm"])
 try:
     register_cells("llm", llm_cells(LLM, device=config["device"]))
 except (
@@ -60,9 +61,9 @@ rule llm_data_openwebtext:
         "logs/llm/data_owt.log",
     conda:
         "../envs/llm.yaml"
-    threads: LLM.get("prepare_workers", 1)
+    threads: LLM["prepare_workers"]
     params:
-        workers=LLM.get("prepare_workers", 1),
+        workers=LLM["prepare_workers"],
     shell:
         "python -m harmonic.cli.llm_prepare openwebtext --out $(dirname {output.meta:q})"
         " --workers {params.workers} --wheel {input.wheel:q} > {log:q} 2>&1"

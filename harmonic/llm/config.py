@@ -48,7 +48,19 @@ DEFAULTS = {
     "analysis": {"enabled": True, "pca_components": 5, "logit_rows": 256},
     "keep_checkpoint": False,  # keep ckpt.pt (model + optimizer) after the cell finished
 }
-NESTED = ("model_args", "wandb", "emissions", "analysis")  # dicts whose keys are filled one by one
+NESTED = ("model_args", "wandb", "emissions", "analysis")
+
+# The `llm:` config section's optional keys (schemas/llm.schema.yaml repeats none of these); a cell's own values come
+# from DEFAULTS above. A study's per_head_optimizer defaults to no setting.
+SECTION_DEFAULTS = {
+    "settings": ["corrected"],
+    "vocab_limit": None,
+    "prepare_workers": 1,
+    "overrides": [],
+    "tensorboard": DEFAULTS["tensorboard"],
+    "wandb": {},
+    "analysis": {},
+}  # dicts whose keys are filled one by one
 
 # The config's head_kernel -> HarmonicHead.loss(fused=...): "auto" lets the head decide (the fused kernel on CUDA for
 # language-model sizes), "fused" / "reference" force one path (docs/performance.md compares them).
@@ -56,6 +68,11 @@ HEAD_KERNELS = {"auto": "auto", "fused": True, "reference": False}
 
 # Values that do not change the trajectory: a checkpoint resumes whatever they are (micro_batch is a memory choice).
 NOT_FINGERPRINTED = ("micro_batch", "tensorboard", "wandb", "emissions", "device", "keep_checkpoint")
+
+
+def resolve_section(llm: dict) -> dict:
+    """The `llm:` section with SECTION_DEFAULTS filled in for the keys it leaves out."""
+    return {**SECTION_DEFAULTS, **llm}
 
 
 def block_size(cfg: dict) -> int:
