@@ -111,7 +111,7 @@ rule llm_cell:
         cell_log("llm"),
     conda:
         "../envs/llm.yaml"
-    threads: 2
+    threads: LLM["threads"]
     resources:
         **LLM_RESOURCES,
     params:

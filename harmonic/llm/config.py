@@ -56,6 +56,7 @@ SECTION_DEFAULTS = {
     "settings": ["corrected"],
     "vocab_limit": None,
     "prepare_workers": 1,
+    "threads": 2,  # CPU threads of a cell job (Snakemake's OMP_NUM_THREADS, which torch follows)
     "overrides": [],
     "tensorboard": DEFAULTS["tensorboard"],
     "wandb": {},
