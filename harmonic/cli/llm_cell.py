@@ -1,4 +1,4 @@
-"""Train one language-model cell (model x head x seed) and write its results into --out-dir.
+r"""Train one language-model cell (model x head x seed) and write its results into --out-dir.
 
     python -m harmonic.cli.llm_cell --model gpt --data-dir data/shakespeare --distance euclidean --max-steps 20 \
         --out-dir /tmp/llm-cell
