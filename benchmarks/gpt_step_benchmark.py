@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from harmonic.llm.models import build_model
-from harmonic.llm.train import peak_flops
+from harmonic.llm.telemetry import peak_flops
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """GPU check of the language-model training loop: GPT-2 124M on the embedded corpus, one run per head.
 
-Each run is a separate `workflow_scripts/llm_cell.py` process (a crash in one head does not stop the others), with
+Each run is a separate `python -m harmonic.cli.llm_cell` process (a crash in one head does not stop the others), with
 1 GPU (python) or N GPUs (torchrun, DDP). Writes into --out:
     <gpus>gpu/<head>/{metrics.json, curves.csv, grad_stats.csv, emissions.csv, log.txt}
     summary.json, summary.csv   one row per (gpus, head): tokens/s, MFU, peak memory, losses, energy, status
@@ -35,10 +35,10 @@ def ensure_data(data_dir: Path) -> None:
     if importlib.util.find_spec("tiktoken") is None:
         sys.exit(
             f"{data_dir}/meta.json is missing and tiktoken is not installed here: prepare the bins elsewhere "
-            f"(python workflow_scripts/llm_prepare.py shakespeare --out {data_dir}) and copy them over"
+            f"(python -m harmonic.cli.llm_prepare shakespeare --out {data_dir}) and copy them over"
         )
     subprocess.run(
-        [sys.executable, str(REPO / "workflow_scripts" / "llm_prepare.py"), "shakespeare", "--out", str(data_dir)],
+        [sys.executable, "-m", "harmonic.cli.llm_prepare", "shakespeare", "--out", str(data_dir)],
         check=True,
         cwd=REPO,
     )
@@ -84,11 +84,10 @@ def run_cell(head: str, gpus: int, args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").unlink(missing_ok=True)
     params = params_for(head, args)
-    script = str(REPO / "workflow_scripts" / "llm_cell.py")
     launch = [sys.executable]
     if gpus > 1:
         launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}"]
-    command = launch + [script, "--params-json", json.dumps(params), "--out-dir", str(out)]
+    command = launch + ["-m", "harmonic.cli.llm_cell", "--params-json", json.dumps(params), "--out-dir", str(out)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     start = time.perf_counter()
     with open(out / "log.txt", "w") as log:

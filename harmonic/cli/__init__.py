@@ -1,7 +1,9 @@
 """The command-line programs the workflow's rules call, each runnable by hand: `python -m harmonic.cli.<name> --help`.
 
     toy_cell, vision_cell   train one cell through the cell contract (harmonic.cell); see cell_parser / run_cell
+    llm_cell                the same for a language-model cell (also under torchrun: `torchrun ... -m harmonic.cli.llm_cell`)
     vision_data             prepare (or download) one vision dataset
+    llm_prepare, llm_probe  GPT-2 token bins of a corpus; the largest micro-batch that fits this GPU
     aggregate               every cell's metrics.json -> one table per family
     toy_stitch              the toy stitching study of one model (downstream of its partners' cells)
     claims, make_index      the claims table and results/index.html

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harmonic.llm.prepare import validate_bins
+from harmonic.llm.bins import validate_bins
 
 TRAIN_STREAM, TRAIN_EVAL_STREAM, VAL_STREAM = 0, 1, 2
 IGNORE_INDEX = -100

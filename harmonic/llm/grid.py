@@ -15,7 +15,7 @@ setting in `per_head_optimizer` (Baek et al. ran the harmonic arm at 10x the lea
 """
 
 from harmonic.heads import head_label
-from harmonic.llm.train import resolve_config
+from harmonic.llm.config import resolve_config, resolve_section
 from harmonic.settings import check_settings
 
 # What "one optimiser" means: the optimiser, its schedule, the loss smoothing and the training budget.
@@ -36,7 +36,7 @@ MATCHED_KEYS = (
 def overridden(llm: dict, match: dict, base: dict) -> dict:
     """`base` updated by the `set` of every override whose `where` keys all equal the cell's `match` values."""
     values = {**base, "head": dict(base["head"]), "model_args": dict(base["model_args"])}
-    for override in llm.get("overrides", []):
+    for override in llm["overrides"]:
         if all(match.get(key) == value for key, value in override["where"].items()):
             change = dict(override["set"])
             values["head"].update(change.pop("head", {}))
@@ -45,7 +45,11 @@ def overridden(llm: dict, match: dict, base: dict) -> dict:
     return values
 
 
-def cell_params(llm: dict, setting: str, study: str, model: str, spec: dict, seed: int, device: str = "auto") -> dict:
+def cell_hyperparameters(
+    llm: dict, setting: str, study: str, model: str, spec: dict, seed: int, device: str = "auto"
+) -> dict:
+    """One cell's values (the section's train, the model's train, the matching overrides, the cell's identity),
+    resolved and checked; an error names the study, setting, model and head."""
     entry = llm["models"][model]
     match = dict(
         setting=setting, study=study, model=model, head=head_label(spec), distance=spec["distance"], seed=seed
@@ -58,11 +62,11 @@ def cell_params(llm: dict, setting: str, study: str, model: str, spec: dict, see
         model=entry.get("kind", model),
         seed=seed,
         data_dir=f"data/{llm['corpus']}",
-        vocab_limit=llm.get("vocab_limit"),
+        vocab_limit=llm["vocab_limit"],
         device=device,
-        tensorboard=llm.get("tensorboard", True),
-        wandb=llm.get("wandb", {}),
-        analysis=llm.get("analysis", {}),
+        tensorboard=llm["tensorboard"],
+        wandb=llm["wandb"],
+        analysis=llm["analysis"],
     )
     try:
         params = resolve_config(raw)
@@ -74,8 +78,9 @@ def cell_params(llm: dict, setting: str, study: str, model: str, spec: dict, see
 
 
 def llm_cells(llm: dict, device: str = "auto") -> list[dict]:
+    llm = resolve_section(llm)
     cells = []
-    settings = check_settings(llm.get("settings", ["corrected"]), "llm.settings")
+    settings = check_settings(llm["settings"], "llm.settings")
     for setting in settings:
         for study, entry in llm["studies"].items():
             for model in entry["models"]:
@@ -93,7 +98,7 @@ def llm_cells(llm: dict, device: str = "auto") -> list[dict]:
                                 study=study,
                                 architecture=model,
                                 distance=spec["distance"],
-                                params=cell_params(llm, setting, study, model, spec, seed, device),
+                                params=cell_hyperparameters(llm, setting, study, model, spec, seed, device),
                             )
                         )
     check_one_optimizer(llm, cells)

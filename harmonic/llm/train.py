@@ -1,173 +1,70 @@
-"""Training loop for one language-model cell (nanoGPT-style, readable top to bottom).
+"""Training loop for one language-model cell (nanoGPT-style): setup, fit, finish.
 
-    cfg = resolve_config({...})            # defaults filled, checked before any work
-    result = train(cfg, "results/llm/corrected/shakespeare/gpt/euclidean/seed0")
+    result = train(resolve_config({...}), "results/llm/corrected/shakespeare/gpt/euclidean/seed0")
 
 AdamW (fused on CUDA), linear warmup + cosine decay, gradient clipping, gradient accumulation so that the tokens per
 step are fixed by the config whatever the number of processes, bf16 autocast on CUDA, optional torch.compile, DDP
 when started by torchrun (NCCL on GPUs, gloo on CPU).
 
-Resumable: after each evaluation the full state (model, optimizer, step, RNG states, curves, gradient statistics,
-emissions so far) is written atomically to ckpt.pt. Batches are a pure function of (seed, step) (see data.py), so a
-job killed by SIGTERM and started again continues on exactly the same data and, on CPU, ends bit-identical to an
-uninterrupted run. A NaN/Inf loss or gradient norm stops the run with status "diverged" and the step.
+`setup` builds everything a run needs (resuming from ckpt.pt when its hyperparameters match, checkpoint.py), `fit`
+runs the steps (evaluating, logging and checkpointing every eval_interval; telemetry.py), `finish` turns the loop
+state into metrics. `on_step(step, run)` is called before every optimizer step; it may raise (a simulated kill) or
+change the run (a simulated blow-up). A NaN/Inf loss or gradient norm stops the run with status "diverged".
 """
 
 import contextlib
-import csv
 import math
 import os
-import random
 import signal
-import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from harmonic.emissions import EmissionsMeter
+from harmonic.cell import CellContext, Family, Trained, emissions_meter
+from harmonic.llm.bins import checked_token_data
+from harmonic.llm.checkpoint import CHECKPOINT_NAME, add_emissions, fresh_state, load_checkpoint, save_checkpoint
+from harmonic.llm.config import accumulation, block_size, config_fingerprint, lr_at, make_optimizer, resolve_config
 from harmonic.llm.data import TRAIN_EVAL_STREAM, TRAIN_STREAM, VAL_STREAM, BatchSource, TokenBins
-from harmonic.llm.models import HEAD_KERNELS, build_model, lm_head_spec, special_tokens
-from harmonic.runs import atomic_output, resolve_device, seed_everything
+from harmonic.llm.models import build_model, lm_head_spec, special_tokens
+from harmonic.llm.probe import probe_micro_batch, probed_micro_batch
+from harmonic.llm.telemetry import Loggers, final_metrics, optimizer_norms, peak_flops, throughput, write_csv
+from harmonic.runs import resolve_device, seed_everything
 
-DEFAULTS = {
-    "model": "gpt",
-    "model_args": {"n_layer": 2, "n_head": 2, "n_embd": 64, "block_size": 64},
-    "head": {"distance": "baseline"},
-    "seed": 0,
-    "data_dir": "data/shakespeare",
-    "vocab_limit": None,  # tiny CPU configs: keep the most frequent ids, the rest -> <unk> (data.TokenBins)
-    "tokens_per_step": 512,
-    "micro_batch": 8,  # sequences per process per micro step; "auto" = take it from the memory probe
-    "max_steps": 100,
-    "warmup_steps": 10,
-    "lr": 1e-3,
-    "min_lr": 1e-4,
-    "weight_decay": 0.1,
-    "decay_embeddings": False,  # both papers' code keeps the embedding (= the tied centres) out of weight decay
-    "betas": [0.9, 0.95],
-    "grad_clip": 1.0,
-    "label_smoothing": 0.0,
-    "prob_floor": 0.0,  # alpha: train on -log((p_y + alpha/V) / (1 + alpha)), as both original codes (0.01)
-    "eval_interval": 50,
-    "eval_iters": 4,
-    "stats_interval": 10,
-    "mask_probability": 0.15,
-    "device": "auto",
-    "dtype": "bfloat16",  # autocast dtype on CUDA; CPU always runs float32
-    "compile": False,
-    "head_kernel": "auto",  # the loss: "auto" (harmonic.kernels on CUDA when it pays), "fused" or "reference"
-    "tensorboard": True,
-    "wandb": {"enabled": False, "project": "harmonic-repro", "mode": "offline"},
-    "emissions": {"enabled": True, "country_iso_code": "USA", "measure_power_secs": 15},
-    "analysis": {"enabled": True, "pca_components": 5, "logit_rows": 256},
-    "keep_checkpoint": False,  # keep ckpt.pt (model + optimizer) after the cell finished
-}
-
-# Dense bf16 tensor-core peak per GPU (FLOP/s), matched against torch.cuda.get_device_name().
-PEAK_FLOPS = [
-    ("H200", 989e12),
-    ("H100 PCIe", 756e12),
-    ("H100", 989e12),
-    ("GH200", 989e12),
-    ("B200", 2250e12),
-    ("A100", 312e12),
-    ("A800", 312e12),
-    ("L40S", 362e12),
-    ("L4", 121e12),
-    ("A10", 125e12),
-    ("RTX 4090", 165e12),
-    ("RTX 3090", 71e12),
-    ("V100", 125e12),
-    ("T4", 65e12),
-]
+OUTPUTS = ("metrics.json", "curves.csv", "emissions.csv")  # rules/llm.smk declares these; all exist whatever happens
 
 
-class Interrupted(RuntimeError):
-    """Raised by the test hook that simulates a scheduler killing the job."""
+@dataclass
+class Run:
+    """Everything one training run holds; `state` is what a checkpoint saves and restores."""
 
+    cfg: dict
+    out_dir: Path
+    rank: int
+    world: int
+    device: torch.device
+    source: BatchSource
+    accum: int
+    raw_model: torch.nn.Module  # eval needs labelled_hidden / head, and no DDP synchronisation
+    model: torch.nn.Module  # compiled and/or DDP-wrapped for the training steps
+    optimizer: torch.optim.Optimizer
+    autocast: torch.autocast
+    scaler: torch.amp.GradScaler
+    fingerprint: str
+    hyperparameters: dict
+    state: dict = field(default_factory=fresh_state)
+    resumed: bool = False
 
-def resolve_config(cfg: dict) -> dict:
-    """Defaults filled (nested dicts too) and every derived quantity checked before any work starts."""
-    out = {**DEFAULTS, **cfg}
-    for key in ("model_args", "wandb", "emissions", "analysis"):
-        out[key] = {**DEFAULTS[key], **cfg.get(key, {})}
-    block = out["model_args"].get("block_size", 1024)
-    if out["tokens_per_step"] % block:
-        raise ValueError(f"tokens_per_step {out['tokens_per_step']} is not a multiple of block_size {block}")
-    for key in ("max_steps", "eval_interval", "eval_iters", "stats_interval"):
-        if not isinstance(out[key], int) or out[key] < 1:
-            raise ValueError(f"{key} must be a positive integer, got {out[key]!r}")
-    if out["warmup_steps"] > out["max_steps"]:
-        raise ValueError(f"warmup_steps {out['warmup_steps']} > max_steps {out['max_steps']}")
-    if out["micro_batch"] != "auto" and (not isinstance(out["micro_batch"], int) or out["micro_batch"] < 1):
-        raise ValueError(f"micro_batch must be a positive integer or 'auto', got {out['micro_batch']!r}")
-    if out["dtype"] not in ("bfloat16", "float16", "float32"):
-        raise ValueError(f"dtype must be bfloat16, float16 or float32, got {out['dtype']!r}")
-    if not 0.0 <= out["label_smoothing"] < 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {out['label_smoothing']!r}")
-    if not 0.0 <= out["prob_floor"] < float("inf"):
-        raise ValueError(f"prob_floor must be a finite number >= 0, got {out['prob_floor']!r}")
-    if out["head_kernel"] not in HEAD_KERNELS:
-        raise ValueError(f"head_kernel must be one of {', '.join(HEAD_KERNELS)}, got {out['head_kernel']!r}")
-    return out
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
 
-
-def config_fingerprint(cfg: dict) -> str:
-    """Hash of what decides the trajectory; a checkpoint is resumed only under the same values. The micro-batch
-    (a memory choice) and logging switches may differ between attempts."""
-    import hashlib
-    import json
-
-    keep = {
-        k: v
-        for k, v in cfg.items()
-        if k not in ("micro_batch", "tensorboard", "wandb", "emissions", "device", "keep_checkpoint")
-    }
-    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def accumulation(cfg: dict, micro_batch: int, world_size: int) -> int:
-    """Micro steps per optimizer step so that tokens per step stay as configured for any world size."""
-    sequences = cfg["tokens_per_step"] // cfg["model_args"].get("block_size", 1024)
-    if sequences % (micro_batch * world_size):
-        raise ValueError(
-            f"{sequences} sequences per step ({cfg['tokens_per_step']} tokens) do not split into micro-batches of "
-            f"{micro_batch} on {world_size} process(es); choose tokens_per_step or micro_batch to divide evenly"
-        )
-    return sequences // (micro_batch * world_size)
-
-
-def lr_at(step: int, cfg: dict) -> float:
-    """Linear warmup to lr, then cosine to min_lr at max_steps."""
-    if step < cfg["warmup_steps"]:
-        return cfg["lr"] * (step + 1) / cfg["warmup_steps"]
-    progress = (step - cfg["warmup_steps"]) / max(1, cfg["max_steps"] - cfg["warmup_steps"])
-    return cfg["min_lr"] + 0.5 * (1 + math.cos(math.pi * min(1.0, progress))) * (cfg["lr"] - cfg["min_lr"])
-
-
-def peak_flops(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((flops for key, flops in PEAK_FLOPS if key in name), None)
-
-
-def make_optimizer(model: torch.nn.Module, cfg: dict, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on the matrices only: biases and norm gains never decay, and the embedding tables
-    (the token embedding IS the tied head's centres) decay only with decay_embeddings. Both papers' code (nanoGPT of
-    2022) kept nn.Embedding weights out of decay; today's nanoGPT decays every matrix, embeddings included."""
-    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
-    params = [p for p in model.parameters() if p.requires_grad]  # a tied weight appears once
-    decays = [p.dim() >= 2 and (cfg["decay_embeddings"] or id(p) not in embeddings) for p in params]
-    decay = [p for p, d in zip(params, decays) if d]
-    no_decay = [p for p, d in zip(params, decays) if not d]
-    groups = [{"params": decay, "weight_decay": cfg["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = device.type == "cuda"
-    return torch.optim.AdamW(groups, lr=cfg["lr"], betas=tuple(cfg["betas"]), fused=fused)
+    @property
+    def checkpoint(self) -> Path:
+        return self.out_dir / CHECKPOINT_NAME
 
 
 def setup_distributed(device_spec: str) -> tuple[int, int, torch.device]:
@@ -188,28 +85,74 @@ def _to(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def _rng_state() -> dict:
-    """Every RNG as plain lists and tensors, so torch.load(weights_only=True) can read it back."""
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss = random.getstate()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": [keys.tolist(), int(pos), int(has_gauss), float(cached)],
-        "python": [version, list(internal), gauss],
+def _micro_batch(cfg: dict, given: int | None, device: torch.device, world: int) -> int:
+    """The probe's answer when given; with micro_batch "auto" and no answer, probe here; else the configured one."""
+    if given is None and cfg["micro_batch"] == "auto":
+        given = probe_micro_batch({**cfg, "device": str(device)}, world)["micro_batch"]
+    return int(given or cfg["micro_batch"])
+
+
+def setup(cfg: dict, out_dir: str | os.PathLike, micro_batch: int | None = None) -> Run:
+    """Data, model, optimizer and precision for `cfg`, resumed from the cell's checkpoint when it matches."""
+    cfg = resolve_config(cfg)
+    out_dir = Path(out_dir)
+    rank, world, device = setup_distributed(cfg["device"])
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    micro_batch = _micro_batch(cfg, micro_batch, device, world)
+    accum = accumulation(cfg, micro_batch, world)
+    bins = TokenBins(cfg["data_dir"], vocab_limit=cfg["vocab_limit"])
+    special = special_tokens(bins.vocab_size) | {"mask_probability": cfg["mask_probability"]}
+    source = BatchSource(bins, cfg["model"], block_size(cfg), micro_batch, cfg["seed"], special)
+
+    seed_everything(cfg["seed"])
+    model = build_model(
+        cfg["model"],
+        cfg["model_args"],
+        cfg["head"],
+        bins.vocab_size,
+        cfg["head_kernel"],
+        label_smoothing=cfg["label_smoothing"],
+        prob_floor=cfg["prob_floor"],
+    ).to(device)
+    optimizer = make_optimizer(model, cfg, device)
+    use_amp = device.type == "cuda" and cfg["dtype"] != "float32"
+    fingerprint = config_fingerprint(cfg)
+    state = load_checkpoint(out_dir / CHECKPOINT_NAME, model, optimizer, fingerprint, device)
+    wrapped = torch.compile(model) if cfg["compile"] else model
+    if world > 1:
+        wrapped = torch.nn.parallel.DistributedDataParallel(
+            wrapped, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    head = lm_head_spec(cfg["head"], cfg["model_args"].get("n_embd", 768))
+    hyperparameters = {
+        **{k: v for k, v in cfg.items() if k not in ("wandb",)},
+        "head": head,
+        "harmonic_exponent": head.get("n"),
+        "micro_batch": micro_batch,
+        "grad_accumulation": accum,
+        "world_size": world,
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "vocab_rows": model.body.embedding.num_embeddings,
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state(("MT19937", np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    return Run(
+        cfg=cfg,
+        out_dir=out_dir,
+        rank=rank,
+        world=world,
+        device=device,
+        source=source,
+        accum=accum,
+        raw_model=model,
+        model=wrapped,
+        optimizer=optimizer,
+        autocast=torch.autocast(device.type, dtype=getattr(torch, cfg["dtype"]), enabled=use_amp),
+        scaler=torch.amp.GradScaler(enabled=use_amp and cfg["dtype"] == "float16"),
+        fingerprint=fingerprint,
+        hyperparameters=hyperparameters,
+        state=state if state is not None else fresh_state(),
+        resumed=state is not None,
+    )
 
 
 @torch.no_grad()
@@ -240,338 +183,167 @@ def evaluate(model, source, cfg, device, autocast, rank, world, rows_per_chunk=4
     return out
 
 
-@torch.no_grad()
-def optimizer_norms(model, optimizer) -> dict:
-    params = [p for p in model.parameters() if p.requires_grad]
-    norm = lambda ts: torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.float()) for t in ts])).item()  # noqa: E731
-    m1 = [optimizer.state[p]["exp_avg"] for p in params if p in optimizer.state]
-    m2 = [optimizer.state[p]["exp_avg_sq"] for p in params if p in optimizer.state]
-    return {
-        "param_norm": norm(params),
-        "adam_m_norm": norm(m1) if m1 else 0.0,
-        "adam_v_norm": norm(m2) if m2 else 0.0,
-    }
+def _evaluate_and_checkpoint(run: Run, step: int, elapsed: float, interval_steps: int, meter, loggers) -> None:
+    """One row of curves.csv (losses, throughput, emissions so far), logged; rank 0 writes the CSVs and ckpt.pt."""
+    cfg = run.cfg
+    run.state["train_time"] += elapsed
+    row = {"step": step, "tokens": step * cfg["tokens_per_step"], "lr": lr_at(max(step - 1, 0), cfg)}
+    row |= evaluate(run.raw_model, run.source, cfg, run.device, run.autocast, run.rank, run.world)
+    flops = run.raw_model.flops_per_token()
+    row |= throughput(interval_steps, cfg["tokens_per_step"], elapsed, flops, peak_flops(run.device), run.world)
+    if run.master:
+        emissions_now = add_emissions(run.state["emissions"], meter.flush())
+        row["emissions_kg"] = emissions_now.get("emissions_kg")
+        row["energy_kwh"] = emissions_now.get("energy_kwh")
+    run.state["curves"].append(row)
+    if run.master:
+        loggers.log({f"eval/{k}": v for k, v in row.items() if k != "step"}, step)
+        write_csv(run.out_dir / "curves.csv", run.state["curves"])
+        write_csv(run.out_dir / "grad_stats.csv", run.state["stats"])
+        save_checkpoint(run.checkpoint, run.raw_model, run.optimizer, step, run.state, emissions_now, run.fingerprint)
+        print(f"step {step}: train {row['train_loss']:.4f} val {row['val_loss']:.4f}", flush=True)
 
 
-def grad_stability(grad_norms: list[float], clip: float) -> dict:
-    """Summary of the pre-clip gradient norms of a run ('gradient stability' in the non-Euclidean paper)."""
-    g = np.asarray(grad_norms, dtype=float)
-    g = g[np.isfinite(g)]
-    if len(g) == 0:
-        return {}
-    median = np.median(g)
-    return {
-        "grad_norm_mean": float(g.mean()),
-        "grad_norm_std": float(g.std()),
-        "grad_norm_cv": float(g.std() / g.mean()) if g.mean() > 0 else None,
-        "grad_norm_max": float(g.max()),
-        "grad_norm_p95": float(np.percentile(g, 95)),
-        "grad_norm_median": float(median),
-        "clip_rate": float((g > clip).mean()),
-        "grad_spike_rate": float((g > 3 * median).mean()),
-    }
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        return
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def _add_emissions(before: dict, now: dict) -> dict:
-    """Cumulative emissions across restarts: numbers add, descriptive fields come from the latest part."""
-    total = dict(now)
-    for key, value in before.items():
-        if isinstance(value, (int, float)) and isinstance(now.get(key), (int, float)) and not key.endswith("_w"):
-            total[key] = value + now[key]
-    return total
-
-
-class _Loggers:
-    """TensorBoard event files (local) and optional Weights & Biases (offline unless configured)."""
-
-    def __init__(self, cfg, out_dir, enabled):
-        self.tb = self.wandb = None
-        if not enabled:
-            return
-        if cfg["tensorboard"]:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(out_dir / "tb"))
-            except ImportError:
-                print("tensorboard not installed; no event files written", file=sys.stderr)
-        if cfg["wandb"]["enabled"]:
-            import wandb
-
-            self.wandb = wandb.init(
-                project=cfg["wandb"]["project"],
-                mode=cfg["wandb"]["mode"],
-                dir=str(out_dir),
-                name=str(out_dir),
-                config={k: v for k, v in cfg.items() if k != "wandb"},
-                resume="allow",
-            )
-
-    def log(self, values: dict, step: int):
-        if self.tb:
-            for key, value in values.items():
-                if isinstance(value, (int, float)) and value is not None:
-                    self.tb.add_scalar(key, value, step)
-        if self.wandb:
-            self.wandb.log(values, step=step)
-
-    def close(self):
-        if self.tb:
-            self.tb.close()
-        if self.wandb:
-            self.wandb.finish()
-
-
-def train(
-    cfg: dict,
-    out_dir: str | os.PathLike,
-    micro_batch: int | None = None,
-    _interrupt_at: int | None = None,
-    _nan_at: int | None = None,
-) -> dict:
-    """Train one cell; returns {"status", "metrics", "hyperparameters", "emissions", "diverged_at"} on rank 0.
-
-    `_interrupt_at` (tests) raises Interrupted just before that training step, as if the job were killed there;
-    `_nan_at` (tests) turns the loss at that step into NaN to exercise the divergence path.
-    """
-    cfg = resolve_config(cfg)
-    out_dir = Path(out_dir)
-    rank, world, device = setup_distributed(cfg["device"])
-    master = rank == 0
-    if master:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    if micro_batch is None and cfg["micro_batch"] == "auto":  # no probe result given: probe here
-        from harmonic.llm.probe import probe_micro_batch
-
-        micro_batch = probe_micro_batch({**cfg, "device": str(device)}, world)["micro_batch"]
-    micro_batch = int(micro_batch or cfg["micro_batch"])
-    accum = accumulation(cfg, micro_batch, world)
-    bins = TokenBins(cfg["data_dir"], vocab_limit=cfg["vocab_limit"])
-    block = cfg["model_args"].get("block_size", 1024)
-    special = special_tokens(bins.vocab_size) | {"mask_probability": cfg["mask_probability"]}
-    source = BatchSource(bins, cfg["model"], block, micro_batch, cfg["seed"], special)
-
-    seed_everything(cfg["seed"])
-    model = build_model(
-        cfg["model"],
-        cfg["model_args"],
-        cfg["head"],
-        bins.vocab_size,
-        cfg["head_kernel"],
-        label_smoothing=cfg["label_smoothing"],
-        prob_floor=cfg["prob_floor"],
-    ).to(device)
-    optimizer = make_optimizer(model, cfg, device)
-    use_amp = device.type == "cuda" and cfg["dtype"] != "float32"
-    autocast = torch.autocast(device.type, dtype=getattr(torch, cfg["dtype"]), enabled=use_amp)
-    scaler = torch.amp.GradScaler(enabled=use_amp and cfg["dtype"] == "float16")
-
-    # ---- resume
-    ckpt_path = out_dir / "ckpt.pt"
-    state = {"step": 0, "curves": [], "stats": [], "grad_norms": [], "emissions": {}, "train_time": 0.0}
-    resumed = ckpt_path.exists()
-    fingerprint = config_fingerprint(cfg)
-    if resumed:
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        resumed = ckpt.get("fingerprint") == fingerprint
-        if not resumed:  # a checkpoint of other hyperparameters: never continue from it
-            print(f"{ckpt_path} belongs to other hyperparameters; starting from step 0", file=sys.stderr)
-    if resumed:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        _set_rng_state(ckpt["rng"])
-        state = ckpt["state"]
-    start_step = state["step"]
-
-    raw_model = model
-    if cfg["compile"]:
-        model = torch.compile(model)
+def _optimizer_step(run: Run, step: int) -> tuple[float, float, float]:
+    """One optimizer step over `accum` micro-batches; (lr, mean loss, pre-clip gradient norm). The parameters are
+    not updated when the loss or the norm is not finite."""
+    cfg, device, accum, world = run.cfg, run.device, run.accum, run.world
+    lr = lr_at(step, cfg)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    loss_sum = torch.zeros((), device=device)
+    for micro in range(accum):
+        batch = _to(run.source.micro("train", TRAIN_STREAM, step, run.rank * accum + micro, world * accum), device)
+        sync = world == 1 or micro == accum - 1
+        with contextlib.nullcontext() if sync else run.model.no_sync():
+            with run.autocast:
+                loss = run.model(batch) / accum
+            run.scaler.scale(loss).backward()
+        loss_sum += loss.detach().float()
     if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    eval_model = raw_model  # eval needs labelled_hidden / head, and no DDP synchronisation
+        dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
+    run.scaler.unscale_(run.optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.raw_model.parameters(), cfg["grad_clip"])
+    loss_value, norm_value = torch.stack([loss_sum, grad_norm.float()]).tolist()  # one sync per step
+    if math.isfinite(loss_value) and math.isfinite(norm_value):
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.optimizer.zero_grad(set_to_none=True)
+    return lr, loss_value, norm_value
 
-    hyperparameters = {
-        **{k: v for k, v in cfg.items() if k not in ("wandb",)},
-        "head": lm_head_spec(cfg["head"], cfg["model_args"].get("n_embd", 768)),
-        "harmonic_exponent": lm_head_spec(cfg["head"], cfg["model_args"].get("n_embd", 768)).get("n"),
-        "micro_batch": micro_batch,
-        "grad_accumulation": accum,
-        "world_size": world,
-        "n_params": sum(p.numel() for p in raw_model.parameters()),
-        "vocab_rows": raw_model.body.embedding.num_embeddings,
-    }
-    flops_per_token = raw_model.flops_per_token()
-    peak = peak_flops(device)
-    loggers = _Loggers(cfg, out_dir, master)
-    emissions_cfg = cfg["emissions"]
-    meter = (
-        EmissionsMeter(
-            out_dir / "emissions.csv",
-            country_iso_code=emissions_cfg["country_iso_code"],
-            measure_power_secs=emissions_cfg["measure_power_secs"],
-            enabled=emissions_cfg["enabled"],
-        )
-        if master
-        else contextlib.nullcontext()
-    )
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
 
+def _record_step(run: Run, step: int, lr: float, loss: float, grad_norm: float, loggers) -> None:
+    """The gradient norm of every step; the full statistics every stats_interval steps."""
+    run.state["grad_norms"].append(grad_norm)
+    if step % run.cfg["stats_interval"] == 0:
+        stats = {
+            "step": step,
+            "loss": loss,
+            "grad_norm": grad_norm,
+            "lr": lr,
+            "clipped": grad_norm > run.cfg["grad_clip"],
+        }
+        stats |= optimizer_norms(run.raw_model, run.optimizer)
+        run.state["stats"].append(stats)
+        if run.master:
+            loggers.log({f"train/{k}": v for k, v in stats.items() if k != "step"}, step)
+
+
+def fit(run: Run, meter, on_step=None) -> dict | None:
+    """Train from the run's step to max_steps under an entered emissions `meter`, evaluating and checkpointing every
+    eval_interval (skipped right after a resume: the checkpoint holds that eval). Returns None, or {step, loss,
+    grad_norm} where it diverged."""
+    cfg, start_step = run.cfg, run.state["step"]
+    loggers = Loggers(cfg, run.out_dir, run.master)
+    if run.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(run.device)
     previous_handler = signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    diverged_at = None
     step = start_step
     try:
-        with meter:
-            interval_start, interval_steps = time.perf_counter(), 0
-            while True:
-                # ---- evaluate + checkpoint (skipped right after a resume: the checkpoint holds that eval)
-                if (step % cfg["eval_interval"] == 0 or step == cfg["max_steps"]) and not (
-                    resumed and step == start_step
-                ):
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    elapsed = time.perf_counter() - interval_start
-                    state["train_time"] += elapsed
-                    row = {"step": step, "tokens": step * cfg["tokens_per_step"], "lr": lr_at(max(step - 1, 0), cfg)}
-                    row |= evaluate(eval_model, source, cfg, device, autocast, rank, world)
-                    tokens_per_s = interval_steps * cfg["tokens_per_step"] / elapsed if interval_steps else None
-                    row["tokens_per_s"] = tokens_per_s
-                    row["mfu"] = flops_per_token * tokens_per_s / (peak * world) if peak and tokens_per_s else None
-                    if master:
-                        emissions_now = _add_emissions(state["emissions"], meter.flush())
-                        row["emissions_kg"] = emissions_now.get("emissions_kg")
-                        row["energy_kwh"] = emissions_now.get("energy_kwh")
-                    state["curves"].append(row)
-                    if master:
-                        loggers.log({f"eval/{k}": v for k, v in row.items() if k != "step"}, step)
-                        _write_csv(out_dir / "curves.csv", state["curves"])
-                        _write_csv(out_dir / "grad_stats.csv", state["stats"])
-                        _save_checkpoint(ckpt_path, raw_model, optimizer, step, state, emissions_now, fingerprint)
-                        print(f"step {step}: train {row['train_loss']:.4f} val {row['val_loss']:.4f}", flush=True)
-                    interval_start, interval_steps = time.perf_counter(), 0
-                if step >= cfg["max_steps"]:
-                    break
-                if _interrupt_at is not None and step == _interrupt_at:
-                    raise Interrupted(f"simulated kill before step {step}")
-
-                # ---- one optimizer step over `accum` micro-batches
-                lr = lr_at(step, cfg)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                loss_sum = torch.zeros((), device=device)
-                for micro in range(accum):
-                    batch = _to(
-                        source.micro("train", TRAIN_STREAM, step, rank * accum + micro, world * accum), device
-                    )
-                    sync = world == 1 or micro == accum - 1
-                    with contextlib.nullcontext() if sync else model.no_sync():
-                        with autocast:
-                            loss = model(batch) / accum
-                        if _nan_at is not None and step == _nan_at:
-                            loss = loss * float("nan")
-                        scaler.scale(loss).backward()
-                    loss_sum += loss.detach().float()
-                if world > 1:
-                    dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
-                scaler.unscale_(optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg["grad_clip"])
-                loss_value, norm_value = torch.stack([loss_sum, grad_norm.float()]).tolist()  # one sync per step
-                if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
-                    diverged_at = {"step": step, "loss": loss_value, "grad_norm": norm_value}
-                    break
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                state["grad_norms"].append(norm_value)
-                if step % cfg["stats_interval"] == 0:
-                    stats = {
-                        "step": step,
-                        "loss": loss_value,
-                        "grad_norm": norm_value,
-                        "lr": lr,
-                        "clipped": norm_value > cfg["grad_clip"],
-                    }
-                    stats |= optimizer_norms(raw_model, optimizer)
-                    state["stats"].append(stats)
-                    if master:
-                        loggers.log({f"train/{k}": v for k, v in stats.items() if k != "step"}, step)
-                step += 1
-                state["step"] = step
-                interval_steps += 1
+        interval_start, interval_steps = time.perf_counter(), 0
+        while True:
+            if (step % cfg["eval_interval"] == 0 or step == cfg["max_steps"]) and not (
+                run.resumed and step == start_step
+            ):
+                if run.device.type == "cuda":
+                    torch.cuda.synchronize(run.device)
+                elapsed = time.perf_counter() - interval_start
+                _evaluate_and_checkpoint(run, step, elapsed, interval_steps, meter, loggers)
+                interval_start, interval_steps = time.perf_counter(), 0
+            if step >= cfg["max_steps"]:
+                return None
+            if on_step is not None:
+                on_step(step, run)
+            lr, loss, grad_norm = _optimizer_step(run, step)
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                return {"step": step, "loss": loss, "grad_norm": grad_norm}
+            _record_step(run, step, lr, loss, grad_norm, loggers)
+            step += 1
+            run.state["step"] = step
+            interval_steps += 1
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
         loggers.close()
 
-    if not master:
-        return {}
-    _write_csv(out_dir / "grad_stats.csv", state["stats"])
-    emissions = _add_emissions(state["emissions"], meter.summary)
-    metrics = _final_metrics(state, cfg, device, world)
-    if diverged_at is None and cfg["analysis"]["enabled"]:
+
+def finish(run: Run, diverged_at: dict | None) -> Trained:
+    """Rank 0: grad_stats.csv and the metrics (plus the model analysis when the run did not diverge)."""
+    if not run.master:
+        return Trained(hyperparameters=run.hyperparameters, device=str(run.device))
+    write_csv(run.out_dir / "grad_stats.csv", run.state["stats"])
+    metrics = final_metrics(run.state, run.cfg, run.device)
+    if diverged_at is None and run.cfg["analysis"]["enabled"]:
         from harmonic.llm.analysis import analyse_model
 
-        metrics |= analyse_model(eval_model, source, cfg, device, autocast, out_dir)
-    return {
-        "status": "diverged" if diverged_at else "ok",
-        "hyperparameters": hyperparameters,
-        "metrics": metrics,
-        "emissions": emissions,
-        "diverged_at": diverged_at,
-        "device": device,
-    }
+        metrics |= analyse_model(run.raw_model, run.source, run.cfg, run.device, run.autocast, run.out_dir)
+    return Trained(
+        metrics=metrics,
+        hyperparameters=run.hyperparameters,
+        diverged_at=diverged_at,
+        summary={k: metrics.get(k) for k in ("val_loss", "val_ppl")},
+        device=str(run.device),
+    )
+
+
+def train_cell(hp: dict, ctx: CellContext, on_step=None) -> Trained:
+    """The LLM family's train function for the cell contract (harmonic.cell): the memory probe's micro-batch from
+    ctx.inputs["probe"] when micro_batch is auto, then setup, fit under the contract's meter, finish."""
+    micro_batch = probed_micro_batch(ctx.inputs.get("probe")) if hp["micro_batch"] == "auto" else None
+    run = setup(hp, ctx.out_dir, micro_batch)
+    trained = finish(run, fit(run, ctx.meter, on_step))
+    if run.resumed:  # the earlier attempts' emissions (from the checkpoint) plus this attempt's so far
+        trained.emissions = add_emissions(run.state["emissions"], ctx.meter.flush())
+    return trained
+
+
+def train(cfg: dict, out_dir: str | os.PathLike, micro_batch: int | None = None, on_step=None) -> Trained:
+    """One cell outside the contract (tests, notebooks): setup, fit and finish under a meter of its own; nothing but
+    the streamed files (curves, checkpoint) is written. `on_step(step, run)` runs before every optimizer step."""
+    run = setup(cfg, out_dir, micro_batch)
+    with emissions_meter(run.out_dir, run.cfg["emissions"]) as meter:
+        diverged_at = fit(run, meter, on_step)
+    trained = finish(run, diverged_at)
+    trained.emissions = add_emissions(run.state["emissions"], meter.summary)
+    return trained
+
+
+def identity(hp: dict) -> dict:
+    """A cell run by hand (no --cell-json): named by its data directory, model, head distance and seed."""
+    head = hp["head"]["distance"] if isinstance(hp["head"], dict) else hp["head"]
+    return {"dataset": Path(hp["data_dir"]).name, "model": hp["model"], "head": head, "seed": hp["seed"]}
+
+
+FAMILY = Family(
+    name="llm",
+    outputs=OUTPUTS,
+    resolve=resolve_config,
+    train=train_cell,
+    identity=identity,
+    check_data=lambda hp, ctx: checked_token_data(hp["data_dir"]),
+)
 
 
 def _exit_on_sigterm(signum, frame):
     # SystemExit unwinds through `finally` blocks (the emissions meter closes) and is not caught as a failure, so
     # the job exits non-zero without metrics.json and the scheduler's rerun resumes from ckpt.pt.
     raise SystemExit(128 + signum)
-
-
-def _save_checkpoint(path, model, optimizer, step, state, emissions_so_far, fingerprint):
-    """Atomic (temp file + rename): a kill while saving leaves the previous checkpoint intact.
-
-    The checkpoint carries the emissions up to now; a resumed run's meter starts from zero and adds to them (the
-    energy spent between the last checkpoint and the kill is not counted: that process never reported it)."""
-    ckpt = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "rng": _rng_state(),
-        "fingerprint": fingerprint,
-        "state": {**state, "step": step, "emissions": emissions_so_far},
-    }
-    with atomic_output(path) as tmp:
-        torch.save(ckpt, tmp)
-
-
-def _final_metrics(state, cfg, device, world) -> dict:
-    curves = state["curves"]
-    last = curves[-1] if curves else {}
-    metrics = {
-        k: last.get(k) for k in ("train_loss", "val_loss", "train_ppl", "val_ppl", "train_accuracy", "val_accuracy")
-    }
-    metrics["best_val_loss"] = min((c["val_loss"] for c in curves), default=None)
-    # Steady state: the median over eval intervals, leaving out the first (torch.compile and warm-up) when there
-    # are others. A resumed run's first interval after the restart is likewise slower; the median absorbs it.
-    speeds = [c["tokens_per_s"] for c in curves if c.get("tokens_per_s")]
-    mfus = [c["mfu"] for c in curves if c.get("mfu")]
-    metrics["tokens_per_s"] = float(np.median(speeds[1:] or speeds)) if speeds else None
-    metrics["mfu"] = float(np.median(mfus[1:] or mfus)) if mfus else None
-    metrics["tokens_per_s_first_interval"] = speeds[0] if speeds else None
-    metrics["steps"] = state["step"]
-    metrics["tokens_seen"] = state["step"] * cfg["tokens_per_step"]
-    metrics["train_time_s"] = state["train_time"]
-    metrics["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
-    metrics |= grad_stability(state["grad_norms"], cfg["grad_clip"])
-    return metrics

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from harmonic.llm import prepare
-from harmonic.llm.prepare import BinFormatError, read_shakespeare, validate_bins, write_bins
+from harmonic.llm.bins import BinFormatError, check_bin_file, validate_bins
+from harmonic.llm.prepare import read_shakespeare, write_bins
 from harmonic.llm.tokenizer import EOT_TOKEN, extract_bpe_files
 
 SOURCES = Path(__file__).resolve().parents[2] / "data" / "sources"
@@ -95,7 +96,7 @@ def test_id_beyond_vocab_is_named(small_bins):
     ids[1] = 50300
     ids.tofile(small_bins / "train.bin")
     with pytest.raises(BinFormatError, match=r"train\.bin: token id 50300 >= vocab size 50257"):
-        prepare.check_bin_file(small_bins / "train.bin", 50257)
+        check_bin_file(small_bins / "train.bin", 50257)
     # Existing bins from elsewhere (nanoGPT's) get the same format check before they are accepted.
     with pytest.raises(BinFormatError, match="50300"):
         prepare.accept_existing_bins(small_bins, {"name": "owt"})

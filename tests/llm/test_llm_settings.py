@@ -10,9 +10,9 @@ import torch.nn.functional as F
 import yaml
 
 from harmonic.heads import head_from_spec, head_label
+from harmonic.llm.config import make_optimizer, resolve_config
 from harmonic.llm.grid import MATCHED_KEYS, llm_cells
 from harmonic.llm.models import build_model, floored_cross_entropy
-from harmonic.llm.train import make_optimizer, resolve_config
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_GPT = {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 8}

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from harmonic.llm.config import DEFAULTS, SECTION_DEFAULTS
 from harmonic.llm.grid import llm_cells
 
 REPO = Path(__file__).resolve().parents[2]
@@ -124,3 +125,15 @@ def test_default_llm_family_runs_end_to_end_offline(tmp_path):
         assert val_loss.iloc[-1] == record["metrics"]["val_loss"] < val_loss.iloc[0]  # it learned in 20 steps
     assert (tmp_path / "results" / "notebooks" / "llm_analysis.html").exists()
     assert "llm_training.html" in (tmp_path / "results" / "index.html").read_text()
+
+
+def test_section_defaults_live_in_the_library_not_the_schema():
+    """One place per default: harmonic/llm/config.py fills what the section and a cell leave out; the schema repeats
+    none, so a cell of a bare section gets exactly the library's values."""
+    text = (REPO / "schemas/llm.schema.yaml").read_text()
+    assert "default:" not in text
+    bare = {k: v for k, v in section("config.yaml").items() if k not in SECTION_DEFAULTS}
+    params = llm_cells(bare)[0]["params"]
+    assert params["setting"] == SECTION_DEFAULTS["settings"][0]
+    assert params["vocab_limit"] is None and params["tensorboard"] == DEFAULTS["tensorboard"]
+    assert params["wandb"] == DEFAULTS["wandb"] and params["analysis"] == DEFAULTS["analysis"]

@@ -1,5 +1,8 @@
 """Models x heads learn, resume is bit-identical on CPU, divergence is recorded, DDP (gloo) matches one process."""
 
+import dataclasses
+import functools
+import math
 import os
 import subprocess
 import sys
@@ -9,9 +12,12 @@ import pandas as pd
 import pytest
 import torch
 
+from harmonic import cell
+from harmonic.llm.checkpoint import CHECKPOINT_NAME
+from harmonic.llm.config import accumulation, resolve_config
 from harmonic.llm.data import TRAIN_STREAM, BatchSource, TokenBins
 from harmonic.llm.models import build_model, special_tokens
-from harmonic.llm.train import Interrupted, accumulation, resolve_config, train
+from harmonic.llm.train import FAMILY, train, train_cell
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_ARGS = {
@@ -83,6 +89,41 @@ def test_bad_config_is_named_before_work():
     assert accumulation(cfg, 3, 2) == 1 and accumulation(cfg, 1, 2) == 3
 
 
+class Killed(RuntimeError):
+    """Raised by a step callback, as if the scheduler killed the job there."""
+
+
+def kill_before(at: int):
+    """on_step callback: the job dies just before step `at`."""
+
+    def on_step(step, run):
+        if step == at:
+            raise Killed(f"simulated kill before step {step}")
+
+    return on_step
+
+
+def interrupt_before(at: int):
+    """on_step callback: Ctrl-C just before step `at` (not an Exception: the cell contract lets it through)."""
+
+    def on_step(step, run):
+        if step == at:
+            raise KeyboardInterrupt
+
+    return on_step
+
+
+def blow_up_at(at: int):
+    """on_step callback: the weights turn NaN just before step `at`, so its loss and gradient are NaN."""
+
+    def on_step(step, run):
+        if step == at:
+            with torch.no_grad():
+                run.raw_model.body.embedding.weight.fill_(float("nan"))
+
+    return on_step
+
+
 def _curves(path):
     return pd.read_csv(path / "curves.csv")[["step", "train_loss", "val_loss", "val_accuracy", "lr"]]
 
@@ -90,28 +131,28 @@ def _curves(path):
 def test_resume_after_interruption_is_bit_identical(shakespeare_bins, tiny_config, tmp_path):
     cfg = tiny_config(shakespeare_bins)
     whole = train(cfg, tmp_path / "whole")
-    with pytest.raises(Interrupted):
-        train(cfg, tmp_path / "resumed", _interrupt_at=3)  # killed after the step-2 checkpoint
+    with pytest.raises(Killed):
+        train(cfg, tmp_path / "resumed", on_step=kill_before(3))  # killed after the step-2 checkpoint
     assert not (tmp_path / "resumed" / "metrics.json").exists()
     resumed = train(cfg, tmp_path / "resumed")
     pd.testing.assert_frame_equal(_curves(tmp_path / "whole"), _curves(tmp_path / "resumed"), check_exact=True)
     for key in ("train_loss", "val_loss", "val_accuracy", "grad_norm_mean", "clip_rate"):
-        assert whole["metrics"][key] == resumed["metrics"][key], key
+        assert whole.metrics[key] == resumed.metrics[key], key
 
 
 def test_checkpoint_of_other_hyperparameters_is_not_resumed(shakespeare_bins, tiny_config, tmp_path):
-    with pytest.raises(Interrupted):
-        train(tiny_config(shakespeare_bins), tmp_path / "cell", _interrupt_at=3)
+    with pytest.raises(Killed):
+        train(tiny_config(shakespeare_bins), tmp_path / "cell", on_step=kill_before(3))
     other = train(tiny_config(shakespeare_bins, lr=2e-2), tmp_path / "cell")
     reference = train(tiny_config(shakespeare_bins, lr=2e-2), tmp_path / "fresh")
-    assert other["metrics"]["val_loss"] == reference["metrics"]["val_loss"]
+    assert other.metrics["val_loss"] == reference.metrics["val_loss"]
 
 
 def test_nan_loss_stops_with_status_diverged(shakespeare_bins, tiny_config, tmp_path):
-    result = train(tiny_config(shakespeare_bins), tmp_path / "cell", _nan_at=3)
-    assert result["status"] == "diverged"
-    assert result["diverged_at"]["step"] == 3
-    assert result["metrics"]["steps"] == 3
+    result = train(tiny_config(shakespeare_bins), tmp_path / "cell", on_step=blow_up_at(3))
+    assert result.status == "diverged"
+    assert result.diverged_at["step"] == 3 and math.isnan(result.diverged_at["loss"])
+    assert result.metrics["steps"] == 3
 
 
 @pytest.mark.slow
@@ -121,9 +162,8 @@ def test_ddp_two_cpu_processes_match_one(shakespeare_bins, tiny_config, tmp_path
     cfg = tiny_config(shakespeare_bins, max_steps=4, eval_interval=4, micro_batch=1)
     params = json.dumps(cfg)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    script = str(REPO / "workflow_scripts" / "llm_cell.py")
     one = subprocess.run(
-        [sys.executable, script, "--params-json", params, "--out-dir", str(tmp_path / "one")],
+        [sys.executable, "-m", "harmonic.cli.llm_cell", "--params-json", params, "--out-dir", str(tmp_path / "one")],
         env=env,
         capture_output=True,
         text=True,
@@ -137,7 +177,8 @@ def test_ddp_two_cpu_processes_match_one(shakespeare_bins, tiny_config, tmp_path
             "torch.distributed.run",
             "--standalone",
             "--nproc_per_node=2",
-            script,
+            "-m",  # as rules/llm.smk launches it
+            "harmonic.cli.llm_cell",
             "--params-json",
             params,
             "--out-dir",
@@ -167,7 +208,8 @@ def test_sigterm_exits_without_metrics_and_rerun_resumes(shakespeare_bins, tiny_
     cfg = tiny_config(shakespeare_bins, max_steps=120, eval_interval=10)
     command = [
         sys.executable,
-        str(REPO / "workflow_scripts" / "llm_cell.py"),
+        "-m",
+        "harmonic.cli.llm_cell",
         "--params-json",
         json.dumps(cfg),
         "--out-dir",
@@ -191,3 +233,19 @@ def test_sigterm_exits_without_metrics_and_rerun_resumes(shakespeare_bins, tiny_
     assert json.loads((tmp_path / "cell" / "metrics.json").read_text())["status"] == "ok"
     train(cfg, tmp_path / "whole")
     pd.testing.assert_frame_equal(_curves(tmp_path / "whole"), _curves(tmp_path / "cell"), check_exact=True)
+
+
+def test_a_resumed_cell_counts_the_emissions_of_its_first_attempt(shakespeare_bins, tiny_config, tmp_path):
+    """Through the cell contract: killed (not a failure: no metrics.json), rerun from the checkpoint; metrics.json's
+    emissions add the checkpoint's (here made large so the sum is unmistakable) to the rerun's own."""
+    out = tmp_path / "cell"
+    killed = dataclasses.replace(FAMILY, train=functools.partial(train_cell, on_step=interrupt_before(3)))
+    with pytest.raises(KeyboardInterrupt):
+        cell.run(killed, tiny_config(shakespeare_bins), out, emissions={"enabled": False})
+    assert not (out / "metrics.json").exists()
+    ckpt = torch.load(out / CHECKPOINT_NAME, weights_only=True)
+    ckpt["state"]["emissions"]["duration_s"] = 1000.0
+    torch.save(ckpt, out / CHECKPOINT_NAME)
+    result = cell.run(FAMILY, tiny_config(shakespeare_bins), out, emissions={"enabled": False})
+    assert result.status == "ok" and result.metrics["steps"] == 6
+    assert 1000.0 < result.record["emissions"]["duration_s"] < 1000.0 + 600

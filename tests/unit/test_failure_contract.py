@@ -1,9 +1,7 @@
-"""The failure contract of every cell program (harmonic.cell for toy and vision; harmonic.runs.failure_recorded for
-the LLM script until it adopts harmonic.cell), data integrity at cell start, and output file modes. Each cell program
-is run in-process with a deterministic failure: every declared output must exist, metrics.json must say "failed"
+"""The failure contract of every cell program (harmonic.cell), data integrity at cell start, and output file modes.
+Each cell program is run in-process with a deterministic failure: every declared output must exist, metrics.json must say "failed"
 with the error, and main() must return normally (the job exits 0)."""
 
-import importlib.util
 import json
 import os
 import re
@@ -14,7 +12,8 @@ from types import SimpleNamespace
 import pytest
 
 from harmonic import runs
-from harmonic.cli import aggregate, toy_cell, vision_cell
+from harmonic.cli import aggregate, llm_cell, toy_cell, vision_cell
+from harmonic.llm.train import FAMILY as LLM
 from harmonic.toy.train import FAMILY as TOY
 from harmonic.vision.train import FAMILY as VISION
 
@@ -22,19 +21,10 @@ ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ROOT / "data" / "sources"
 
 
-def llm_cell():
-    """workflow_scripts/llm_cell.py, loaded from its file (no sys.path edit) until it moves into harmonic.cli."""
-    spec = importlib.util.spec_from_file_location("llm_cell", ROOT / "workflow_scripts" / "llm_cell.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def outputs_of(script):
     """A cell program (main) and the outputs it promises, which must be the cell rule's declared outputs."""
-    if script == "llm_cell":
-        return llm_cell()
-    module, family = {"toy_cell": (toy_cell, TOY), "vision_cell": (vision_cell, VISION)}[script]
+    programs = {"toy_cell": (toy_cell, TOY), "vision_cell": (vision_cell, VISION), "llm_cell": (llm_cell, LLM)}
+    module, family = programs[script]
     return SimpleNamespace(main=module.main, OUTPUTS=family.outputs)
 
 

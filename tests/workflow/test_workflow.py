@@ -50,7 +50,7 @@ def test_each_cell_job_takes_its_program_as_an_input(tmp_path):
     family's cells stale (Snakemake's mtime trigger), and no other job."""
     result = snakemake(like_a_checkout(tmp_path), "-n")
     jobs = re.findall(r"rule (\w+):\n\s+input: ([^\n]*)", result.stdout)
-    for family in ("toy", "vision"):
+    for family in ("toy", "vision", "llm"):
         program = str(REPO / "harmonic" / "cli" / f"{family}_cell.py")
         inputs = [line for rule, line in jobs if rule == f"{family}_cell"]
         assert inputs and all(program in line for line in inputs), family

@@ -1,10 +1,9 @@
-#!/usr/bin/env python
 """Make GPT-2 token bins (train.bin, val.bin, meta.json) for the language-model cells.
 
-    python workflow_scripts/llm_prepare.py shakespeare --out data/shakespeare      # embedded corpus, offline
-    python workflow_scripts/llm_prepare.py openwebtext --out data/owt --workers 16   # HF download (needs `datasets`)
-    python workflow_scripts/llm_prepare.py accept --out data/owt                    # existing nanoGPT train/val.bin
-    python workflow_scripts/llm_prepare.py validate --out data/owt                  # full check: hashes and ids
+    python -m harmonic.cli.llm_prepare shakespeare --out data/shakespeare      # embedded corpus, offline
+    python -m harmonic.cli.llm_prepare openwebtext --out data/owt --workers 16   # HF download (needs `datasets`)
+    python -m harmonic.cli.llm_prepare accept --out data/owt                    # existing nanoGPT train/val.bin
+    python -m harmonic.cli.llm_prepare validate --out data/owt                  # full check: hashes and ids
 
 `openwebtext` accepts train.bin / val.bin already in --out (e.g. copied from another machine) after a format check
 instead of downloading. Every error names the file at fault.
@@ -15,10 +14,9 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from harmonic.llm import prepare  # noqa: E402
-from harmonic.llm.tokenizer import DEFAULT_WHEEL  # noqa: E402
+from harmonic.llm import prepare
+from harmonic.llm.bins import BinFormatError, validate_bins
+from harmonic.llm.tokenizer import DEFAULT_WHEEL
 
 
 def main(argv=None):
@@ -49,8 +47,8 @@ def main(argv=None):
         elif args.corpus == "accept":
             meta = prepare.accept_existing_bins(args.out, {"name": args.out.name, "source": "existing files"})
         else:
-            meta = prepare.validate_bins(args.out, check_hash=True, check_ids=True)
-    except (prepare.BinFormatError, FileNotFoundError, ValueError, ImportError) as err:
+            meta = validate_bins(args.out, check_hash=True, check_ids=True)
+    except (BinFormatError, FileNotFoundError, ValueError, ImportError) as err:
         sys.exit(f"error: {err}")
     print(json.dumps({s: {k: v for k, v in e.items() if k != "sha256"} for s, e in meta["splits"].items()}))
 

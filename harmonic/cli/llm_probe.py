@@ -1,7 +1,6 @@
-#!/usr/bin/env python
 """Find the largest micro-batch that fits for one (model, head) on this machine's GPU; write it as JSON.
 
-    python workflow_scripts/llm_probe.py --params-json "$(cat params.json)" --out probe.json [--gpus 2]
+    python -m harmonic.cli.llm_probe --params-json "$(cat params.json)" --out probe.json [--gpus 2]
 
 The cell then uses it with the matching gradient accumulation, so the tokens per step stay as configured. On a
 CPU-only machine the configured micro-batch is written back unchanged.
@@ -9,13 +8,10 @@ CPU-only machine the configured micro-batch is written back unchanged.
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from harmonic.llm.probe import probe_micro_batch  # noqa: E402
-from harmonic.runs import atomic_write_json  # noqa: E402
+from harmonic.llm.probe import probe_micro_batch
+from harmonic.runs import atomic_write_json
 
 
 def main(argv=None):
