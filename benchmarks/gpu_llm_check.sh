@@ -7,6 +7,7 @@
 # The machine needs torch (and numpy); tiktoken only if data/shakespeare is not prepared yet (copy it over
 # otherwise), codecarbon only for energy, transformers not at all.
 set -euo pipefail
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the checkout's harmonic package (not installed there)
 cd "$(dirname "$0")/.."
 OUT="${OUT:-./gpu_out}"
 PYTHON="${PYTHON:-python}"

@@ -5,6 +5,7 @@
 #   OUT=gpu_ddp_out STEPS=100 bash benchmarks/gpu_llm_ddp_check.sh
 #   TINY=1 OUT=/tmp/ddp_out bash benchmarks/gpu_llm_ddp_check.sh    # CPU smoke test (gloo)
 set -euo pipefail
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the checkout's harmonic package (not installed there)
 cd "$(dirname "$0")/.."
 OUT="${OUT:-./gpu_ddp_out}"
 PYTHON="${PYTHON:-python}"

@@ -14,6 +14,7 @@
 #   OUT=/tmp/gpu_smoke bash benchmarks/gpu_vision_check.sh --device cpu --epochs 1 --resnet-epochs 1 \
 #       --mnist-train-max 600 --cifar-n-train 64 --cifar-n-test 32 --batch-scale 0.05 --heads baseline,cosine
 set -euo pipefail
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the checkout's harmonic package (not installed there)
 cd "$(dirname "$0")/.."
 export OUT="${OUT:-./gpu_out}"
 PYTHON="${PYTHON:-python}"

@@ -36,7 +36,6 @@ import torch
 import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from harmonic import kernels  # noqa: E402
 from harmonic.kernels import l1_cuda  # noqa: E402

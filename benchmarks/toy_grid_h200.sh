@@ -7,6 +7,7 @@
 # The tool sends the session's checkout, not a helper's worktree: copy the branch into an ignored folder of that
 # checkout (git archive HEAD | tar -x -C <checkout>/.copy), carry it, and cd into it first.
 set -u
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the checkout's harmonic package (not installed there)
 export PYTHONUNBUFFERED=1 TORCHINDUCTOR_COMPILE_THREADS=1
 RUN=/tmp/toy-grid
 # shellcheck disable=SC2086  # ONLY holds several KEY=VALUE words

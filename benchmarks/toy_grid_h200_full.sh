@@ -6,6 +6,7 @@
 # MLP groups (and the two-point toy) train first while the transformer groups compile in other processes (inductor's
 # on-disk cache), then the transformer groups train; one training process at a time, so the GPU is not time-sliced.
 set -u
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the checkout's harmonic package (not installed there)
 RUN=/tmp/toy-grid-full
 if [ "${1:-}" = poll ]; then
   end=$((SECONDS + ${2:-570}))

@@ -73,7 +73,7 @@ rule toy_cell:
 
 rule toy_stitch:
     input:
-        module=os.path.join(workflow.basedir, "harmonic/cli/toy_stitch.py"),
+        module=cli_path("toy_stitch"),
         # the front's and every partner's model and record: a retrained model reruns the stitches that read it
         models=lambda w: [
             f"{d}/{name}"
@@ -92,9 +92,6 @@ rule toy_stitch:
         "../envs/torch.yaml"
     threads: cell_threads("toy")
     params:
-        root=lambda w, input: os.path.dirname(
-            os.path.dirname(os.path.dirname(input.module))
-        ),
         partners=lambda w: " ".join(
             f"--partner {kind}={path}"
             for kind, path in TOY_STITCH_PARTNERS[cell_dir("toy", w)]
@@ -110,6 +107,6 @@ rule toy_stitch:
             sort_keys=True,
         ),
     shell:
-        "PYTHONPATH={params.root:q}${{PYTHONPATH:+:$PYTHONPATH}} python -m harmonic.cli.toy_stitch"
+        "python -m harmonic.cli.toy_stitch"
         " --front $(dirname {output.metrics:q})/.. {params.partners} --cut {params.cut}"
         " --cell-json {params.cell:q} --out-dir $(dirname {output.metrics:q}) > {log:q} 2>&1"

@@ -141,5 +141,8 @@ def test_a_grid_whose_every_cell_fails_still_ends_in_tables_notebooks_and_index(
             assert all((metrics.parent / name).exists() for name in outputs)
     index = (tmp_path / "results" / "index.html").read_text()
     notebooks = sorted((tmp_path / "results" / "notebooks").glob("*.html"))
-    assert len(notebooks) == len(list((REPO / "notebooks").glob("*.ipynb")))  # every figure notebook rendered
+    # every figure notebook rendered, except toy_geneft: rules/toy.smk registers it only for a config with a GenEFT
+    # study, which the embedded default does not have (its 10-minute budget)
+    expected = {path.stem for path in (REPO / "notebooks").glob("*.ipynb")} - {"toy_geneft"}
+    assert {path.stem for path in notebooks} == expected
     assert all(path.name in index for path in notebooks)
