@@ -103,7 +103,7 @@ class ToyGroup:
             raise ValueError("ToyGroup: cells differ in a hyperparameter other than " + ", ".join(PER_CELL_KEYS))
         self.hps, self.device = list(hps), torch.device(device)
         self.loss_fn = loss_fn or cell_loss
-        hp0, S = self.hps[0], len(self.hps)
+        hp0 = self.hps[0]
         self.batch_size = int(hp0["batch_size"])
 
         data = [
@@ -127,6 +127,24 @@ class ToyGroup:
         self.steps = [math.ceil(n / self.batch_size) for n in self.n_train]
         self.max_steps = max(self.steps)
 
+        self._init_parameters(data)
+        self._init_per_cell_values()
+        weight = self._init_state(data, rows)
+        self.graph = None
+        self.order_weight.copy_(torch.from_numpy(weight))
+        if self.device.type == "cuda":
+            self.stream = torch.cuda.Stream(self.device)
+        self.epochs_done = 0
+        self.compiled = compile
+        if compile:  # same arithmetic, fewer kernels (and on CPU, less framework time per step)
+            # Every group compiles the same methods once more for its own shapes: allow one entry per group.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 512)
+            self._update = torch.compile(self._update, dynamic=False)
+            self._evaluate_splits = torch.compile(self._evaluate_splits, dynamic=False)
+
+    def _init_parameters(self, data):
+        """Every cell's model built from its seed, all parameters in one (S, P) tensor, AdamW state beside it."""
+        hp0, S = self.hps[0], len(self.hps)
         models = []
         for hp, d in zip(self.hps, data):
             torch.manual_seed(hp["seed"])
@@ -153,6 +171,10 @@ class ToyGroup:
             result.n_parameters = self.n_parameters
         self.step_count = torch.zeros(S, 1, device=dev)
 
+    def _init_per_cell_values(self):
+        """Per-cell learning rates (per parameter for GenEFT), weight decay, penalty, epochs and step counts."""
+        dev = self.device
+
         def column(key):
             return torch.tensor([float(hp[key]) for hp in self.hps], device=dev)
 
@@ -162,7 +184,7 @@ class ToyGroup:
             column("embedding_penalty"),
         )
         if any("decoder_lr" in hp for hp in self.hps):  # GenEFT: encoder at lr, decoder at decoder_lr
-            decoder = torch.tensor(decoder_columns(named[0]), device=dev)
+            decoder = torch.tensor(decoder_columns(dict(self.model.named_parameters())), device=dev)
             decoder_lr = torch.tensor([float(hp.get("decoder_lr", hp["lr"])) for hp in self.hps], device=dev)
             self.lr = torch.where(decoder[None, :], decoder_lr[:, None], self.lr)
         self.epochs = torch.tensor([int(hp["epochs"]) for hp in self.hps], device=dev)
@@ -170,6 +192,9 @@ class ToyGroup:
         self.cell_n_train = torch.tensor(self.n_train, device=dev)
         self.max_epochs = max(int(hp["epochs"]) for hp in self.hps)
 
+    def _init_state(self, data, rows):
+        """The padded splits and their masks on the device, and the per-epoch state the captured steps read."""
+        dev, S = self.device, len(self.hps)
         # Splits padded to `rows` examples; masks say which are real.
         self.x_train = torch.tensor(np.stack([_padded(d.x_train, rows) for d in data]), device=dev)
         self.y_train = torch.tensor(np.stack([_padded(d.y_train, rows) for d in data]), device=dev)
@@ -192,17 +217,7 @@ class ToyGroup:
         weight = np.zeros((S, width), dtype=np.float32)
         for s, n in enumerate(self.n_train):
             weight[s, :n] = 1.0
-        self.graph = None
-        self.order_weight.copy_(torch.from_numpy(weight))
-        if self.device.type == "cuda":
-            self.stream = torch.cuda.Stream(self.device)
-        self.epochs_done = 0
-        self.compiled = compile
-        if compile:  # same arithmetic, fewer kernels (and on CPU, less framework time per step)
-            # Every group compiles the same methods once more for its own shapes: allow one entry per group.
-            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 512)
-            self._update = torch.compile(self._update, dynamic=False)
-            self._evaluate_splits = torch.compile(self._evaluate_splits, dynamic=False)
+        return weight
 
     # ---- one cell's pieces, run under vmap -------------------------------------------------------------------
 
