@@ -91,6 +91,8 @@ rule toy_stitch:
     conda:
         "../envs/torch.yaml"
     threads: cell_threads("toy")
+    resources:
+        **cell_resources("toy"),
     params:
         partners=lambda w: " ".join(
             f"--partner {kind}={path}"
