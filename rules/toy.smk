@@ -10,6 +10,7 @@
 #   stitch          the model stitched into its partners                 -> <the model's cell dir>/stitch/
 # How a cell's hyperparameters resolve: harmonic/toy/grid.py.
 
+from harmonic.toy.config import resolve_section as resolve_toy_section
 from harmonic.toy.grid import toy_cells
 from harmonic.toy.stitching import stitching_partners
 
@@ -24,6 +25,7 @@ TOY_CELLS = register_family(
         "toy_circle",
         "toy_studies",
     ),
+    resolve_section=resolve_toy_section,
 )
 TOY_STITCH = config["toy"].get("stitching") or {}
 _toy_stitched = [c for c in TOY_CELLS if c["study"] in TOY_STITCH.get("studies", [])]

@@ -4,12 +4,14 @@
 # A cell's hyperparameters: vision.defaults, then its grid entry's values, then matching vision.overrides
 # (docs/vision.md; <label> is the backbone unless the entry names one).
 
+from harmonic.vision.config import resolve_section as resolve_vision_section
 from harmonic.vision.grid import data_rule_inputs, dataset_spec_json, workflow_cells
 
 register_family(
     "vision",
     workflow_cells,
     notebooks=("vision_tables", "vision_radar", "vision_curves", "vision_weights"),
+    resolve_section=resolve_vision_section,
 )
 VISION = config["vision"]
 

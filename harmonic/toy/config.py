@@ -56,6 +56,12 @@ SECTION_DEFAULTS = {
 }
 
 
+def resolve_section(section):
+    """The `toy:` section with SECTION_DEFAULTS filled in for the keys it leaves out (rules/common.smk
+    register_family keeps it, so e.g. the cell jobs' threads are read from one place)."""
+    return {**SECTION_DEFAULTS, **section}
+
+
 def section_value(section, key):
     """A `toy:` section value, or its default when the config leaves it out."""
     return section.get(key, SECTION_DEFAULTS[key])

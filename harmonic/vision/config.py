@@ -107,6 +107,12 @@ SECTION_DEFAULTS = {
 }
 
 
+def resolve_section(section):
+    """The `vision:` section with SECTION_DEFAULTS filled in for the keys it leaves out (rules/common.smk
+    register_family keeps it, so e.g. the cell jobs' threads are read from one place)."""
+    return {**SECTION_DEFAULTS, **section}
+
+
 def resolve(params: dict) -> dict:
     """A cell's params over the defaults: training values checked (resolve_training), the head spec resolved."""
     cell = {key: copy.deepcopy(params.get(key, value)) for key, value in CELL_DEFAULTS.items()}
