@@ -17,15 +17,14 @@ import time
 import torch
 
 from harmonic.toy.batched import ToyGroup
-from harmonic.toy.config import DEFAULTS
+from harmonic.toy.config import resolve
 
-KEYS = ("task", "split", "n_samples", "train_fraction", "embed_dim", "lr", "batch_size", "weight_decay")
-HP = {key: DEFAULTS[key] for key in (*KEYS, "embedding_penalty")}
 HEADS = {"baseline": {"distance": "baseline"}, "euclidean": {"distance": "euclidean", "n": 1.0, "eps": 1e-8}}
 
 
 def measure(model, head, cells, epochs, device, compile):
-    hps = [dict(HP, model=model, head=HEADS[head], seed=seed, epochs=epochs + 1) for seed in range(cells)]
+    # the toy defaults (harmonic/toy/config.py: corrected setting, modular addition, 800 train rows)
+    hps = [resolve(dict(model=model, head=HEADS[head], seed=seed, epochs=epochs + 1)) for seed in range(cells)]
     group = ToyGroup(hps, device=device, compile=compile)
     start = time.perf_counter()
     group.advance()  # warm-up epoch: compilation, graph capture
