@@ -20,11 +20,16 @@ def fresh(monkeypatch):
     return l1_cuda
 
 
-def test_default_is_the_triton_kernels_until_the_gpu_check_passes(fresh, monkeypatch):
+def test_default_is_auto_the_cuda_kernels_where_they_build(fresh, monkeypatch):
+    """Unset means auto: a CUDA call builds and takes the CUDA kernels; CPU tensors never try to build."""
     monkeypatch.delenv("HARMONIC_L1_CUDA")
+    assert fresh.mode() == "auto"
     monkeypatch.setattr(fresh, "_no_cuda_reason", lambda: None)
-    monkeypatch.setattr(fresh, "_build", lambda: pytest.fail("the default must not build"))
-    assert not fresh.wanted(l1_heads.MANHATTAN, _cuda_like(), _cuda_like())
+    monkeypatch.setattr(fresh, "_build", lambda: object())
+    cpu = torch.zeros(2, 3)
+    assert not fresh.wanted(l1_heads.MANHATTAN, cpu, cpu)
+    assert "ok" not in fresh._STATUS
+    assert fresh.wanted(l1_heads.MANHATTAN, _cuda_like(), _cuda_like())
 
 
 def _cuda_like(dtype=torch.bfloat16):

@@ -5,10 +5,10 @@ torch.utils.cpp_extension (nvcc -O3 for the GPU's own architecture).
 They compute what harmonic/kernels/l1_heads.py's Triton kernels compute for the MANHATTAN and BRAYABS kinds, with
 explicit register tiles in the backward (l1_heads.cu's header says how). l1_heads.l1_head_loss picks them:
 
-    HARMONIC_L1_CUDA=0 (default)     never (the Triton kernels): the CUDA kernels have not yet run on a GPU
-                                     (benchmarks/l1_cuda_check.sh is the check that makes them the default)
-    HARMONIC_L1_CUDA=auto            on CUDA tensors when the extension builds; otherwise the Triton kernels, with
-                                     one warning saying why
+    HARMONIC_L1_CUDA=auto (default)  on CUDA tensors when the extension builds; otherwise the Triton kernels, with
+                                     one warning saying why (checked on an H200 by benchmarks/l1_cuda_check.sh:
+                                     benchmarks/results/l1-cuda-h200/, docs/performance.md)
+    HARMONIC_L1_CUDA=0               never (the Triton kernels)
     HARMONIC_L1_CUDA=1               always on CUDA tensors; a build failure is an error
 
 HARMONIC_L1_CUDA_BUILD: build folder (default ~/.cache/harmonic/l1_cuda/<arch>); HARMONIC_L1_CUDA_G_BYTES: memory
@@ -38,7 +38,7 @@ _STATUS: dict = {}  # "ok": bool, "reason": str, "module": the extension, "warne
 
 def mode() -> str:
     """HARMONIC_L1_CUDA as one of auto / 0 / 1 (read on every call, so a process can switch)."""
-    value = os.environ.get("HARMONIC_L1_CUDA", "0").strip().lower()
+    value = os.environ.get("HARMONIC_L1_CUDA", "auto").strip().lower()
     aliases = {"auto": "auto", "0": "0", "off": "0", "false": "0", "1": "1", "on": "1", "true": "1"}
     if value not in aliases:
         raise ValueError(f"HARMONIC_L1_CUDA must be auto, 0 or 1 (got {value!r})")
