@@ -10,6 +10,7 @@ set -u
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the checkout's harmonic package (not installed there)
 export PYTHONUNBUFFERED=1 TORCHINDUCTOR_COMPILE_THREADS=1
 RUN=/tmp/toy-grid
+rm -rf $RUN  # a machine can come back with an earlier run's files in /tmp
 # shellcheck disable=SC2086  # ONLY holds several KEY=VALUE words
 timeout $((${DEADLINE:-420} + 90)) python3 benchmarks/toy_grid.py --config presets/paper.yaml --device cuda --compile \
   --warm "${WARM:-10}" --deadline "${DEADLINE:-420}" --only ${ONLY:-} --out $RUN >/tmp/toy-grid.log 2>&1

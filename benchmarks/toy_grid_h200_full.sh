@@ -26,6 +26,7 @@ if [ "${1:-}" = poll ]; then
   exit 0
 fi
 export PYTHONUNBUFFERED=1 TORCHINDUCTOR_COMPILE_THREADS=1
+rm -rf $RUN  # a machine can come back with an earlier run's files in /tmp
 mkdir -p $RUN/pack-mlp $RUN/pack-transformer
 grid() { python3 benchmarks/toy_grid.py --config presets/paper.yaml --device cuda --compile "$@"; }
 t0=$SECONDS
