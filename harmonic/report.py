@@ -51,12 +51,9 @@ def verdict_cell(verdict, title="", note="") -> str:
     return f'<td style="background:{colour}" title="{esc(title)}">{esc(verdict)}{esc(note)}</td>'
 
 
-def summary_table(result: pd.DataFrame) -> str:
-    """One row per claim (and group), one column per (scale, setting): the verdicts at a glance. A claim that was not
-    run at a scale (no setting to speak of) shows "not run" under every setting of that scale."""
-    if result.empty:
-        return "<p>No claims evaluated.</p>"
-    result = result.assign(group=result["group"].fillna(""))
+def summary_columns(result: pd.DataFrame) -> list[tuple[str, str | None]]:
+    """The summary's columns: every (scale, setting) that ran, scales in the table's order and settings in SETTINGS
+    order, then (scale, None) for each scale where nothing ran."""
     ran = result.dropna(subset=["setting"])
     scale_order = {scale: i for i, scale in enumerate(dict.fromkeys(result["scale"]))}
     setting_order = {setting: i for i, setting in enumerate(SETTINGS)}
@@ -64,7 +61,29 @@ def summary_table(result: pd.DataFrame) -> str:
         dict.fromkeys(zip(ran["scale"], ran["setting"])),
         key=lambda c: (scale_order[c[0]], setting_order.get(c[1], len(SETTINGS))),
     )
-    columns += [(scale, None) for scale in dict.fromkeys(result["scale"]) if scale not in set(ran["scale"])]
+    return columns + [(scale, None) for scale in dict.fromkeys(result["scale"]) if scale not in set(ran["scale"])]
+
+
+def summary_cell(rows: pd.DataFrame, scale: str, setting: str | None) -> pd.Series:
+    """A claim's (one group's) row at (scale, setting); where that setting has no row, the scale's "not run" row,
+    or a "not run" row saying that only other settings ran there."""
+    match = rows[(rows["scale"] == scale) & (rows["setting"] == setting)]
+    if match.empty:
+        match = rows[(rows["scale"] == scale) & rows["setting"].isna()]
+    if not match.empty:
+        return match.iloc[0]
+    others = sorted(rows.loc[rows["scale"] == scale, "setting"].dropna().unique())
+    why = f"only {', '.join(others)} cells of this claim at this scale" if others else "no cells at this scale"
+    return pd.Series({"verdict": "not run", "reason": why, "n": float("nan")})
+
+
+def summary_table(result: pd.DataFrame) -> str:
+    """One row per claim (and group), one column per (scale, setting): the verdicts at a glance. A claim that was not
+    run at a scale (no setting to speak of) shows "not run" under every setting of that scale."""
+    if result.empty:
+        return "<p>No claims evaluated.</p>"
+    result = result.assign(group=result["group"].fillna(""))
+    columns = summary_columns(result)
     parts = ["<table><tr><th>claim</th><th>group</th><th>paper says</th>"]
     parts += [f"<th>{esc(scale)} / {esc(setting or '-')}</th>" for scale, setting in columns] + ["</tr>"]
     for (claim, group), rows in result.groupby(["claim", "group"], sort=False):
@@ -74,18 +93,45 @@ def summary_table(result: pd.DataFrame) -> str:
             f"<td>{esc(group)}</td><td class='small'>{esc(first['paper_number'])}</td>"
         )
         for scale, setting in columns:
-            match = rows[(rows["scale"] == scale) & (rows["setting"] == setting)]
-            if match.empty:
-                match = rows[(rows["scale"] == scale) & rows["setting"].isna()]
-            if match.empty:
-                parts.append("<td></td>")
-                continue
-            row = match.iloc[0]
+            row = summary_cell(rows, scale, setting)
             n = f" (n={int(row['n'])})" if pd.notna(row.get("n")) and row["verdict"] != "not run" else ""
             parts.append(verdict_cell(row["verdict"], row["reason"], n))
         parts.append("</tr>")
     parts.append("</table>")
     return "\n".join(parts)
+
+
+def summary_markdown(result: pd.DataFrame) -> str:
+    """The verdicts at a glance for docs/: one line per claim, one column per (scale, setting); a claim evaluated per
+    group lists its groups under each verdict (e.g. "reproduced: lattice, modular_addition; not reproduced: ...")."""
+    if result.empty:
+        return "No claims evaluated.\n"
+    result = result.assign(group=result["group"].fillna(""))
+    columns = summary_columns(result)
+    header = ["claim", "paper says"] + [f"{scale} / {setting or '-'}" for scale, setting in columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for claim, rows in result.groupby("claim", sort=False):
+        first = rows.iloc[0]
+        cells = [
+            f"**{claim}** {first['words']}",
+            "" if pd.isna(first["paper_number"]) else str(first["paper_number"]),
+        ]
+        for scale, setting in columns:
+            at_scale = rows[rows["scale"] == scale]
+            verdicts = {}  # verdict -> the groups that got it, in the table's order
+            for group, group_rows in at_scale.groupby("group", sort=False):
+                verdict = summary_cell(group_rows, scale, setting)["verdict"]
+                verdicts.setdefault(verdict, []).append(group.split("=", 1)[-1])
+            if not verdicts or list(verdicts) == ["not run"]:
+                cells.append("not run")
+            elif len(verdicts) == 1 and next(iter(verdicts.values())) == [""]:  # a claim without groups
+                cells.append(next(iter(verdicts)))
+            else:
+                cells.append(
+                    "; ".join(f"{v}: {', '.join(g or 'all' for g in groups)}" for v, groups in verdicts.items())
+                )
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def full_table(result: pd.DataFrame) -> str:
@@ -217,6 +263,14 @@ def claims_markdown(result: pd.DataFrame, command: str) -> str:
         "<!-- generated by the command below; do not edit by hand -->",
         f"Generated by `{command}` (docs/claims.md explains the tests and verdicts; scale `embedded` is the default",
         "`make run`, the other scales are committed tables of runs made elsewhere, named in config.yaml's claims.evidence).",
+        "",
+        "## At a glance",
+        "",
+        "Each claim's verdict per scale and setting (per group where the claim is tested per task or model; the rows "
+        "below give each test's statistic, CI, p and seeds).",
+        "",
+        summary_markdown(result),
+        "## Every evaluation",
         "",
         "| claim | scale | setting | group | verdict | n | statistic | value [95 % CI] | p | treatment | control |",
         "|---|---|---|---|---|---|---|---|---|---|---|",

@@ -150,3 +150,34 @@ def test_summary_columns_are_grouped_by_scale_then_setting():
     header = page[page.index("<table>") : page.index("</tr>")]
     order = [header.index(h) for h in ("embedded / faithful", "embedded / corrected", "paper / faithful")]
     assert order == sorted(order)
+
+
+def test_markdown_summary_lists_each_groups_verdict_per_scale_and_setting():
+    """docs/results-claims.md opens with one line per claim: groups under their verdict, a setting that ran only
+    elsewhere at that scale is "not run", and the full rows follow."""
+    from dataclasses import replace
+
+    from harmonic.report import claims_markdown
+
+    claim, _ = result_table()
+    by_task = replace(claim, id="T-BY", by=("cell.task",))
+    up, down = result_table_rows().assign(**{"cell.task": "up"}), result_table_rows().assign(**{"cell.task": "down"})
+    down.loc[down["cell.head"] == "h", "ev"] -= 0.5  # the harmonic arm is worse on this task
+    faithful = pd.concat([up, down], ignore_index=True)
+    corrected = up.assign(**{"cell.setting": "corrected"})
+    tables = [("paper", "a", faithful), ("embedded", "b", corrected)]
+    text = claims_markdown(C.evaluate([claim, by_task], tables, scales=["embedded", "paper"]), "cmd")
+    glance = text[text.index("## At a glance") : text.index("## Every evaluation")]
+    header = next(line for line in glance.splitlines() if line.startswith("| claim"))
+    assert header == "| claim | paper says | embedded / corrected | paper / faithful |"
+    by_line = next(line for line in glance.splitlines() if line.startswith("| **T-BY**"))
+    assert by_line.endswith("| reproduced: up | not reproduced: down; reproduced: up |")
+    assert "| T-BY | paper | faithful | task=down | not reproduced |" in text[text.index("## Every evaluation") :]
+
+    # at one scale both settings ran, but only faithful cells have task "down": that claim is "not run" under corrected
+    only_down = replace(claim, id="T-DOWN", select={"cell.task": "down"})
+    both = [("paper", "a", faithful), ("paper", "c", corrected)]
+    text = claims_markdown(C.evaluate([claim, only_down], both), "cmd")
+    assert "| claim | paper says | paper / faithful | paper / corrected |" in text
+    line = next(row for row in text.splitlines() if row.startswith("| **T-DOWN**"))
+    assert line.endswith("| not reproduced | not run |")
