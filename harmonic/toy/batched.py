@@ -125,7 +125,11 @@ def _compiled(fn):
     that inductor compiles as torch.compile's backend compiles the graphs it captures. Later calls run the compiled
     graph directly: no dynamo frame and no guards (on the CPU those cost more than a toy step's kernels). That is
     sound because every tensor fn uses is an argument, always the same tensors of the group (fixed shapes), and all
-    else it reads (the module, its options, the layout) belongs to the group and is fixed when it is built."""
+    else it reads (the module, its options, the layout) belongs to the group and is fixed when it is built.
+
+    The CPU kernels are single-threaded (cpp.threads 1): with more threads inductor splits a reduction over threads
+    by its shape, so a cell's sums would be rounded differently alone and in a group (tests/toy/test_batched.py).
+    """
     graph = None
 
     def call(*args):
@@ -134,7 +138,8 @@ def _compiled(fn):
             from torch._inductor.compile_fx import compile_fx  # a heavy import the eager path does not need
             from torch.fx.experimental.proxy_tensor import make_fx
 
-            graph = compile_fx(make_fx(lambda *a: fn(*a), tracing_mode="fake")(*args), list(args))
+            traced = make_fx(lambda *a: fn(*a), tracing_mode="fake")(*args)
+            graph = compile_fx(traced, list(args), config_patches={"cpp.threads": 1})
         graph(*args)
 
     return call
