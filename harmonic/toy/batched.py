@@ -189,7 +189,10 @@ class ToyGroup:
         self.epochs_done = 0
         self.compiled = compile
         # What the step and the evaluation read and write, passed to them as arguments.
-        self.step_numbers = [torch.tensor(k, device=self.device) for k in range(self.max_steps)]
+        # Step k's number and its batch's positions in the epoch's order, as tensors (arguments of the step)
+        b, dev = self.batch_size, self.device
+        self.step_numbers = [torch.tensor(k, device=dev) for k in range(self.max_steps)]
+        self.batch_columns = [torch.arange(k * b, (k + 1) * b, device=dev) for k in range(self.max_steps)]
         self.state = _StepState(**{name: getattr(self, name) for name in _StepState._fields})
         self.evaluation_rows = torch.zeros(len(self.hps), len(CURVE_FIELDS), rows, device=self.device)
         self.evaluation_mask = torch.stack([self.train_mask, self.train_mask, self.test_mask, self.test_mask], dim=1)
@@ -302,15 +305,14 @@ class ToyGroup:
 
     def _train_step(self, k):
         """Optimizer step k of the epoch for every cell that has it."""
-        self._step(self.step_numbers[k], *self.state)
+        self._step(self.step_numbers[k], self.batch_columns[k], *self.state)
 
-    def _optimizer_step(self, k, *state):
-        """Step k (a 0-d tensor) of the epoch: the batch, the gradients and the AdamW step (torch.optim.AdamW's
-        arithmetic) of the scheduled cells with a finite loss; the others keep parameters, moments and step count
-        exactly. Every tensor it reads or writes is an argument (state: the _StepState fields), so it can be
-        compiled into one call (_compiled)."""
-        s, b = _StepState(*state), self.batch_size
-        columns = k * b + torch.arange(b, device=k.device)
+    def _optimizer_step(self, k, columns, *state):
+        """Step k of the epoch (k a 0-d tensor; columns: its batch's positions in the epoch's order): the batch, the
+        gradients and the AdamW step (torch.optim.AdamW's arithmetic) of the scheduled cells with a finite loss; the
+        others keep parameters, moments and step count exactly. Every tensor it reads or writes is an argument
+        (state: the _StepState fields), so it can be compiled into one call (_compiled)."""
+        s = _StepState(*state)
         index = s.order.index_select(1, columns)
         x = torch.gather(s.x_train, 1, index[:, :, None].expand(-1, -1, s.x_train.shape[2]))
         y = torch.gather(s.y_train, 1, index)
