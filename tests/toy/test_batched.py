@@ -125,6 +125,16 @@ def test_one_cell_learns_and_reports_what_the_loop_reported():
     assert result.n_train == 800 and result.n_test == 200 and result.embedding.shape == (25, 16)
 
 
+def test_the_compile_key_trains_a_cell_with_the_compiled_step():
+    """A cell's `compile: true` (the toy section key) gets the compiled group's numbers, which round otherwise than
+    the eager step's."""
+    compiled = train_toy(dict(BASE, compile=True), log=lambda line: None)
+    assert_same_run(compiled, ToyGroup([BASE], compile=True).run()[0])
+    eager = train_toy(dict(BASE, compile=False), log=lambda line: None)
+    assert not np.array_equal(compiled.embedding, eager.embedding)
+    np.testing.assert_allclose(compiled.embedding, eager.embedding, rtol=1e-4, atol=1e-6)
+
+
 def test_cells_that_differ_in_a_shared_value_cannot_share_a_group():
     assert group_key(BASE) == group_key(dict(BASE, seed=3, lr=0.1, epochs=9, train_fraction=0.5))
     assert group_key(BASE) == group_key(dict(BASE, study="data_efficiency", setting="faithful", device="cuda"))
