@@ -60,6 +60,8 @@ def plan(args):
         hp = resolve(identity["params"])
         if args.epochs and "epochs" in hp:
             hp["epochs"] = min(hp["epochs"], args.epochs)
+        if args.compile and hp["study"] != "two_points":
+            hp["compile"] = True  # recorded with the cell's hyperparameters (it changes the float rounding)
         # The two-point toy (full-batch, its own trainer) runs cell by cell: one group per cell.
         key = repr(identity) if hp["study"] == "two_points" else group_key(hp)
         groups[key].append((identity, hp))
@@ -104,7 +106,8 @@ def train_groups(groups, args):
         context = cell.CellContext(out_dir=args.out, device=torch.device("cpu"), meter=cell.NoMeter())
         write(args, identity, hp, FAMILY.train(hp, context))
     runs = [
-        (members, ToyGroup([hp for _, hp in members], device=args.device, compile=args.compile)) for members in groups
+        (members, ToyGroup([hp for _, hp in members], device=args.device, compile=members[0][1]["compile"]))
+        for members in groups
     ]
     longest, first_epoch_s = max((group.max_epochs for _, group in runs), default=0), 0.0
     stopped = None
@@ -145,7 +148,7 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--epochs", type=int, help="cap every cell's epochs (smoke runs)")
     parser.add_argument("--only", nargs="*", default=[], help="KEY=VALUE filters on the cell identity")
-    parser.add_argument("--compile", action="store_true", help="torch.compile each group's step and evaluation")
+    parser.add_argument("--compile", action="store_true", help="compile each group's step and evaluation (inductor)")
     parser.add_argument("--parts", type=int, default=1, help="worker processes (each compiles and runs its groups)")
     parser.add_argument(
         "--warm", type=int, default=0, help="first compile every group for 1 epoch in this many processes"

@@ -33,6 +33,7 @@ device, so nothing is drawn on the host between epochs and a cell's order never 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -93,6 +94,57 @@ class _Objective(nn.Module):
         return self.loss_fn(self.model(x), y, weight, penalised_embedding(self.model, self.hp), penalty)
 
 
+class _StepState(NamedTuple):
+    """The tensors an optimizer step reads and writes (the group's own attributes of the same names)."""
+
+    flat: torch.Tensor
+    exp_avg: torch.Tensor
+    exp_avg_sq: torch.Tensor
+    step_count: torch.Tensor
+    lr: torch.Tensor
+    weight_decay: torch.Tensor
+    penalty: torch.Tensor
+    order: torch.Tensor
+    order_weight: torch.Tensor
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    cell_steps: torch.Tensor
+    epoch: torch.Tensor
+    epochs: torch.Tensor
+    alive: torch.Tensor
+    diverged_epoch: torch.Tensor
+
+
+def _unflat(flat, layout):
+    """(S, *shape) views of the flat (S, P) parameters by name; layout: (name, offset, shape) per parameter."""
+    return {name: flat[:, offset : offset + math.prod(shape)].unflatten(1, shape) for name, offset, shape in layout}
+
+
+def _compiled(fn):
+    """fn(*tensors) compiled on its first call: traced into an aten graph (make_fx, on fake tensors, so nothing runs)
+    that inductor compiles as torch.compile's backend compiles the graphs it captures. Later calls run the compiled
+    graph directly: no dynamo frame and no guards (on the CPU those cost more than a toy step's kernels). That is
+    sound because every tensor fn uses is an argument, always the same tensors of the group (fixed shapes), and all
+    else it reads (the module, its options, the layout) belongs to the group and is fixed when it is built.
+
+    The CPU kernels are single-threaded (cpp.threads 1): with more threads inductor splits a reduction over threads
+    by its shape, so a cell's sums would be rounded differently alone and in a group (tests/toy/test_batched.py).
+    """
+    graph = None
+
+    def call(*args):
+        nonlocal graph
+        if graph is None:
+            from torch._inductor.compile_fx import compile_fx  # a heavy import the eager path does not need
+            from torch.fx.experimental.proxy_tensor import make_fx
+
+            traced = make_fx(lambda *a: fn(*a), tracing_mode="fake")(*args)
+            graph = compile_fx(traced, list(args), config_patches={"cpp.threads": 1})
+        graph(*args)
+
+    return call
+
+
 class ToyGroup:
     """S toy cells with equal group_key, trained in lock-step. ``run()`` returns one ToyResult per cell."""
 
@@ -136,11 +188,28 @@ class ToyGroup:
             self.stream = torch.cuda.Stream(self.device)
         self.epochs_done = 0
         self.compiled = compile
-        if compile:  # same arithmetic, fewer kernels (and on CPU, less framework time per step)
-            # Every group compiles the same methods once more for its own shapes: allow one entry per group.
-            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 512)
-            self._update = torch.compile(self._update, dynamic=False)
-            self._evaluate_splits = torch.compile(self._evaluate_splits, dynamic=False)
+        self._init_calls(rows)
+
+    def _init_calls(self, rows):
+        """The step and the evaluation, and the tensors passed to them as arguments. Compiled: fewer kernels and a
+        fraction of the framework time per step (other float rounding than the eager path's)."""
+        b, dev = self.batch_size, self.device
+        # step k's number and its batch's positions in the epoch's order, as tensors
+        self.step_numbers = [torch.tensor(k, device=dev) for k in range(self.max_steps)]
+        self.batch_columns = [torch.arange(k * b, (k + 1) * b, device=dev) for k in range(self.max_steps)]
+        self.state = _StepState(**{name: getattr(self, name) for name in _StepState._fields})
+        self.evaluation_rows = torch.zeros(len(self.hps), len(CURVE_FIELDS), rows, device=dev)
+        self.evaluation_mask = torch.stack([self.train_mask, self.train_mask, self.test_mask, self.test_mask], dim=1)
+        self.evaluation_state = (
+            self.flat,
+            self.evaluation_rows,
+            self.x_train,
+            self.y_train,
+            self.x_test,
+            self.y_test,
+        )
+        self._step = _compiled(self._optimizer_step) if self.compiled else self._optimizer_step
+        self._evaluate_splits = _compiled(self._evaluation) if self.compiled else self._evaluation
 
     def _init_parameters(self, data):
         """Every cell's model built from its seed, all parameters in one (S, P) tensor, AdamW state beside it."""
@@ -160,10 +229,12 @@ class ToyGroup:
         self.flat = torch.stack([torch.cat([p.detach().cpu().reshape(-1) for p in n.values()]) for n in named]).to(
             dev
         )
-        self.params, offset = {}, 0
+        self.layout, offset = [], 0
         for name, p in named[0].items():
-            self.params[name] = self.flat[:, offset : offset + p.numel()].unflatten(1, p.shape)
+            self.layout.append((name, offset, tuple(p.shape)))
             offset += p.numel()
+        self.layout = tuple(self.layout)
+        self.params = _unflat(self.flat, self.layout)
         self.exp_avg = torch.zeros_like(self.flat)
         self.exp_avg_sq = torch.zeros_like(self.flat)
         self.n_parameters = self.flat.shape[1]
@@ -226,62 +297,66 @@ class ToyGroup:
             named = {f"model.{name}": p for name, p in params.items()}
             return functional_call(self.objective, named, (x, y, weight, penalty))
 
-    def _cell_eval(self, params, x, y, mask):
+    def _cell_eval(self, params, x, y):
+        """Per example: the loss and whether the prediction is right (2, rows)."""
         with sdpa_kernel(SDPBackend.MATH):
             logits = functional_call(self.model, params, (x,))
         losses = torch.nn.functional.cross_entropy(logits, y, reduction="none")
-        count = mask.sum()
-        correct = (logits.argmax(-1) == y).float()
-        return torch.stack([(losses * mask).sum() / count, (correct * mask).sum() / count])
+        return torch.stack([losses, (logits.argmax(-1) == y).float()])
 
     # ---- the group's step and epoch --------------------------------------------------------------------------
 
     def _train_step(self, k):
         """Optimizer step k of the epoch for every cell that has it."""
-        b = self.batch_size
-        index = self.order[:, k * b : (k + 1) * b]
-        x = torch.gather(self.x_train, 1, index[:, :, None].expand(-1, -1, self.x_train.shape[2]))
-        y = torch.gather(self.y_train, 1, index)
-        scheduled = (k < self.cell_steps) & (self.epoch <= self.epochs) & self.alive
-        self._update(x, y, self.order_weight[:, k * b : (k + 1) * b], scheduled)
+        self._step(self.step_numbers[k], self.batch_columns[k], *self.state)
 
-    def _total_loss(self, params, x, y, weight):
-        """Sum of the cells' losses (its gradient is each cell's own gradient) and the per-cell losses."""
-        losses = torch.vmap(self._cell_loss, randomness="different")(params, x, y, weight, self.penalty)
-        return losses.sum(), losses
-
-    def _gradients(self, x, y, weight):
-        """Each cell's gradient (by name) and loss. On the CPU, eager: autograd on leaf views of the parameters (about
-        twice as fast as torch.func there). Compiled or on CUDA (where the epoch is a graph replay, so framework time
-        does not count): torch.func.grad_and_value, which torch.compile traces whole."""
-        if self.compiled or self.device.type == "cuda":
-            grads, (_, losses) = torch.func.grad_and_value(self._total_loss, has_aux=True)(self.params, x, y, weight)
-            return grads, losses
-        params = {name: p.detach().requires_grad_(True) for name, p in self.params.items()}
-        total, losses = self._total_loss(params, x, y, weight)
-        return dict(zip(params, torch.autograd.grad(total, list(params.values())))), losses
-
-    def _update(self, x, y, weight, scheduled):
-        """Gradients and the AdamW step (torch.optim.AdamW's arithmetic) of the scheduled cells with a finite loss;
-        the others keep parameters, moments and step count exactly."""
-        self.model.train()
-        grads, losses = self._gradients(x, y, weight)
+    def _optimizer_step(self, k, columns, *state):
+        """Step k of the epoch (k a 0-d tensor; columns: its batch's positions in the epoch's order): the batch, the
+        gradients and the AdamW step (torch.optim.AdamW's arithmetic) of the scheduled cells with a finite loss; the
+        others keep parameters, moments and step count exactly. Every tensor it reads or writes is an argument
+        (state: the _StepState fields), so it can be compiled into one call (_compiled)."""
+        s = _StepState(*state)
+        index = s.order.index_select(1, columns)
+        x = torch.gather(s.x_train, 1, index[:, :, None].expand(-1, -1, s.x_train.shape[2]))
+        y = torch.gather(s.y_train, 1, index)
+        weight = s.order_weight.index_select(1, columns)
+        scheduled = (k < s.cell_steps) & (s.epoch <= s.epochs) & s.alive
+        grads, losses = self._gradients(s.flat, x, y, weight, s.penalty)
         finite = torch.isfinite(losses)
         newly_diverged = scheduled & ~finite
-        self.diverged_epoch.copy_(torch.where(newly_diverged, self.epoch, self.diverged_epoch))
-        self.alive.copy_(self.alive & ~newly_diverged)
+        s.diverged_epoch.copy_(torch.where(newly_diverged, s.epoch, s.diverged_epoch))
+        s.alive.copy_(s.alive & ~newly_diverged)
         active = (scheduled & finite)[:, None]
-        grad = torch.cat([grads[name].flatten(1) for name in self.params], dim=1)
+        grad = torch.cat([grads[name].flatten(1) for name, _, _ in self.layout], dim=1)
         beta1, beta2 = BETAS
-        count = self.step_count + 1
-        m = torch.lerp(self.exp_avg, grad, 1 - beta1)
-        v = self.exp_avg_sq * beta2 + grad * grad * (1 - beta2)
+        count = s.step_count + 1
+        m = torch.lerp(s.exp_avg, grad, 1 - beta1)
+        v = s.exp_avg_sq * beta2 + grad * grad * (1 - beta2)
         denom = v.sqrt() / torch.sqrt(1 - beta2**count) + ADAM_EPS
-        p = self.flat * (1 - self.lr * self.weight_decay) - self.lr / (1 - beta1**count) * (m / denom)
-        self.flat.copy_(torch.where(active, p, self.flat))
-        self.exp_avg.copy_(torch.where(active, m, self.exp_avg))
-        self.exp_avg_sq.copy_(torch.where(active, v, self.exp_avg_sq))
-        self.step_count.copy_(torch.where(active, count, self.step_count))
+        p = s.flat * (1 - s.lr * s.weight_decay) - s.lr / (1 - beta1**count) * (m / denom)
+        s.flat.copy_(torch.where(active, p, s.flat))
+        s.exp_avg.copy_(torch.where(active, m, s.exp_avg))
+        s.exp_avg_sq.copy_(torch.where(active, v, s.exp_avg_sq))
+        s.step_count.copy_(torch.where(active, count, s.step_count))
+
+    def _total_loss(self, params, x, y, weight, penalty):
+        """Sum of the cells' losses (its gradient is each cell's own gradient) and the per-cell losses."""
+        losses = torch.vmap(self._cell_loss, randomness="different")(params, x, y, weight, penalty)
+        return losses.sum(), losses
+
+    def _gradients(self, flat, x, y, weight, penalty):
+        """Each cell's gradient (by name) and loss. On the CPU, eager: autograd on leaf views of the parameters (about
+        twice as fast as torch.func there). Compiled or on CUDA (where the epoch is a graph replay, so framework time
+        does not count): torch.func.grad_and_value, which traces whole."""
+        params = _unflat(flat, self.layout)
+        if self.compiled or self.device.type == "cuda":
+            grads, (_, losses) = torch.func.grad_and_value(self._total_loss, has_aux=True)(
+                params, x, y, weight, penalty
+            )
+            return grads, losses
+        params = {name: p.detach().requires_grad_(True) for name, p in params.items()}
+        total, losses = self._total_loss(params, x, y, weight, penalty)
+        return dict(zip(params, torch.autograd.grad(total, list(params.values())))), losses
 
     @torch.no_grad()
     def _evaluate(self):
@@ -289,19 +364,30 @@ class ToyGroup:
         fastpath = torch.backends.mha.get_fastpath_enabled()
         torch.backends.mha.set_fastpath_enabled(False)  # the fused encoder-layer kernel has no vmap rule
         try:
-            row = self._evaluate_splits()
-            self.curves.index_copy_(0, (self.epoch - 1).reshape(1), row[None])
+            self._evaluate_splits(*self.evaluation_state)
         finally:
             torch.backends.mha.set_fastpath_enabled(fastpath)
+        # Means over each split's real rows, outside the compiled graph: eager row sums are rounded in the same
+        # order whatever the group's size (inductor's fused reductions are not), so a cell's curves stay the same
+        # alone and batched, compiled too.
+        mask = self.evaluation_mask
+        self.curves.index_copy_(
+            0, (self.epoch - 1).reshape(1), ((self.evaluation_rows * mask).sum(-1) / mask.sum(-1))[None]
+        )
 
-    def _evaluate_splits(self):
-        train = torch.vmap(self._cell_eval)(self.params, self.x_train, self.y_train, self.train_mask)
-        test = torch.vmap(self._cell_eval)(self.params, self.x_test, self.y_test, self.test_mask)
-        return torch.cat([train, test], dim=1)  # (S, 4) in CURVE_FIELDS order
+    def _evaluation(self, flat, rows, x_train, y_train, x_test, y_test):
+        """Every cell's per-example loss and correctness on its train and test splits, written to rows
+        (S, 4, n_samples) in CURVE_FIELDS order. Every tensor it reads or writes is an argument, as for
+        _optimizer_step."""
+        params = _unflat(flat, self.layout)
+        train = torch.vmap(self._cell_eval)(params, x_train, y_train)
+        test = torch.vmap(self._cell_eval)(params, x_test, y_test)
+        rows.copy_(torch.cat([train, test], dim=1))
 
     def _epoch(self):
         self.epoch += 1
         self._shuffle()
+        self.model.train()
         for k in range(self.max_steps):
             self._train_step(k)
         self._evaluate()

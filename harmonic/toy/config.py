@@ -29,6 +29,7 @@ DEFAULTS = dict(
     ev_rows="objects",
     device="cpu",
     threads=1,
+    compile=False,
     grokking_threshold=0.9,
     grokking_window=20,
     head={"distance": "euclidean"},  # last: metrics.json keeps the key order it always had
@@ -48,7 +49,7 @@ TWO_POINT_DEFAULTS = dict(
     head=dict(DEFAULTS["head"]),
 )
 # Keys of the `toy:` section that every cell copies (schemas/toy.schema.yaml lists them without defaults).
-SECTION_KEYS = ("split", "n_samples", "train_fraction", "embed_dim", "threads")
+SECTION_KEYS = ("split", "n_samples", "train_fraction", "embed_dim", "threads", "compile")
 SECTION_DEFAULTS = {
     "settings": [DEFAULTS["setting"]],
     "overrides": [],

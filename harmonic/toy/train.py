@@ -51,7 +51,7 @@ def train_toy(hp, device="cpu", log=print):
     one, so it gets the numbers it would get batched with others."""
     from harmonic.toy.batched import ToyGroup  # batched.py imports this module's objective
 
-    (result,) = ToyGroup([hp], device=device).run(log=log)
+    (result,) = ToyGroup([hp], device=device, compile=hp.get("compile", False)).run(log=log)
     return result
 
 

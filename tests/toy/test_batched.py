@@ -69,15 +69,17 @@ def test_a_group_of_three_seeds_equals_three_single_runs(device, model, head, op
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_cells_with_other_fractions_epochs_and_rates_do_not_change_a_cell(device):
-    """Padding to the longest epoch of the group and masking steps a cell does not have leaves it bit-identical."""
+@pytest.mark.parametrize("compile", [False, True])
+def test_cells_with_other_fractions_epochs_and_rates_do_not_change_a_cell(device, compile):
+    """Padding to the longest epoch of the group and masking steps a cell does not have leaves it bit-identical,
+    eager and compiled."""
     cell = dict(BASE, seed=5)
     others = [
         dict(BASE, seed=7, train_fraction=0.3, epochs=5, lr=1e-3),  # fewer steps per epoch, more epochs
         dict(BASE, seed=9, train_fraction=0.9, epochs=2, weight_decay=0.5, embedding_penalty=0.0),
     ]
-    mixed = ToyGroup([others[0], cell, others[1]], device=device).run()
-    assert_same_run(mixed[1], ToyGroup([cell], device=device).run()[0], device)
+    mixed = ToyGroup([others[0], cell, others[1]], device=device, compile=compile).run()
+    assert_same_run(mixed[1], ToyGroup([cell], device=device, compile=compile).run()[0], device)
     assert [len(r.curves) for r in mixed] == [5, 3, 2]
     assert mixed[0].n_train == 60 and mixed[2].n_train == 180
 
@@ -123,11 +125,22 @@ def test_one_cell_learns_and_reports_what_the_loop_reported():
     assert result.n_train == 800 and result.n_test == 200 and result.embedding.shape == (25, 16)
 
 
+def test_the_compile_key_trains_a_cell_with_the_compiled_step():
+    """A cell's `compile: true` (the toy section key) gets the compiled group's numbers, which round otherwise than
+    the eager step's."""
+    compiled = train_toy(dict(BASE, compile=True), log=lambda line: None)
+    assert_same_run(compiled, ToyGroup([BASE], compile=True).run()[0])
+    eager = train_toy(dict(BASE, compile=False), log=lambda line: None)
+    assert not np.array_equal(compiled.embedding, eager.embedding)
+    np.testing.assert_allclose(compiled.embedding, eager.embedding, rtol=1e-4, atol=1e-6)
+
+
 def test_cells_that_differ_in_a_shared_value_cannot_share_a_group():
     assert group_key(BASE) == group_key(dict(BASE, seed=3, lr=0.1, epochs=9, train_fraction=0.5))
     assert group_key(BASE) == group_key(dict(BASE, study="data_efficiency", setting="faithful", device="cuda"))
     assert group_key(BASE) != group_key(dict(BASE, batch_size=16))
     assert group_key(BASE) != group_key(dict(BASE, **FAITHFUL))
+    assert group_key(BASE) != group_key(dict(BASE, compile=True))
     with pytest.raises(ValueError, match="differ"):
         ToyGroup([BASE, dict(BASE, head={"distance": "baseline"})])
 
