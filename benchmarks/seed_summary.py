@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 import pandas as pd
+from summary_table import markdown  # benchmarks/summary_table.py (this folder is on sys.path)
 
 
 def summary(table: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFrame:
@@ -25,12 +26,6 @@ def summary(table: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFr
         stats = grouped[metric].agg(["mean", "std"])
         out[metric] = [f"{m:.4g} +- {s:.2g}" if s == s else f"{m:.4g}" for m, s in zip(stats["mean"], stats["std"])]
     return out.reset_index()
-
-
-def markdown(frame: pd.DataFrame) -> str:
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 def main(argv=None) -> None:
