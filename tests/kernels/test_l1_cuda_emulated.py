@@ -1,6 +1,8 @@
-"""The CUDA L1 kernels' own source (harmonic/kernels/l1_cuda/l1_heads.cu, kernels and launchers) compiled for the
-CPU with g++ against tests/kernels/l1_cuda_emulate/emulate.h (each block as 256 threads with a barrier), checked
-against the reference definition: per-row losses from the forward partials, dx and dW from the backward.
+"""The CUDA L1 kernels' own source (harmonic/kernels/l1_cuda/l1_*.cu and l1_kernels.cuh, kernels and launchers)
+compiled for the CPU with g++ against tests/kernels/l1_cuda_emulate/emulate.h (each block as 256 threads with a
+barrier), checked against the reference definition for every L1-type distance: per-row losses from the forward
+partials, dx and dW from the backward. The operands come from each distance's registry entry (kernel_operands), as
+in training.
 
 This catches indexing, tiling, split, chunk and tie-handling mistakes without a GPU; what it cannot see (timing,
 the GPU's memory model, nvcc's code generation) the device check benchmarks/l1_cuda_check.py covers."""
@@ -14,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harmonic.distances import pairwise
+from harmonic.distances import get_distance, pairwise
 from harmonic.kernels import l1_cuda, l1_heads
 
 HERE = Path(__file__).parent / "l1_cuda_emulate"
@@ -27,11 +29,12 @@ def emu(tmp_path_factory):
     if compiler is None:
         pytest.skip("g++ is not installed: the CUDA kernels cannot be host-compiled here")
     library = tmp_path_factory.mktemp("l1_emu") / "emu.so"
-    cmd = [compiler, "-std=c++20", "-O1", "-pthread", "-shared", "-fPIC", "-DL1_EMULATE", "-x", "c++",
-           str(l1_cuda.HERE / "l1_heads.cu"), "-x", "c++", str(HERE / "harness.cpp"), "-o", str(library)]  # fmt: skip
+    sources = [str(path) for path in l1_cuda.SOURCES if path.suffix == ".cu"] + [str(HERE / "harness.cpp")]
+    cmd = [compiler, "-std=c++20", "-O1", "-pthread", "-shared", "-fPIC", "-DL1_EMULATE", "-x", "c++", *sources,
+           "-o", str(library)]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     lib = ctypes.CDLL(str(library))
-    lib.emu_chunk_rows.argtypes = [I32, I32, ctypes.c_long]
+    lib.emu_chunk_rows.argtypes = [I32, I32, I32, ctypes.c_long]
     return lib
 
 
@@ -39,7 +42,7 @@ def _ptr(t: torch.Tensor):
     return ctypes.c_void_p(t.data_ptr())
 
 
-def _emulated(lib, a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing, g_bytes, keep_sums):
+def _emulated(lib, a, b, aa, bb, y, kind, n_exp, eps, scale, p, alpha, smoothing, g_bytes, keep_sums):
     """(per-row losses, dx, dW, daa, dbb) through the host-compiled launchers, with reduction 'sum' weights;
     keep_sums: the forward stores the pair sums and the backward reads them (else it recomputes them)."""
     n, d = a.shape
@@ -50,75 +53,126 @@ def _emulated(lib, a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing, g_bytes,
     common = [_ptr(a), _ptr(b), _ptr(aa), _ptr(bb), _ptr(y32), n, v, d, kind, bf16, vec, F32(n_exp), F32(eps)]
     splits = I32(0)
     null = ctypes.c_void_p(0)
-    assert lib.emu_forward(*common, F32(scale), null, null, null, null, null, ctypes.byref(splits)) == 0
+    consts = [F32(scale), F32(p), F32(alpha)]
+    assert lib.emu_forward(*common, *consts, null, null, null, null, null, ctypes.byref(splits)) == 0
     m, s, zsum, zt = (torch.full((splits.value, n), float("nan")) for _ in range(4))  # poisoned: all written?
     sums = torch.full((n, lib.emu_padded_classes(v)), float("nan"))
     keep = _ptr(sums) if keep_sums else null
     assert (
-        lib.emu_forward(*common, F32(scale), _ptr(m), _ptr(s), _ptr(zsum), _ptr(zt), keep, ctypes.byref(splits)) == 0
+        lib.emu_forward(*common, *consts, _ptr(m), _ptr(s), _ptr(zsum), _ptr(zt), keep, ctypes.byref(splits)) == 0
     )
     assert torch.isfinite(m).all() and torch.isfinite(s).all()
     top = m.max(0).values
     lse = top + (s * (m - top).exp()).sum(0).log()
     valid = y != -100
     per_row = torch.where(valid, lse - (1 - smoothing) * zt.sum(0) - smoothing / v * zsum.sum(0), 0.0)
-    rows = lib.emu_chunk_rows(n, v, g_bytes)
-    g = torch.full((rows, lib.emu_padded_classes(v)), float("nan"))
+    rows = lib.emu_chunk_rows(n, v, kind, g_bytes)
+    g = torch.full((rows * lib.emu_coefficient_arrays(kind), lib.emu_padded_classes(v)), float("nan"))
     dx, dw, daa, dbb = torch.zeros(n, d), torch.zeros(v, d), torch.zeros(n), torch.zeros(v)
     gw = valid.float()
     assert (
-        lib.emu_backward(*common, F32(scale), F32(smoothing), _ptr(lse), _ptr(gw), _ptr(g), rows, _ptr(dx),
-                         _ptr(dw), _ptr(daa), _ptr(dbb), keep) == 0
+        lib.emu_backward(*common, F32(scale), F32(smoothing), F32(p), F32(alpha), _ptr(lse), _ptr(gw), _ptr(g), rows,
+                         _ptr(dx), _ptr(dw), _ptr(daa), _ptr(dbb), keep) == 0
     )  # fmt: skip
     return per_row, dx, dw, daa, dbb, splits.value, -(-n // rows)
 
 
-def _reference(a, b, y, kind, n_exp, eps, scale, smoothing):
-    """Per-row losses and the gradients of their sum, from harmonic.pairwise in fp32."""
-    x = a.float().clone().requires_grad_()  # a copy: .float() of an fp32 tensor is the tensor itself
-    w = b.float().clone().requires_grad_()
-    name = "manhattan" if kind == l1_heads.MANHATTAN else "bray_curtis_abs"
-    d = pairwise(name, x, w) * scale
+def _reference(a, b, y, kind, ops, n_exp, eps, smoothing):
+    """Per-row losses and the gradients of their sum with respect to the kernel's operands a, b, from
+    harmonic.pairwise in fp32 (the distance each kind computes of its operands, see l1_heads.py)."""
+    a = a.float().clone().requires_grad_()  # a copy: .float() of an fp32 tensor is the tensor itself
+    b = b.float().clone().requires_grad_()
+    name, params = {
+        l1_heads.MANHATTAN: ("manhattan", {}),
+        l1_heads.MINKOWSKI: ("minkowski", {"p": ops.p}),
+        l1_heads.CHEBYSHEV: ("chebyshev", {}),
+        l1_heads.SMOOTH: ("chebyshev_smooth", {"alpha": ops.alpha}),
+        l1_heads.CANBERRA: ("canberra", {}),
+        l1_heads.BRAYCURTIS: ("bray_curtis", {}),
+        l1_heads.BRAYABS: ("bray_curtis_abs", {}),
+    }[kind]
+    d = pairwise(name, a, b, **params) * ops.scale
     per_row = F.cross_entropy(-n_exp * torch.log(d + eps), y, ignore_index=-100, label_smoothing=smoothing,
                               reduction="none")  # fmt: skip
-    dx, dw = torch.autograd.grad(per_row.sum(), (x, w))
-    return per_row.detach(), dx, dw
+    da, db = torch.autograd.grad(per_row.sum(), (a, b))
+    return per_row.detach(), da, db
 
 
-CASES = [  # kind, dtype, (N, V, D), scale, smoothing, G bytes (small: several row chunks)
-    (l1_heads.MANHATTAN, torch.bfloat16, (77, 300, 100), 1.0, 0.1, 2**30),
-    (l1_heads.MANHATTAN, torch.float32, (150, 200, 64), 1 / 64, 0.0, 1),
-    (l1_heads.BRAYABS, torch.bfloat16, (40, 140, 48), 1.0, 0.05, 2**30),
-    (l1_heads.BRAYABS, torch.float32, (130, 20, 20), 1.0, 0.0, 1),
+def _operands(name, params, x, w):
+    """The kernel's inputs as training builds them (the registry's kernel_operands), detached."""
+    dist = get_distance(name)
+    ops = dist.kernel_operands(x, w, dist.resolve(dict(params)), None, False, x.dtype)
+    assert ops.family == "l1"
+    aa = ops.aa.detach().float() if ops.aa is not None else torch.zeros(x.shape[0])
+    bb = ops.bb.detach().float() if ops.bb is not None else torch.zeros(w.shape[0])
+    return ops.a.detach().contiguous(), ops.b.detach().contiguous(), aa, bb, l1_heads.KINDS[ops.kind], ops
+
+
+# distance, params, dtype, (N, V, D), smoothing, G bytes (1: several row chunks, as small as G may get)
+CASES = [
+    ("manhattan", {}, torch.bfloat16, (77, 300, 100), 0.1, 2**30),
+    ("manhattan", {}, torch.float32, (150, 200, 64), 0.0, 1),
+    ("hamming_soft", {}, torch.float32, (40, 130, 50), 0.0, 2**30),
+    ("bray_curtis_abs", {}, torch.bfloat16, (40, 140, 48), 0.05, 2**30),
+    ("bray_curtis_abs", {}, torch.float32, (130, 20, 20), 0.0, 1),
+    ("bray_curtis", {}, torch.bfloat16, (70, 150, 40), 0.05, 2**30),
+    ("bray_curtis", {}, torch.float32, (130, 60, 20), 0.0, 1),
+    ("chebyshev", {}, torch.bfloat16, (60, 140, 40), 0.05, 2**30),
+    ("chebyshev", {}, torch.float32, (130, 50, 30), 0.0, 1),
+    ("chebyshev_smooth", {"alpha": 10.0}, torch.bfloat16, (50, 140, 37), 0.05, 2**30),
+    ("chebyshev_smooth", {"alpha": 3.0}, torch.float32, (130, 40, 20), 0.0, 1),
+    ("minkowski", {"p": 3.0}, torch.bfloat16, (50, 140, 40), 0.05, 2**30),
+    ("minkowski", {"p": 1.5}, torch.float32, (160, 130, 24), 0.0, 1),
+    ("minkowski", {"p": 4.0}, torch.float32, (40, 70, 33), 0.0, 2**30),
+    ("canberra", {}, torch.bfloat16, (50, 140, 40), 0.05, 2**30),
+    ("canberra", {}, torch.float32, (130, 40, 21), 0.0, 1),
 ]
 
 
-@pytest.mark.parametrize("keep_sums", [False, True])
-@pytest.mark.parametrize("kind,dtype,shape,scale,smoothing,g_bytes", CASES, ids=str)
-def test_emulated_kernels_match_the_reference(emu, kind, dtype, shape, scale, smoothing, g_bytes, keep_sums):
+KEEPS_SUMS = ("manhattan", "hamming_soft", "bray_curtis_abs")  # one accumulator: the forward may keep its sums
+RUNS = [(*case, False) for case in CASES] + [(*case, True) for case in CASES if case[0] in KEEPS_SUMS]
+
+
+@pytest.mark.parametrize("name,params,dtype,shape,smoothing,g_bytes,keep_sums", RUNS, ids=str)
+def test_emulated_kernels_match_the_reference(emu, name, params, dtype, shape, smoothing, g_bytes, keep_sums):
     n, v, d = shape
     gen = torch.Generator().manual_seed(n + v + d)
-    a = torch.randn(n, d, generator=gen).to(dtype)
-    b = (0.5 * torch.randn(v, d, generator=gen)).to(dtype)
-    b[3] = a[2]  # a point on a centre: every feature ties
-    b[5, : d // 2] = a[7, : d // 2]
-    a[1, 0], b[0, 0] = -0.0, 0.0  # signed zeros tie too
-    if kind == l1_heads.BRAYABS:
-        a[4].zero_()
-        b[6].zero_()  # the 0/0 denominator
+    x = torch.randn(n, d, generator=gen).to(dtype)
+    w = (0.5 * torch.randn(v, d, generator=gen)).to(dtype)
+    w[3] = x[2]  # a point on a centre: every feature ties
+    w[5, : d // 2] = x[7, : d // 2]
+    x[1, 0], w[0, 0] = -0.0, 0.0  # signed zeros tie too
+    x[4].zero_()
+    w[6].zero_()  # the 0/0 denominators (bray_curtis_abs, canberra)
+    w[8] = -x[9]  # bray_curtis: sum |x + w| = 0
+    x[10, :3] = 1.0
+    w[11, :3] = -1.0  # chebyshev: tied maxima (|u| = 2 at three features)
+    x[10, 3:] = 0.0
+    w[11, 3:] = 0.0
     y = torch.randint(0, v, (n,), generator=gen)
     y[::9] = -100
-    aa = a.float().abs().sum(-1) if kind == l1_heads.BRAYABS else torch.zeros(n)
-    bb = b.float().abs().sum(-1) if kind == l1_heads.BRAYABS else torch.zeros(v)
+    y[10] = 11
+    a, b, aa, bb, kind, ops = _operands(name, params, x, w)
+    assert l1_cuda.can_keep_sums(kind) == (name in KEEPS_SUMS)
     n_exp, eps = 3.0, 1e-8
     per_row, dx, dw, daa, dbb, splits, chunks = _emulated(
-        emu, a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing, g_bytes, keep_sums
+        emu, a, b, aa, bb, y, kind, n_exp, eps, ops.scale, ops.p, ops.alpha, smoothing, g_bytes, keep_sums
     )
     assert (chunks > 1) == (g_bytes == 1) and splits >= 1  # several row chunks where G may hold 128 rows only
-    want_rows, want_dx, want_dw = _reference(a, b, y, kind, n_exp, eps, scale, smoothing)
+    want_rows, want_dx, want_dw = _reference(a, b, y, kind, ops, n_exp, eps, smoothing)
     torch.testing.assert_close(per_row, want_rows, rtol=1e-5, atol=1e-5)
-    if kind == l1_heads.BRAYABS:  # the denominator's gradient reaches x and w through aa = sum |x|, bb = sum |w|
+    if kind == l1_heads.BRAYABS:  # the denominator's gradient reaches a and b through aa = sum |a|, bb = sum |b|
         dx = dx + daa[:, None] * a.float().sign()
         dw = dw + dbb[:, None] * b.float().sign()
     for got, want in ((dx, want_dx), (dw, want_dw)):
         assert float((got - want).norm() / want.norm()) <= 1e-5
+
+
+def test_kept_sums_are_refused_for_the_other_kinds(emu):
+    """A kind with two accumulators or a second sweep cannot run its backward from one stored sum per pair: the
+    launchers return an error instead of computing something else."""
+    x, w = torch.randn(130, 16), torch.randn(20, 16)
+    y = torch.randint(0, 20, (130,))
+    a, b, aa, bb, kind, ops = _operands("chebyshev", {}, x, w)
+    with pytest.raises(AssertionError):
+        _emulated(emu, a, b, aa, bb, y, kind, 3.0, 1e-8, 1.0, 1.0, 1.0, 0.0, 2**30, True)

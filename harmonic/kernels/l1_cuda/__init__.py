@@ -1,9 +1,10 @@
-"""CUDA C++ kernels for the manhattan-type heads (manhattan, hamming_soft, bray_curtis_abs): l1_heads.cu (kernels,
-no torch headers) and l1_binding.cpp (PyTorch side) beside this file, built on first use with
-torch.utils.cpp_extension (nvcc -O3 for the GPU's own architecture).
+"""CUDA C++ kernels for every elementwise ("L1-type") head kind: l1_kernels.cuh (kernels, no torch headers), one
+l1_*.cu per kernel family (built in parallel), l1_heads.cu (dispatch) and l1_binding.cpp (PyTorch side) beside this
+file, built on first use with torch.utils.cpp_extension (nvcc -O3 for the GPU's own architecture).
 
-They compute what harmonic/kernels/l1_heads.py's Triton kernels compute for the MANHATTAN and BRAYABS kinds, with
-explicit register tiles in the backward (l1_heads.cu's header says how). l1_heads.l1_head_loss picks them:
+They compute what harmonic/kernels/l1_heads.py's Triton kernels compute for all seven kinds (manhattan,
+hamming_soft, minkowski, chebyshev, chebyshev_smooth, canberra, bray_curtis, bray_curtis_abs), with explicit
+register tiles in both directions (l1_kernels.cuh's header says how). l1_heads.l1_head_loss picks them:
 
     HARMONIC_L1_CUDA=auto (default)  on CUDA tensors when the extension builds; otherwise the Triton kernels, with
                                      one warning saying why (checked on an H200 by benchmarks/l1_cuda_check.sh:
@@ -15,7 +16,8 @@ HARMONIC_L1_CUDA_BUILD: build folder (default ~/.cache/harmonic/l1_cuda/<arch>);
 for the backward's coefficient matrix (rows x V, fp32), walked over in row chunks (default 1 GiB);
 HARMONIC_L1_CUDA_VERBOSE=1: print the build (with nvcc's register and spill report, -Xptxas -v).
 HARMONIC_L1_CUDA_STORE=1: the forward keeps its per-pair sums (N x V fp32) for the backward instead of the
-backward recomputing them (a quarter of its work), at that much memory between forward and backward.
+backward recomputing them (a quarter of its work), at that much memory between forward and backward; only the
+kinds with one sum per pair and no second sweep (MANHATTAN: manhattan, hamming_soft; BRAYABS: bray_curtis_abs).
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ from pathlib import Path
 import torch
 
 from harmonic.kernels._loss import finish_rows, reduce_rows, row_weights
-from harmonic.kernels.l1_heads import BRAYABS, MANHATTAN
+from harmonic.kernels.l1_heads import BRAYABS, KINDS as L1_KINDS, MANHATTAN
 
 HERE = Path(__file__).parent
-SOURCES = (HERE / "l1_binding.cpp", HERE / "l1_heads.cu")
-KINDS = (MANHATTAN, BRAYABS)
+FAMILIES = ("l1_sign.cu", "l1_braycurtis.cu", "l1_maximum.cu", "l1_power.cu")  # one nvcc job each
+SOURCES = (HERE / "l1_binding.cpp", HERE / "l1_heads.cu", *(HERE / name for name in FAMILIES))
+HEADERS = (HERE / "l1_heads.h", HERE / "l1_kernels.cuh")
+KINDS = tuple(L1_KINDS.values())
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _STATUS: dict = {}  # "ok": bool, "reason": str, "module": the extension, "warned": bool
 
@@ -121,8 +125,13 @@ def _g_bytes() -> int:
     return int(os.environ.get("HARMONIC_L1_CUDA_G_BYTES", str(2**30)))
 
 
-def _keep_sums() -> bool:
-    return os.environ.get("HARMONIC_L1_CUDA_STORE", "0") == "1"
+def can_keep_sums(kind: int) -> bool:
+    """Whether the forward may keep its per-pair sums for this kind (as l1_heads.h's can_keep_sums)."""
+    return kind in (MANHATTAN, BRAYABS)
+
+
+def _keep_sums(kind: int) -> bool:
+    return os.environ.get("HARMONIC_L1_CUDA_STORE", "0") == "1" and can_keep_sums(kind)
 
 
 class L1CudaHeadLoss(torch.autograd.Function):
@@ -136,24 +145,24 @@ class L1CudaHeadLoss(torch.autograd.Function):
         n, classes = a.shape[0], b.shape[0]
         aa, bb = aa.float().contiguous(), bb.float().contiguous()
         y32 = y.to(torch.int32).contiguous()
-        stats = ext.forward(a, b, aa, bb, y32, kind, n_exp, eps, scale, _keep_sums())
+        stats = ext.forward(a, b, aa, bb, y32, kind, n_exp, eps, scale, p, alpha, _keep_sums(kind))
         sums = stats[4] if len(stats) > 4 else a.new_empty(0, dtype=torch.float32)
         lse, per_row = torch.empty(n, device=a.device), torch.empty(n, device=a.device)
         finish_rows(stats[:4], y, lse, per_row, 0, n, classes, smoothing, ignore_index)
         valid = y != ignore_index
         count = valid.sum()
         ctx.save_for_backward(a, b, aa, bb, y32, lse, valid, count, sums)
-        ctx.args = (kind, n_exp, eps, scale, smoothing, reduction, dtype_a, dtype_b)
+        ctx.args = (kind, n_exp, eps, p, alpha, scale, smoothing, reduction, dtype_a, dtype_b)
         return reduce_rows(per_row, count, reduction)
 
     @staticmethod
     def backward(ctx, grad_out):
         a, b, aa, bb, y32, lse, valid, count, sums = ctx.saved_tensors
-        kind, n_exp, eps, scale, smoothing, reduction, dtype_a, dtype_b = ctx.args
+        kind, n_exp, eps, p, alpha, scale, smoothing, reduction, dtype_a, dtype_b = ctx.args
         g = row_weights(grad_out, valid, count, reduction)
         need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         da, db, daa, dbb = _STATUS["module"].backward(
-            a, b, aa, bb, y32, lse, g, kind, n_exp, eps, scale, smoothing, _g_bytes(), need_a, need_b, sums
+            a, b, aa, bb, y32, lse, g, kind, n_exp, eps, scale, p, alpha, smoothing, _g_bytes(), need_a, need_b, sums
         )
         return (
             da.to(dtype_a) if need_a else None,

@@ -11,13 +11,15 @@ namespace {
 
 l1cuda::Problem problem(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& aa,
                         const torch::Tensor& bb, const torch::Tensor& y, int64_t kind, double n_exp, double eps,
-                        double scale, double smoothing) {
+                        double scale, double p, double alpha, double smoothing) {
     TORCH_CHECK(a.is_cuda() && b.is_cuda(), "l1_cuda: inputs must be CUDA tensors");
     TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(1), "l1_cuda: a must be N x D, b V x D");
     TORCH_CHECK(a.scalar_type() == b.scalar_type(), "l1_cuda: a and b must share a dtype");
     TORCH_CHECK(a.scalar_type() == at::kFloat || a.scalar_type() == at::kBFloat16, "l1_cuda: fp32 or bf16 only");
     TORCH_CHECK(a.is_contiguous() && b.is_contiguous(), "l1_cuda: contiguous inputs only");
-    TORCH_CHECK(kind == l1cuda::MANHATTAN || kind == l1cuda::BRAYABS, "l1_cuda: kind must be MANHATTAN or BRAYABS");
+    TORCH_CHECK(kind >= l1cuda::MANHATTAN && kind <= l1cuda::BRAYABS, "l1_cuda: unknown kind ", kind);
+    TORCH_CHECK(kind != l1cuda::MINKOWSKI || p >= 1.0, "l1_cuda: minkowski needs p >= 1 (got ", p, ")");
+    TORCH_CHECK(kind != l1cuda::SMOOTH || alpha > 0.0, "l1_cuda: chebyshev_smooth needs alpha > 0 (got ", alpha, ")");
     TORCH_CHECK(a.size(0) < (1L << 24) && b.size(0) < (1L << 24) && a.size(1) < (1L << 24), "l1_cuda: too large");
     TORCH_CHECK(aa.scalar_type() == at::kFloat && bb.scalar_type() == at::kFloat && y.scalar_type() == at::kInt,
                 "l1_cuda: aa, bb fp32, y int32");
@@ -28,16 +30,18 @@ l1cuda::Problem problem(const torch::Tensor& a, const torch::Tensor& b, const to
     return {a.data_ptr(), b.data_ptr(), aa.data_ptr<float>(), bb.data_ptr<float>(), y.data_ptr<int>(),
             static_cast<int>(a.size(0)), static_cast<int>(b.size(0)), d, static_cast<int>(kind),
             a.scalar_type() == at::kBFloat16, vec, static_cast<float>(n_exp), static_cast<float>(eps),
-            static_cast<float>(scale), static_cast<float>(smoothing)};
+            static_cast<float>(scale), static_cast<float>(smoothing), static_cast<float>(p),
+            static_cast<float>(alpha)};
 }
 
 // Per-split row statistics [m, s, zsum, zt], each splits x N, for harmonic.kernels._loss.finish_rows; with
 // keep_sums also the per-pair sums |x - w| (N x padded V, fp32) for the backward.
 std::vector<torch::Tensor> forward(torch::Tensor a, torch::Tensor b, torch::Tensor aa, torch::Tensor bb,
                                    torch::Tensor y, int64_t kind, double n_exp, double eps, double scale,
-                                   bool keep_sums) {
+                                   double pw, double alpha, bool keep_sums) {
     const c10::cuda::CUDAGuard guard(a.device());
-    const l1cuda::Problem p = problem(a, b, aa, bb, y, kind, n_exp, eps, scale, 0.0);
+    const l1cuda::Problem p = problem(a, b, aa, bb, y, kind, n_exp, eps, scale, pw, alpha, 0.0);
+    TORCH_CHECK(!keep_sums || l1cuda::can_keep_sums(p.kind), "l1_cuda: this kind cannot keep its sums");
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     l1cuda::Partials parts;
     C10_CUDA_CHECK(l1cuda::forward(p, parts, stream));  // the number of splits
@@ -58,14 +62,15 @@ std::vector<torch::Tensor> forward(torch::Tensor a, torch::Tensor b, torch::Tens
 // [dx, dW, daa, dbb] in fp32 (dx / dW empty where not needed); G stays under max_g_bytes (row chunks).
 std::vector<torch::Tensor> backward(torch::Tensor a, torch::Tensor b, torch::Tensor aa, torch::Tensor bb,
                                     torch::Tensor y, torch::Tensor lse, torch::Tensor gw, int64_t kind,
-                                    double n_exp, double eps, double scale, double smoothing, int64_t max_g_bytes,
-                                    bool need_x, bool need_w, torch::Tensor sums) {
+                                    double n_exp, double eps, double scale, double pw, double alpha, double smoothing,
+                                    int64_t max_g_bytes, bool need_x, bool need_w, torch::Tensor sums) {
     const c10::cuda::CUDAGuard guard(a.device());
-    const l1cuda::Problem p = problem(a, b, aa, bb, y, kind, n_exp, eps, scale, smoothing);
+    const l1cuda::Problem p = problem(a, b, aa, bb, y, kind, n_exp, eps, scale, pw, alpha, smoothing);
     TORCH_CHECK(lse.scalar_type() == at::kFloat && gw.scalar_type() == at::kFloat && lse.is_contiguous() &&
                     gw.is_contiguous() && lse.numel() == p.n && gw.numel() == p.n,
                 "l1_cuda: lse and gw must be contiguous fp32 of N values");
     const bool stored = sums.numel() > 0;  // else the sums are recomputed
+    TORCH_CHECK(!stored || l1cuda::can_keep_sums(p.kind), "l1_cuda: this kind cannot keep its sums");
     TORCH_CHECK(!stored || (sums.scalar_type() == at::kFloat && sums.is_contiguous() && sums.dim() == 2 &&
                             sums.size(0) == p.n && sums.size(1) == l1cuda::padded_classes(p.v)),
                 "l1_cuda: sums must be the forward's N x padded-V fp32 tensor");
@@ -73,8 +78,8 @@ std::vector<torch::Tensor> backward(torch::Tensor a, torch::Tensor b, torch::Ten
     auto dx = need_x ? torch::zeros({p.n, p.d}, f32) : torch::empty({0}, f32);
     auto dw = need_w ? torch::zeros({p.v, p.d}, f32) : torch::empty({0}, f32);
     auto daa = torch::zeros({p.n}, f32), dbb = torch::zeros({p.v}, f32);
-    const int rows = l1cuda::chunk_rows(p.n, p.v, max_g_bytes);
-    auto g = torch::empty({rows, l1cuda::padded_classes(p.v)}, f32);
+    const int rows = l1cuda::chunk_rows(p.n, p.v, p.kind, max_g_bytes);
+    auto g = torch::empty({rows * l1cuda::coefficient_arrays(p.kind), l1cuda::padded_classes(p.v)}, f32);
     const l1cuda::Grads grads{lse.data_ptr<float>(), gw.data_ptr<float>(), g.data_ptr<float>(), rows,
                               need_x ? dx.data_ptr<float>() : nullptr, need_w ? dw.data_ptr<float>() : nullptr,
                               daa.data_ptr<float>(), dbb.data_ptr<float>(),
@@ -86,7 +91,7 @@ std::vector<torch::Tensor> backward(torch::Tensor a, torch::Tensor b, torch::Ten
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-    m.doc() = "CUDA C++ kernels of the manhattan-type harmonic heads (harmonic/kernels/l1_cuda)";
+    m.doc() = "CUDA C++ kernels of the elementwise (L1-type) harmonic heads (harmonic/kernels/l1_cuda)";
     m.def("forward", &forward, "per-split log-sum-exp partials [m, s, zsum, zt] (+ the pair sums with keep_sums)");
     m.def("backward", &backward, "[dx, dW, daa, dbb] in float32");
 }

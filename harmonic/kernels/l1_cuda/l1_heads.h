@@ -1,5 +1,6 @@
-// Launchers of the CUDA L1 kernels (l1_heads.cu), called by the PyTorch binding (l1_binding.cpp). Plain pointers:
-// every array is contiguous, on the current device; a and b are both bf16 (bf16 = true) or both fp32.
+// Launchers of the CUDA L1 kernels (l1_kernels.cuh, instantiated per kernel family in l1_*.cu), called by the
+// PyTorch binding (l1_binding.cpp). Plain pointers: every array is contiguous, on the current device; a and b are
+// both bf16 (bf16 = true) or both fp32.
 #pragma once
 
 #ifndef L1_EMULATE
@@ -8,8 +9,18 @@
 
 namespace l1cuda {
 
-constexpr int MANHATTAN = 0;  // kind codes of harmonic/kernels/l1_heads.py
+// Kind codes of harmonic/kernels/l1_heads.py (the distance each kernel family computes; see l1_kernels.cuh).
+constexpr int MANHATTAN = 0;
+constexpr int MINKOWSKI = 1;
+constexpr int CHEBYSHEV = 2;
+constexpr int SMOOTH = 3;
+constexpr int CANBERRA = 4;
+constexpr int BRAYCURTIS = 5;
 constexpr int BRAYABS = 6;
+
+// MINKOWSKI's power p as a code for the cheap forms of |u|^p and |u|^(p - 1): 3 (p = 3: products), 15 (p = 1.5:
+// one square root), 0 (any other p: exp2 / log2).
+int power_code(float p);
 
 struct Problem {
     const void* a;    // N x D
@@ -20,6 +31,8 @@ struct Problem {
     int n, v, d, kind;
     bool bf16, vec;   // vec: rows of a and b are 16-byte aligned (D % 8 == 0, aligned bases)
     float n_exp, eps, scale, smoothing;
+    float p = 1.0f;      // MINKOWSKI
+    float alpha = 1.0f;  // SMOOTH
 };
 
 struct Partials {  // per-split row statistics, each splits x N (see _loss.finish_rows)
@@ -31,15 +44,17 @@ struct Partials {  // per-split row statistics, each splits x N (see _loss.finis
 struct Grads {
     const float* lse;  // N
     const float* gw;   // N: dLoss/dloss_i (0 on ignored rows)
-    float* g;          // chunk_rows x padded_classes(V) scratch
+    float* g;          // chunk_rows x padded_classes(V) scratch, times coefficient_arrays(kind)
     int chunk_rows;
     float *dx, *dw;    // N x D, V x D, zeroed; nullptr: not needed
     float *daa, *dbb;  // N, V, zeroed (bray_curtis_abs)
     const float* sums;  // the forward's Partials::sums, or nullptr: recompute them
 };
 
+bool can_keep_sums(int kind);       // the forward's per-pair sums are all the backward needs (MANHATTAN, BRAYABS)
+int coefficient_arrays(int kind);   // per-pair coefficient matrices the backward keeps (1 or 2)
 int padded_classes(int v);
-int chunk_rows(int n, int v, long max_g_bytes);
+int chunk_rows(int n, int v, int kind, long max_g_bytes);
 // With out.m == nullptr: sets out.splits only (the caller then allocates the partials and calls again).
 cudaError_t forward(const Problem& p, Partials& out, cudaStream_t stream);
 cudaError_t backward(const Problem& p, const Grads& grads, cudaStream_t stream);

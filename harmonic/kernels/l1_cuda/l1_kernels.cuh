@@ -1,6 +1,14 @@
-// CUDA C++ kernels for the manhattan-type harmonic heads (manhattan, hamming_soft = manhattan of sigmoid bits / D,
-// bray_curtis_abs): the loss -n log(d + eps) -> cross-entropy and its gradient, from x (N x D) and W (V x D),
-// with explicit register tiles in both directions. Python side: harmonic/kernels/l1_cuda/__init__.py.
+// CUDA C++ kernels for the elementwise ("L1-type") harmonic heads: the loss -n log(d + eps) -> cross-entropy and
+// its gradient, from x (N x D) and W (V x D), with explicit register tiles in both directions, for every kind of
+// harmonic/kernels/l1_heads.py (the same distances, the same edge-case rules):
+//     MANHATTAN   sum_k |u_k| * scale            (manhattan, minkowski p = 1, hamming_soft: sigmoid bits, 1/D)
+//     BRAYABS     sum_k |u_k| / (aa_i + bb_j)    (bray_curtis_abs; aa = sum |x|, bb = sum |w|)
+//     BRAYCURTIS  sum_k |u_k| / sum_k |x_k + w_k|
+//     MINKOWSKI   (sum_k |u_k|^p)^(1/p) * scale  (inputs pre-scaled so |u| <= 2)
+//     CHEBYSHEV   max_k |u_k|                    (gradient shared among tied maxima, as torch.amax)
+//     SMOOTH      log(sum_k exp(alpha |u_k|)) / alpha
+//     CANBERRA    sum_k |u_k| / (|x_k| + |w_k|)
+// Each l1_*.cu file instantiates one family of them; the Python side is harmonic/kernels/l1_cuda/__init__.py.
 //
 // Four kernels, all on the same block shape: 256 threads as 16 x 16, each thread owning an 8 x 8 register tile of a
 // 128 x 128 block tile; the reduction axis is walked in steps of 16, staged through shared memory (two buffers, the
@@ -8,13 +16,15 @@
 // 64 + ty*4 + {0..3} (likewise its 8 columns with tx), so its shared-memory reads are 16-byte vectors without bank
 // conflicts.
 //
-//   forward   tile rows x centres, loop over features: acc += |x - w| (FADD + FADD with |.| operand modifier);
-//             the finished tile folds into per-row log-sum-exp partials (one set per V split).
-//   coeff     the same tile recomputed in the backward (or read back where the forward kept its sums); writes G[n, v] = dLoss/dd * dd/d(sum |u|) for a chunk of
-//             rows (fp32; at most a configurable number of bytes, chunks walk over N), and for bray_curtis_abs
-//             the row / column sums of the denominator's gradient.
+//   forward   tile rows x centres, loop over features: the per-pair accumulators (manhattan: acc += |x - w|, FADD +
+//             FADD with the |.| operand modifier); the finished tile folds into per-row log-sum-exp partials (one
+//             set per V split).
+//   coeff     the same tile recomputed in the backward (or read back where the forward kept its sums; chebyshev
+//             adds a second sweep counting the features tied at the maximum); writes one or two per-pair
+//             coefficient matrices G1, G2 for a chunk of rows (fp32; at most a configurable number of bytes, chunks
+//             walk over N), and for bray_curtis_abs the row / column sums of the denominator's gradient.
 //   grad_x    tile rows x features, loop over centres; grad_w: tile centres x features, loop over rows.
-//             With s = (sign(x - w) + 1) / 2 in {0, 1/2, 1}:
+//             Sign kinds (manhattan, bray_curtis_abs, bray_curtis), with s = (sign(x - w) + 1) / 2 in {0, 1/2, 1}:
 //                 dx[n, k] = sum_v G[n, v] sign(x - w) = 2 sum_v G[n, v] s - sum_v G[n, v]
 //                 dW[v, k] = -sum_n G[n, v] sign(x - w) = sum_n G[n, v] - 2 sum_n G[n, v] s
 //             so sign(0) = 0 (torch's gradient of |u| at 0) comes out exactly (G is set to 0 for pairs whose
@@ -22,8 +32,12 @@
 //             costs one instruction:
 //             16-bit inputs are mapped to order-preserving integer keys kx, kw (exact in fp32), and
 //             s = saturate(kx + (0.5 - kw)) (FADD.SAT), then acc = fma(G, s, acc): 2 instructions per triple.
+//             bray_curtis adds G2 sign(x + w) the same way: the keys are symmetric (key(-w) = -key(w)), so
+//             saturate(kx + 0.5 + kw) is the step of x + w, 4 instructions per triple in all.
 //             fp32 inputs: s = saturate(fma(x - w, 2^126, 0.5)), 3 instructions; a difference below 2^-127 (both
 //             operands below ~2^-126) gives an s between 0 and 1 instead of the exact step.
+//             Other kinds: acc += e(x, w; G1, G2) with e = G1 * dd/dx_k (elem below); their terms are symmetric in
+//             x and w, so dd/dw_k(x, w) = dd/dx_k(w, x) and grad_w calls e(w, x).
 // Nothing of size N x V x D is ever formed; G is at most max_g_bytes. Accumulation is fp32 throughout.
 // This file has no torch headers (fast to compile); l1_binding.cpp holds the PyTorch side.
 #ifdef L1_EMULATE  // host build for tests/kernels/l1_cuda_emulate (a CPU stand-in for each CUDA built-in used)
@@ -36,9 +50,22 @@
 #endif
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 
 #include "l1_heads.h"
+
+// The per-family entry points (one l1_*.cu each), dispatched on the kind by l1_heads.cu.
+namespace l1cuda::family {
+cudaError_t forward_sign(const Problem& p, Partials& out, cudaStream_t stream);  // MANHATTAN, BRAYABS
+cudaError_t backward_sign(const Problem& p, const Grads& grads, cudaStream_t stream);
+cudaError_t forward_braycurtis(const Problem& p, Partials& out, cudaStream_t stream);
+cudaError_t backward_braycurtis(const Problem& p, const Grads& grads, cudaStream_t stream);
+cudaError_t forward_maximum(const Problem& p, Partials& out, cudaStream_t stream);  // CHEBYSHEV, SMOOTH
+cudaError_t backward_maximum(const Problem& p, const Grads& grads, cudaStream_t stream);
+cudaError_t forward_power(const Problem& p, Partials& out, cudaStream_t stream);  // MINKOWSKI, CANBERRA
+cudaError_t backward_power(const Problem& p, const Grads& grads, cudaStream_t stream);
+}  // namespace l1cuda::family
 
 namespace {
 
@@ -46,11 +73,67 @@ constexpr int TILE = 128;     // block tile edge
 constexpr int BK = 16;        // reduction-axis step per shared-memory stage
 constexpr int THREADS = 256;  // 16 x 16 threads, 8 x 8 results each
 using l1cuda::BRAYABS;  // kind codes of harmonic/kernels/l1_heads.py
+using l1cuda::BRAYCURTIS;
+using l1cuda::CANBERRA;
+using l1cuda::CHEBYSHEV;
 using l1cuda::MANHATTAN;
+using l1cuda::MINKOWSKI;
+using l1cuda::SMOOTH;
 constexpr float LOG2E = 1.4426950408889634f;
+constexpr float TINY = 1e-30f;  // bray_curtis's x = -w divisor, as l1_heads.py
+
+// Kinds whose gradient is G * sign(.) per triple: the s-step form above (and their keys for bf16 inputs).
+__host__ __device__ constexpr bool sign_kind(int kind) { return kind == MANHATTAN || kind == BRAYABS || kind == BRAYCURTIS; }
+// Kinds with a second per-pair accumulator in the forward (smooth: sum of exponentials; bray_curtis: sum |x + w|).
+__host__ __device__ constexpr bool two_accumulators(int kind) { return kind == SMOOTH || kind == BRAYCURTIS; }
+// Per-pair coefficient matrices of the backward (G1 and, for these kinds, G2).
+__host__ __device__ constexpr int g_arrays(int kind) { return (kind == CHEBYSHEV || kind == SMOOTH || kind == BRAYCURTIS) ? 2 : 1; }
+// Resident blocks the forward / coeff kernels ask registers for: two with one 8 x 8 accumulator, one with two.
+__host__ __device__ constexpr int pair_blocks(int kind) { return two_accumulators(kind) ? 1 : 2; }
 
 // Index (0..127) of a thread's i-th row (or column) inside the block tile: two runs of 4, 64 apart.
 __device__ __forceinline__ int own(int t, int i) { return (i < 4 ? 0 : 64) + t * 4 + (i & 3); }
+
+struct Params {  // the kinds' scalars, with what the inner loops need precomputed
+    float scale, p, inv_p, pm1, alpha, alpha2;  // pm1 = p - 1, alpha2 = alpha / ln 2
+};
+
+// ---- approximate special functions (one MUFU instruction each, as l1_heads.py's inline PTX) --------------------
+#ifdef L1_EMULATE
+inline float fast_rcp(float v) { return 1.0f / v; }
+inline float fast_ex2(float v) { return std::exp2(v); }
+inline float fast_lg2(float v) { return std::log2(v); }
+inline float fast_sqrt(float v) { return std::sqrt(v); }
+#else
+__device__ __forceinline__ float fast_rcp(float v) {  // v >= FLT_MIN at every call
+    float r;
+    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(v));
+    return r;
+}
+__device__ __forceinline__ float fast_ex2(float v) {
+    float r;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(v));
+    return r;
+}
+__device__ __forceinline__ float fast_lg2(float v) {
+    float r;
+    asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(v));
+    return r;
+}
+__device__ __forceinline__ float fast_sqrt(float v) {
+    float r;
+    asm("sqrt.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(v));
+    return r;
+}
+#endif
+
+// c with its sign flipped where u is negative: c * sign(u) for u != 0 (one LOP3).
+__device__ __forceinline__ float flip_sign(float c, float u) {
+    return __int_as_float(__float_as_int(c) ^ (__float_as_int(u) & static_cast<int>(0x80000000u)));
+}
+
+// c * sign(u), with torch's 0 at u == 0.
+__device__ __forceinline__ float times_sign(float c, float u) { return u == 0.0f ? 0.0f : flip_sign(c, u); }
 
 // ---- loading 8 consecutive elements of a row as fp32 values or as order keys ----------------------------------
 
@@ -184,21 +267,19 @@ __device__ __forceinline__ void read8(const float* v, int t, float out[8]) {
     out[4] = b.x; out[5] = b.y; out[6] = b.z; out[7] = b.w;
 }
 
-// ---- the pair tile: acc[i][j] = sum_k |a[row i, k] - b[col j, k]| -----------------------------------------------
+// ---- the pair tile: the per-pair accumulators of a 128 x 128 tile over all D features -------------------------
 
 struct alignas(16) PairSmem {
     float a[2][BK][TILE];  // a^T slice: [feature][row], two buffers
     float b[2][BK][TILE];  // b^T slice: [feature][centre]
 };
 
-template <typename T>
-__device__ __forceinline__ void pair_sums(const T* a, const T* b, int n, int v, int d, int row0, int col0, bool vec,
-                                          PairSmem& sm, float acc[8][8]) {
+// Calls update(av, bv, live) once per feature k, in order, with the thread's 8 row values av (rows own(ty, i)) and
+// 8 centre values bv (centres own(tx, j)); live is false for the zero padding past D.
+template <typename T, typename F>
+__device__ __forceinline__ void pair_sweep(const T* a, const T* b, int n, int v, int d, int row0, int col0, bool vec,
+                                           PairSmem& sm, F&& update) {
     const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
-#pragma unroll
-    for (int i = 0; i < 8; ++i)
-#pragma unroll
-        for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
     float ra[8], rb[8];
     fetch_t<T, false>(a, n, d, row0, 0, vec, ra);
     fetch_t<T, false>(b, v, d, col0, 0, vec, rb);
@@ -216,10 +297,7 @@ __device__ __forceinline__ void pair_sums(const T* a, const T* b, int n, int v, 
             float av[8], bv[8];
             read8(sm.a[buf][kk], ty, av);
             read8(sm.b[buf][kk], tx, bv);
-#pragma unroll
-            for (int i = 0; i < 8; ++i)
-#pragma unroll
-                for (int j = 0; j < 8; ++j) acc[i][j] += fabsf(av[i] - bv[j]);
+            update(av, bv, k0 + kk < d);
         }
         if (more) {
             store_t(sm.a[buf ^ 1], ra);
@@ -229,15 +307,155 @@ __device__ __forceinline__ void pair_sums(const T* a, const T* b, int n, int v, 
     }
 }
 
-// Distance from the accumulated |.| sum, as l1_heads.py's _finish (MANHATTAN: times scale; BRAYABS: over
-// aa + bb, where den = 0 implies sum = 0).
-template <int KIND>
-__device__ __forceinline__ float distance(float sum, float aa, float bb, float scale) {
-    if constexpr (KIND == MANHATTAN) {
-        return sum * scale;
+// u^p for u >= 0 in the cheap form P chose (l1_heads.py's _pow; 0^p = 0).
+template <int P>
+__device__ __forceinline__ float power(float u, const Params& q) {
+    if constexpr (P == 3) {
+        return u * u * u;
+    } else if constexpr (P == 15) {
+        return u * fast_sqrt(u);
     } else {
+        return u > 0.0f ? fast_ex2(q.p * fast_lg2(u)) : 0.0f;
+    }
+}
+
+// One feature's step of a pair's accumulators (A, B), as l1_heads.py's _pair_stats.
+template <int KIND, int P>
+__device__ __forceinline__ void pair_add(float& A, float& B, float a, float b, bool live, const Params& q) {
+    const float u = fabsf(a - b);
+    if constexpr (KIND == MANHATTAN || KIND == BRAYABS) {
+        A += u;
+    } else if constexpr (KIND == MINKOWSKI) {
+        A += power<P>(u, q);
+    } else if constexpr (KIND == CHEBYSHEV) {
+        A = fmaxf(A, u);
+    } else if constexpr (KIND == SMOOTH) {
+        // running max A of |u| and sum B of exp(alpha (|u| - A)), one exp2 per element: the smaller of |u| and A
+        // is the one rescaled. A = B = 0 at the start acts as the empty state (the first |u| >= 0 sets B = 1).
+        if (live) {
+            const float t = u - A;
+            const float e = fast_ex2(-fabsf(t) * q.alpha2);
+            B = t > 0.0f ? fmaf(B, e, 1.0f) : B + e;
+            A = fmaxf(A, u);
+        }
+    } else if constexpr (KIND == CANBERRA) {
+        // den = 0 only where u = 0: clamped to FLT_MIN the term is 0 * 2^126 = 0
+        A = fmaf(u, fast_rcp(fmaxf(fabsf(a) + fabsf(b), FLT_MIN)), A);
+    } else {  // BRAYCURTIS
+        A += u;
+        B += fabsf(a + b);
+    }
+}
+
+template <typename T, int KIND, int P>
+__device__ __forceinline__ void pair_stats(const T* a, const T* b, int n, int v, int d, int row0, int col0, bool vec,
+                                           PairSmem& sm, const Params& q, float A[8][8], float B[8][8]) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int j = 0; j < 8; ++j) A[i][j] = B[i][j] = 0.0f;
+    pair_sweep<T>(a, b, n, v, d, row0, col0, vec, sm, [&](const float* av, const float* bv, bool live) {
+#pragma unroll
+        for (int i = 0; i < 8; ++i)
+#pragma unroll
+            for (int j = 0; j < 8; ++j) pair_add<KIND, P>(A[i][j], B[i][j], av[i], bv[j], live, q);
+    });
+}
+
+// Chebyshev's second sweep: B = the number of features whose |u| equals the maximum A (padding counts only where
+// A = 0, whose pairs have no gradient).
+template <typename T>
+__device__ __forceinline__ void count_ties(const T* a, const T* b, int n, int v, int d, int row0, int col0, bool vec,
+                                           PairSmem& sm, const float A[8][8], float B[8][8]) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int j = 0; j < 8; ++j) B[i][j] = 0.0f;
+    pair_sweep<T>(a, b, n, v, d, row0, col0, vec, sm, [&](const float* av, const float* bv, bool) {
+#pragma unroll
+        for (int i = 0; i < 8; ++i)
+#pragma unroll
+            for (int j = 0; j < 8; ++j)
+                if (fabsf(av[i] - bv[j]) == A[i][j]) B[i][j] += 1.0f;
+    });
+}
+
+// Distance from the accumulators, as l1_heads.py's _finish (BRAYABS: over aa + bb, where den = 0 implies A = 0).
+template <int KIND>
+__device__ __forceinline__ float distance(float A, float B, float aa, float bb, const Params& q) {
+    if constexpr (KIND == MANHATTAN) {
+        return A * q.scale;
+    } else if constexpr (KIND == MINKOWSKI) {
+        return A > 0.0f ? exp2f(log2f(A) * q.inv_p) * q.scale : 0.0f;
+    } else if constexpr (KIND == SMOOTH) {
+        return A + logf(B) / q.alpha;
+    } else if constexpr (KIND == BRAYCURTIS) {
+        return A / (B > 0.0f ? B : TINY);  // x = -w: divide by TINY
+    } else if constexpr (KIND == BRAYABS) {
         const float den = aa + bb;
-        return sum / (den > 0.0f ? den : 1.0f);
+        return A / (den > 0.0f ? den : 1.0f);
+    } else {  // CHEBYSHEV, CANBERRA
+        return A;
+    }
+}
+
+// The backward's per-pair coefficients from gd = dLoss/dd, as l1_heads.py's _pair_coefficients: c1 (G1), c2 (G2,
+// where g_arrays(KIND) == 2) and, for BRAYABS, cden, the coefficient of its denominator aa + bb.
+template <int KIND, int P>
+__device__ __forceinline__ void coefficients(float gd, float dist, float A, float B, float aa, float bb,
+                                             const Params& q, float& c1, float& c2, float& cden) {
+    c2 = 0.0f;
+    cden = 0.0f;
+    if constexpr (KIND == MANHATTAN) {
+        c1 = gd * q.scale;
+    } else if constexpr (KIND == MINKOWSKI) {
+        // dd/du_k = scale |u_k|^(p - 1) sign(u_k) / (d / scale)^(p - 1)
+        const float base = dist / q.scale;
+        const float dp = P == 3 ? base * base : (P == 15 ? sqrtf(base) : exp2f(log2f(base) * q.pm1));
+        c1 = dist > 0.0f ? gd * q.scale / dp : 0.0f;
+    } else if constexpr (KIND == CHEBYSHEV) {
+        // elem: [|u| == d] c1 u, and u / d = sign(u) there: c1 = gd / (number of tied maxima) / d
+        c1 = dist > 0.0f ? gd / fmaxf(B, 1.0f) / dist : 0.0f;
+        c2 = dist;
+    } else if constexpr (KIND == SMOOTH) {
+        c1 = gd;
+        c2 = dist * q.alpha2;  // exp(alpha (|u| - d)) = exp2(|u| alpha2 - c2): the softmax weight of feature k
+    } else if constexpr (KIND == CANBERRA) {
+        c1 = gd;
+    } else if constexpr (KIND == BRAYCURTIS) {
+        const float den = B > 0.0f ? B : TINY;
+        c1 = gd / den;
+        c2 = B > 0.0f ? -gd * A / (den * den) : 0.0f;
+    } else {  // BRAYABS
+        const float den_raw = aa + bb;
+        const float den = den_raw > 0.0f ? den_raw : 1.0f;
+        c1 = gd / den;
+        cden = den_raw > 0.0f ? -gd * A / (den * den) : 0.0f;
+    }
+}
+
+// c1 * dd/da_k for one feature of a pair (a, b) of a non-sign kind, as l1_heads.py's _elem_grad: grad_x calls it
+// as (x, w), grad_w as (w, x) (each kind's term is symmetric in its two operands).
+template <int KIND, int P>
+__device__ __forceinline__ float elem(float a, float b, float c1, float c2, const Params& q) {
+    const float u = a - b;
+    if constexpr (KIND == MINKOWSKI) {
+        if constexpr (P == 3) {
+            return c1 * u * fabsf(u);  // |u|^2 sign(u)
+        } else if constexpr (P == 15) {
+            return flip_sign(c1 * fast_sqrt(fabsf(u)), u);  // 0 at u = 0 through the square root
+        } else {
+            const float au = fabsf(u);
+            return au > 0.0f ? flip_sign(c1 * fast_ex2(q.pm1 * fast_lg2(au)), u) : 0.0f;
+        }
+    } else if constexpr (KIND == CHEBYSHEV) {
+        return fabsf(u) == c2 ? c1 * u : 0.0f;
+    } else if constexpr (KIND == SMOOTH) {
+        return times_sign(c1 * fast_ex2(fmaf(fabsf(u), q.alpha2, -c2)), u);
+    } else {  // CANBERRA: d/da |u| / (|a| + |b|) = sign(u) (|b| + b sign(a)) / (|a| + |b|)^2; 0 where u = 0
+        const float r = fast_rcp(fmaxf(fabsf(a) + fabsf(b), FLT_MIN));
+        const float nb = fabsf(b) + (a == 0.0f ? 0.0f : flip_sign(b, a));
+        return times_sign(c1 * nb * r * r, u);
     }
 }
 
@@ -284,13 +502,13 @@ __device__ __forceinline__ void lse_combine(float& m, float& s, float m2, float 
 // is reduced over the 16 threads sharing the row (shuffles within a half-warp), and thread tx == i keeps row i's
 // running statistics in registers. Outputs (splits x N each) are combined by _loss.finish_rows as the Triton
 // kernels' are.
-template <typename T, int KIND>
-__global__ void __launch_bounds__(THREADS, 2)
+template <typename T, int KIND, int P>
+__global__ void __launch_bounds__(THREADS, pair_blocks(KIND))
 forward_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __restrict__ aa,
                const float* __restrict__ bb, const int* __restrict__ y, float* __restrict__ m_out,
                float* __restrict__ s_out, float* __restrict__ zsum_out, float* __restrict__ zt_out,
                float* __restrict__ sums_out, int n, int v, int d, int tiles_per_split, float n_exp, float eps,
-               float scale, bool vec) {
+               Params q, bool vec) {
     __shared__ PairSmem sm;
     const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
     const int row0 = blockIdx.x * TILE;
@@ -298,11 +516,11 @@ forward_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __
     const int first = split * tiles_per_split;
     const int last = min(first + tiles_per_split, (v + TILE - 1) / TILE);
     float run_m = -INFINITY, run_s = 0.0f, run_zsum = 0.0f, run_zt = 0.0f;  // row tx's state (tx < 8)
-    float acc[8][8];
+    float A[8][8], B[8][8];
     for (int tile = first; tile < last; ++tile) {
         const int col0 = tile * TILE;
-        pair_sums<T>(a, b, n, v, d, row0, col0, vec, sm, acc);
-        if (sums_out != nullptr) store_sums(sums_out, (v + TILE - 1) / TILE * TILE, n, row0, col0, acc);
+        pair_stats<T, KIND, P>(a, b, n, v, d, row0, col0, vec, sm, q, A, B);
+        if (sums_out != nullptr) store_sums(sums_out, (v + TILE - 1) / TILE * TILE, n, row0, col0, A);
         int cols[8];
         float col_bb[8];
 #pragma unroll
@@ -320,7 +538,7 @@ forward_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __
             float z[8];
 #pragma unroll
             for (int j = 0; j < 8; ++j) {
-                z[j] = -n_exp * logf(distance<KIND>(acc[i][j], row_aa, col_bb[j], scale) + eps);
+                z[j] = -n_exp * logf(distance<KIND>(A[i][j], B[i][j], row_aa, col_bb[j], q) + eps);
                 if (cols[j] < v) tm = fmaxf(tm, z[j]);
             }
 #pragma unroll
@@ -362,16 +580,16 @@ forward_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __
 // ---- backward, step 1: the coefficients G of a chunk of rows ---------------------------------------------------
 
 // One 128 x 128 tile per block: recompute the distances, then as _loss.grad_wrt_distance and l1_heads.py's
-// _pair_coefficients: gd = g_i (p - target) (-n / (d + eps)); G = gd * scale (MANHATTAN) or gd / den (BRAYABS,
-// which also adds the denominator's gradient c2 = -gd sum / den^2 to daa[row] and dbb[col]). G rows are relative
-// to the chunk (row_base), padded to whole tiles and written everywhere (0 outside the valid range).
-template <typename T, int KIND>
-__global__ void __launch_bounds__(THREADS, 2)
+// _pair_coefficients: gd = g_i (p - target) (-n / (d + eps)), then coefficients() (BRAYABS also adds its
+// denominator's gradient cden to daa[row] and dbb[col]). G rows are relative to the chunk (row_base), padded to
+// whole tiles and written everywhere (0 outside the valid range).
+template <typename T, int KIND, int P>
+__global__ void __launch_bounds__(THREADS, pair_blocks(KIND))
 coeff_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __restrict__ aa,
              const float* __restrict__ bb, const int* __restrict__ y, const float* __restrict__ lse,
-             const float* __restrict__ gw, float* __restrict__ g_out, int ldg, float* __restrict__ daa,
-             float* __restrict__ dbb, const float* __restrict__ sums_in, int n, int v, int d, int row_base,
-             float n_exp, float eps, float scale, float smoothing, bool vec) {
+             const float* __restrict__ gw, float* __restrict__ g1_out, float* __restrict__ g2_out, int ldg,
+             float* __restrict__ daa, float* __restrict__ dbb, const float* __restrict__ sums_in, int n, int v,
+             int d, int row_base, float n_exp, float eps, Params q, float smoothing, bool vec) {
     __shared__ PairSmem sm;
     __shared__ float col_c2[TILE];
     const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
@@ -379,13 +597,14 @@ coeff_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __re
     const int row0 = row_base + lrow0;
     const int col0 = blockIdx.y * TILE;
     if (KIND == BRAYABS && threadIdx.x < TILE) col_c2[threadIdx.x] = 0.0f;
-    float acc[8][8];
+    float A[8][8], B[8][8];
     if (sums_in == nullptr) {
-        pair_sums<T>(a, b, n, v, d, row0, col0, vec, sm, acc);  // its barriers also order col_c2's zeros
-    } else {  // the forward stored the sums
-        load_sums(sums_in, ldg, n, row0, col0, acc);
+        pair_stats<T, KIND, P>(a, b, n, v, d, row0, col0, vec, sm, q, A, B);  // its barriers order col_c2's zeros
+    } else {  // the forward stored the sums (MANHATTAN, BRAYABS: B unused)
+        load_sums(sums_in, ldg, n, row0, col0, A);
         __syncthreads();
     }
+    if constexpr (KIND == CHEBYSHEV) count_ties<T>(a, b, n, v, d, row0, col0, vec, sm, A, B);
     float col_sum[8];
 #pragma unroll
     for (int j = 0; j < 8; ++j) col_sum[j] = 0.0f;
@@ -398,37 +617,39 @@ coeff_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __re
         const float lse_i = row_ok ? lse[row] : 0.0f;
         const int label = row_ok ? y[row] : -1;
         const float row_aa = (KIND == BRAYABS && row_ok) ? aa[row] : 0.0f;
-        float out[8];
+        float out1[8], out2[8];
         float row_sum = 0.0f;
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
             const int col = col0 + own(tx, j);
-            float c1 = 0.0f;
-            // acc == 0: x equals the centre, every feature ties and the pair's gradient is exactly 0 whatever
-            // dLoss/dd (about -n / eps there) is; a huge G would only add rounding noise to 2 sum G s - sum G.
-            if (col < v && gi != 0.0f && acc[i][j] != 0.0f) {
+            float c1 = 0.0f, c2 = 0.0f;
+            // A == 0: x equals the centre (every kind's A is 0 only where every feature ties), so the pair's
+            // gradient is exactly 0 whatever dLoss/dd (about -n / eps there) is; a huge G would only add
+            // rounding noise to the sign kinds' 2 sum G s - sum G.
+            if (col < v && gi != 0.0f && A[i][j] != 0.0f) {
                 const float col_bb = KIND == BRAYABS ? bb[col] : 0.0f;
-                const float dist = distance<KIND>(acc[i][j], row_aa, col_bb, scale);
+                const float dist = distance<KIND>(A[i][j], B[i][j], row_aa, col_bb, q);
                 const float l2 = log2f(dist + eps);
                 const float p = exp2f(-n_exp * l2 - lse_i * LOG2E);
                 const float target = (col == label ? 1.0f - smoothing : 0.0f) + target_rest;
                 const float gd = gi * (p - target) * (-n_exp * exp2f(-l2));
-                if constexpr (KIND == MANHATTAN) {
-                    c1 = gd * scale;
-                } else {
-                    const float den_raw = row_aa + col_bb;
-                    const float den = den_raw > 0.0f ? den_raw : 1.0f;
-                    c1 = gd / den;
-                    const float c2 = den_raw > 0.0f ? -gd * acc[i][j] / (den * den) : 0.0f;
-                    row_sum += c2;
-                    col_sum[j] += c2;
+                float cden;
+                coefficients<KIND, P>(gd, dist, A[i][j], B[i][j], row_aa, col_bb, q, c1, c2, cden);
+                if constexpr (KIND == BRAYABS) {
+                    row_sum += cden;
+                    col_sum[j] += cden;
                 }
             }
-            out[j] = c1;
+            out1[j] = c1;
+            out2[j] = c2;
         }
-        float* dst = g_out + static_cast<size_t>(lrow0 + own(ty, i)) * ldg + col0;
-        reinterpret_cast<float4*>(dst + tx * 4)[0] = make_float4(out[0], out[1], out[2], out[3]);
-        reinterpret_cast<float4*>(dst + 64 + tx * 4)[0] = make_float4(out[4], out[5], out[6], out[7]);
+        const size_t at = static_cast<size_t>(lrow0 + own(ty, i)) * ldg + col0;
+        reinterpret_cast<float4*>(g1_out + at + tx * 4)[0] = make_float4(out1[0], out1[1], out1[2], out1[3]);
+        reinterpret_cast<float4*>(g1_out + at + 64 + tx * 4)[0] = make_float4(out1[4], out1[5], out1[6], out1[7]);
+        if constexpr (g_arrays(KIND) == 2) {
+            reinterpret_cast<float4*>(g2_out + at + tx * 4)[0] = make_float4(out2[0], out2[1], out2[2], out2[3]);
+            reinterpret_cast<float4*>(g2_out + at + 64 + tx * 4)[0] = make_float4(out2[4], out2[5], out2[6], out2[7]);
+        }
         if constexpr (KIND == BRAYABS) {
 #pragma unroll
             for (int off = 8; off > 0; off >>= 1) row_sum += __shfl_xor_sync(0xffffffffu, row_sum, off);
@@ -446,28 +667,50 @@ coeff_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __re
     }
 }
 
-// ---- backward, step 2: dx (rows x features, loop over centres) -------------------------------------------------
+// ---- backward, steps 2 and 3: dx and dW ------------------------------------------------------------------------
 
+template <int NG>
 struct alignas(16) GradSmem {
-    float g[2][BK][TILE];  // G slice, [centre][row] (grad_x) or [row][centre] (grad_w)
-    float o[2][BK][TILE];  // the other operand, [centre][feature] or [row][feature]
+    float g[NG][2][BK][TILE];  // G1 (G2) slices, [centre][row] (grad_x) or [row][centre] (grad_w)
+    float o[2][BK][TILE];      // the other operand, [centre][feature] or [row][feature]
 };
 
+// The streamed operand of a sign kind's second step (bray_curtis' sign(x + w)): from b = 0.5 - key(w) (keys) or
+// b = w (values), the value the matching step2 takes.
+template <bool KEYS>
+__device__ __forceinline__ float step2_operand(float b) {
+    return KEYS ? b - 1.0f : -b;
+}
+
+// s2 = (sign(x + w) + 1) / 2 from a = key(x) or x and step2_operand(b): saturate(kx + 0.5 + kw) (keys).
+template <bool KEYS>
+__device__ __forceinline__ float step2(float a, float b2) {
+    if constexpr (KEYS) {
+        return __saturatef(a - b2);
+    } else {
+        return step<false>(a, b2);
+    }
+}
+
 // Block (row block of the chunk, feature block, centre split); the thread keeps its 8 x 8 x values (keys) in
-// registers and walks the split's centres: acc += G[n, v] * s(x[n, k], w[v, k]), gsum[n] += G[n, v].
-// dx[n, k] += 2 acc - gsum (atomics: the centre splits add into the same dx).
-template <typename T, bool KEYS>
+// registers and walks the split's centres. Sign kinds: acc += G1 s (+ G2 s2), gsum[n] += G1 (+ G2), and
+// dx[n, k] += 2 acc - gsum; other kinds: acc += elem(x, w) (atomics: the centre splits add into the same dx).
+template <typename T, int KIND, int P>
 __global__ void __launch_bounds__(THREADS, 1)
-grad_x_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __restrict__ g, int ldg,
-              float* __restrict__ dx, int n, int v, int d, int row_base, int chunk_rows, int centres_per_split,
-              bool vec) {
-    __shared__ GradSmem sm;
+grad_x_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __restrict__ g1,
+              const float* __restrict__ g2, int ldg, float* __restrict__ dx, int n, int v, int d, int row_base,
+              int chunk_rows, int centres_per_split, Params q, bool vec) {
+    constexpr bool SIGN = sign_kind(KIND);
+    constexpr bool KEYS = SIGN && sizeof(T) == 2;
+    constexpr int NG = g_arrays(KIND);
+    __shared__ GradSmem<NG> sm;
     const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
     const int lrow0 = blockIdx.x * TILE;
     const int k0 = blockIdx.y * TILE;
     const int vb = blockIdx.z * centres_per_split;
     const int ve = min(vb + centres_per_split, ldg);
     if (vb >= ve) return;
+    const float* gs[2] = {g1, NG == 2 ? g2 : g1};
     float xs[8][8];
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
@@ -486,32 +729,54 @@ grad_x_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __r
 #pragma unroll
         for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
     }
-    float rg[8], rw[8];
-    fetch_g_t(g, ldg, lrow0, vb, rg);
+    float rg[NG][8], rw[8];
+#pragma unroll
+    for (int h = 0; h < NG; ++h) fetch_g_t(gs[h], ldg, lrow0, vb, rg[h]);
     fetch_n<T, KEYS, KEYS>(b, v, d, vb, k0, vec, rw);
-    store_t(sm.g[0], rg);
+#pragma unroll
+    for (int h = 0; h < NG; ++h) store_t(sm.g[h][0], rg[h]);
     store_n(sm.o[0], rw);
     __syncthreads();
     for (int c0 = vb, buf = 0; c0 < ve; c0 += BK, buf ^= 1) {
         const bool more = c0 + BK < ve;
         if (more) {
-            fetch_g_t(g, ldg, lrow0, c0 + BK, rg);
+#pragma unroll
+            for (int h = 0; h < NG; ++h) fetch_g_t(gs[h], ldg, lrow0, c0 + BK, rg[h]);
             fetch_n<T, KEYS, KEYS>(b, v, d, c0 + BK, k0, vec, rw);
         }
 #pragma unroll
         for (int cc = 0; cc < BK; ++cc) {
-            float gv[8], wv[8];
-            read8(sm.g[buf][cc], ty, gv);
+            float gv[NG][8], wv[8], wv2[8];
+#pragma unroll
+            for (int h = 0; h < NG; ++h) read8(sm.g[h][buf][cc], ty, gv[h]);
             read8(sm.o[buf][cc], tx, wv);
+            if constexpr (KIND == BRAYCURTIS) {
+#pragma unroll
+                for (int j = 0; j < 8; ++j) wv2[j] = step2_operand<KEYS>(wv[j]);
+            }
 #pragma unroll
             for (int i = 0; i < 8; ++i) {
-                gsum[i] += gv[i];
+                if constexpr (KIND == BRAYCURTIS) {
+                    gsum[i] += gv[0][i] + gv[NG - 1][i];
+                } else if constexpr (SIGN) {
+                    gsum[i] += gv[0][i];
+                }
 #pragma unroll
-                for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(gv[i], step<KEYS>(xs[i][j], wv[j]), acc[i][j]);
+                for (int j = 0; j < 8; ++j) {
+                    if constexpr (KIND == BRAYCURTIS) {
+                        acc[i][j] = fmaf(gv[0][i], step<KEYS>(xs[i][j], wv[j]),
+                                         fmaf(gv[NG - 1][i], step2<KEYS>(xs[i][j], wv2[j]), acc[i][j]));
+                    } else if constexpr (SIGN) {
+                        acc[i][j] = fmaf(gv[0][i], step<KEYS>(xs[i][j], wv[j]), acc[i][j]);
+                    } else {
+                        acc[i][j] += elem<KIND, P>(xs[i][j], wv[j], gv[0][i], gv[NG - 1][i], q);
+                    }
+                }
             }
         }
         if (more) {
-            store_t(sm.g[buf ^ 1], rg);
+#pragma unroll
+            for (int h = 0; h < NG; ++h) store_t(sm.g[h][buf ^ 1], rg[h]);
             store_n(sm.o[buf ^ 1], rw);
         }
         __syncthreads();
@@ -523,25 +788,29 @@ grad_x_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __r
         for (int j = 0; j < 8; ++j) {
             const int k = k0 + own(tx, j);
             if (lrow < chunk_rows && k < d)
-                atomicAdd(dx + static_cast<size_t>(row_base + lrow) * d + k, 2.0f * acc[i][j] - gsum[i]);
+                atomicAdd(dx + static_cast<size_t>(row_base + lrow) * d + k, SIGN ? 2.0f * acc[i][j] - gsum[i]
+                                                                                  : acc[i][j]);
         }
     }
 }
 
-// ---- backward, step 3: dW (centres x features, loop over the chunk's rows) -------------------------------------
-
-// Block (centre block, feature block); the thread keeps 0.5 - key(w) (or w) of its 8 x 8 in registers and walks
-// the chunk's rows: acc += G[n, v] * s(x[n, k], w[v, k]), gsum[v] += G[n, v]; dW[v, k] += gsum - 2 acc (plain
-// read-add-write: one block per element, and the chunks run one after another on the stream).
-template <typename T, bool KEYS>
+// Block (centre block, feature block); the thread keeps its 8 x 8 of w (sign kinds: 0.5 - key(w) or w) in
+// registers and walks the chunk's rows. Sign kinds: acc += G1 s (bray_curtis: - G2 s2), gsum[v] += G1 (- G2), and
+// dW[v, k] += gsum - 2 acc; other kinds: acc += elem(w, x) (plain read-add-write: one block per element, and the
+// chunks run one after another on the stream).
+template <typename T, int KIND, int P>
 __global__ void __launch_bounds__(THREADS, 1)
-grad_w_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __restrict__ g, int ldg,
-              float* __restrict__ dw, int n, int v, int d, int row_base, int chunk_rows, int rows_padded,
-              bool vec) {
-    __shared__ GradSmem sm;
+grad_w_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __restrict__ g1,
+              const float* __restrict__ g2, int ldg, float* __restrict__ dw, int n, int v, int d, int row_base,
+              int chunk_rows, int rows_padded, Params q, bool vec) {
+    constexpr bool SIGN = sign_kind(KIND);
+    constexpr bool KEYS = SIGN && sizeof(T) == 2;
+    constexpr int NG = g_arrays(KIND);
+    __shared__ GradSmem<NG> sm;
     const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
     const int col0 = blockIdx.x * TILE;
     const int k0 = blockIdx.y * TILE;
+    const float* gs[2] = {g1, NG == 2 ? g2 : g1};
     float ws[8][8];
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
@@ -562,32 +831,55 @@ grad_w_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __r
     }
     // x rows of the chunk start at row_base: the fetch sees the chunk as its own matrix of chunk_rows rows.
     const T* xa = a + static_cast<size_t>(row_base) * d;
-    float rg[8], rx[8];
-    fetch_g(g, ldg, 0, col0, rg);
+    float rg[NG][8], rx[8];
+#pragma unroll
+    for (int h = 0; h < NG; ++h) fetch_g(gs[h], ldg, 0, col0, rg[h]);
     fetch_n<T, KEYS, false>(xa, chunk_rows, d, 0, k0, vec, rx);
-    store_n(sm.g[0], rg);
+#pragma unroll
+    for (int h = 0; h < NG; ++h) store_n(sm.g[h][0], rg[h]);
     store_n(sm.o[0], rx);
     __syncthreads();
     for (int r0 = 0, buf = 0; r0 < rows_padded; r0 += BK, buf ^= 1) {
         const bool more = r0 + BK < rows_padded;
         if (more) {
-            fetch_g(g, ldg, r0 + BK, col0, rg);
+#pragma unroll
+            for (int h = 0; h < NG; ++h) fetch_g(gs[h], ldg, r0 + BK, col0, rg[h]);
             fetch_n<T, KEYS, false>(xa, chunk_rows, d, r0 + BK, k0, vec, rx);
         }
 #pragma unroll
         for (int rr = 0; rr < BK; ++rr) {
-            float gv[8], xv[8];
-            read8(sm.g[buf][rr], ty, gv);
+            float gv[NG][8], xv[8], xv2[8];
+#pragma unroll
+            for (int h = 0; h < NG; ++h) read8(sm.g[h][buf][rr], ty, gv[h]);
             read8(sm.o[buf][rr], tx, xv);
+            if constexpr (KIND == BRAYCURTIS) {
+#pragma unroll
+                for (int j = 0; j < 8; ++j) xv2[j] = KEYS ? xv[j] + 1.0f : xv[j];
+            }
 #pragma unroll
             for (int i = 0; i < 8; ++i) {
-                gsum[i] += gv[i];
+                if constexpr (KIND == BRAYCURTIS) {
+                    gsum[i] += gv[0][i] - gv[NG - 1][i];
+                } else if constexpr (SIGN) {
+                    gsum[i] += gv[0][i];
+                }
 #pragma unroll
-                for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(gv[i], step<KEYS>(xv[j], ws[i][j]), acc[i][j]);
+                for (int j = 0; j < 8; ++j) {
+                    if constexpr (KIND == BRAYCURTIS) {
+                        // s2 of x + w: saturate((kx + 1) - (0.5 - kw)) for keys, step(x, -w) for values
+                        const float s2 = KEYS ? __saturatef(xv2[j] - ws[i][j]) : step<false>(xv[j], -ws[i][j]);
+                        acc[i][j] = fmaf(gv[0][i], step<KEYS>(xv[j], ws[i][j]), fmaf(-gv[NG - 1][i], s2, acc[i][j]));
+                    } else if constexpr (SIGN) {
+                        acc[i][j] = fmaf(gv[0][i], step<KEYS>(xv[j], ws[i][j]), acc[i][j]);
+                    } else {
+                        acc[i][j] += elem<KIND, P>(ws[i][j], xv[j], gv[0][i], gv[NG - 1][i], q);
+                    }
+                }
             }
         }
         if (more) {
-            store_n(sm.g[buf ^ 1], rg);
+#pragma unroll
+            for (int h = 0; h < NG; ++h) store_n(sm.g[h][buf ^ 1], rg[h]);
             store_n(sm.o[buf ^ 1], rx);
         }
         __syncthreads();
@@ -598,18 +890,18 @@ grad_w_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __r
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
             const int k = k0 + own(tx, j);
-            if (col < v && k < d) dw[static_cast<size_t>(col) * d + k] += gsum[i] - 2.0f * acc[i][j];
+            if (col < v && k < d) dw[static_cast<size_t>(col) * d + k] += SIGN ? gsum[i] - 2.0f * acc[i][j] : acc[i][j];
         }
     }
 }
 
-// ---- launchers (declared in l1_heads.h) ------------------------------------------------------------------------
+// ---- launchers -------------------------------------------------------------------------------------------------
 
-int cdiv(long a, long b) { return static_cast<int>((a + b - 1) / b); }
+inline int cdiv(long a, long b) { return static_cast<int>((a + b - 1) / b); }
 
 // Splits of `steps` units of work over `blocks` blocks each, minimising waves x steps per split (whole waves of
 // `slots` resident blocks): a grid of 320 blocks on 264 slots would leave most of the second wave idle.
-int best_splits(int blocks, int steps, int slots) {
+inline int best_splits(int blocks, int steps, int slots) {
     int best = 1;
     long best_cost = -1;
     for (int s = 1; s <= steps; ++s) {
@@ -632,9 +924,13 @@ int slots_for(K kernel) {
     return std::max(1, per_sm) * std::max(1, sms);
 }
 
-template <typename T, int KIND>
+inline Params params_of(const l1cuda::Problem& p) {
+    return {p.scale, p.p, 1.0f / p.p, p.p - 1.0f, p.alpha, p.alpha * LOG2E};
+}
+
+template <typename T, int KIND, int P>
 cudaError_t forward_typed(const l1cuda::Problem& p, l1cuda::Partials& out, cudaStream_t stream) {
-    auto kernel = forward_kernel<T, KIND>;
+    auto kernel = forward_kernel<T, KIND, P>;
     const int row_blocks = cdiv(p.n, TILE), col_tiles = cdiv(p.v, TILE);
     if (out.m == nullptr) {  // first call: only the number of splits
         const int per = cdiv(col_tiles, best_splits(row_blocks, col_tiles, slots_for(kernel)));
@@ -644,34 +940,36 @@ cudaError_t forward_typed(const l1cuda::Problem& p, l1cuda::Partials& out, cudaS
     const int per = cdiv(col_tiles, out.splits);
     L1_LAUNCH(kernel, dim3(row_blocks, out.splits), stream,
         static_cast<const T*>(p.a), static_cast<const T*>(p.b), p.aa, p.bb, p.y, out.m, out.s, out.zsum, out.zt,
-        out.sums, p.n, p.v, p.d, per, p.n_exp, p.eps, p.scale, p.vec);
+        out.sums, p.n, p.v, p.d, per, p.n_exp, p.eps, params_of(p), p.vec);
     return cudaGetLastError();
 }
 
-template <typename T, bool KEYS, int KIND>
+template <typename T, int KIND, int P>
 cudaError_t backward_typed(const l1cuda::Problem& p, const l1cuda::Grads& gr, cudaStream_t stream) {
     const int ldg = cdiv(p.v, TILE) * TILE;
-    auto coeff = coeff_kernel<T, KIND>;
-    auto gx = grad_x_kernel<T, KEYS>;
-    auto gw = grad_w_kernel<T, KEYS>;
+    auto coeff = coeff_kernel<T, KIND, P>;
+    auto gx = grad_x_kernel<T, KIND, P>;
+    auto gw = grad_w_kernel<T, KIND, P>;
     const T* a = static_cast<const T*>(p.a);
     const T* b = static_cast<const T*>(p.b);
+    float* g2 = g_arrays(KIND) == 2 ? gr.g + static_cast<size_t>(gr.chunk_rows) * ldg : nullptr;
+    const Params q = params_of(p);
     for (int row_base = 0; row_base < p.n; row_base += gr.chunk_rows) {
         const int rows = std::min(gr.chunk_rows, p.n - row_base);
         const int rows_padded = cdiv(rows, TILE) * TILE;
         L1_LAUNCH(coeff, dim3(rows_padded / TILE, ldg / TILE), stream,
-            a, b, p.aa, p.bb, p.y, gr.lse, gr.gw, gr.g, ldg, gr.daa, gr.dbb, gr.sums, p.n, p.v, p.d, row_base,
-            p.n_exp, p.eps, p.scale, p.smoothing, p.vec);
+            a, b, p.aa, p.bb, p.y, gr.lse, gr.gw, gr.g, g2, ldg, gr.daa, gr.dbb, gr.sums, p.n, p.v, p.d, row_base,
+            p.n_exp, p.eps, q, p.smoothing, p.vec);
         if (gr.dx != nullptr) {
             const int blocks = (rows_padded / TILE) * cdiv(p.d, TILE);
             const int steps = ldg / BK;
             const int per = cdiv(steps, best_splits(blocks, steps, slots_for(gx))) * BK;
             L1_LAUNCH(gx, dim3(rows_padded / TILE, cdiv(p.d, TILE), cdiv(ldg, per)), stream,
-                a, b, gr.g, ldg, gr.dx, p.n, p.v, p.d, row_base, rows, per, p.vec);
+                a, b, gr.g, g2, ldg, gr.dx, p.n, p.v, p.d, row_base, rows, per, q, p.vec);
         }
         if (gr.dw != nullptr) {
             L1_LAUNCH(gw, dim3(ldg / TILE, cdiv(p.d, TILE)), stream,
-                a, b, gr.g, ldg, gr.dw, p.n, p.v, p.d, row_base, rows, rows_padded, p.vec);
+                a, b, gr.g, g2, ldg, gr.dw, p.n, p.v, p.d, row_base, rows, rows_padded, q, p.vec);
         }
         const cudaError_t error = cudaGetLastError();
         if (error != cudaSuccess) return error;
@@ -679,30 +977,16 @@ cudaError_t backward_typed(const l1cuda::Problem& p, const l1cuda::Grads& gr, cu
     return cudaSuccess;
 }
 
+// One kind (and power code) on either input type: bf16 takes the order-key path of the sign kinds.
+template <int KIND, int P = 0>
+cudaError_t forward_kind(const l1cuda::Problem& p, l1cuda::Partials& out, cudaStream_t stream) {
+    return p.bf16 ? forward_typed<__nv_bfloat16, KIND, P>(p, out, stream) : forward_typed<float, KIND, P>(p, out, stream);
+}
+
+template <int KIND, int P = 0>
+cudaError_t backward_kind(const l1cuda::Problem& p, const l1cuda::Grads& grads, cudaStream_t stream) {
+    return p.bf16 ? backward_typed<__nv_bfloat16, KIND, P>(p, grads, stream)
+                  : backward_typed<float, KIND, P>(p, grads, stream);
+}
+
 }  // namespace
-
-namespace l1cuda {
-
-int padded_classes(int v) { return cdiv(v, TILE) * TILE; }
-
-int chunk_rows(int n, int v, long max_g_bytes) {
-    const long max_rows = std::max<long>(TILE, max_g_bytes / (4L * padded_classes(v)) / TILE * TILE);
-    return cdiv(cdiv(n, cdiv(n, max_rows)), TILE) * TILE;
-}
-
-// bf16 inputs take the order-key path (KEYS = true), fp32 inputs the value path.
-cudaError_t forward(const Problem& p, Partials& out, cudaStream_t stream) {
-    if (p.bf16) return p.kind == MANHATTAN ? forward_typed<__nv_bfloat16, MANHATTAN>(p, out, stream)
-                                           : forward_typed<__nv_bfloat16, BRAYABS>(p, out, stream);
-    return p.kind == MANHATTAN ? forward_typed<float, MANHATTAN>(p, out, stream)
-                               : forward_typed<float, BRAYABS>(p, out, stream);
-}
-
-cudaError_t backward(const Problem& p, const Grads& grads, cudaStream_t stream) {
-    if (p.bf16) return p.kind == MANHATTAN ? backward_typed<__nv_bfloat16, true, MANHATTAN>(p, grads, stream)
-                                           : backward_typed<__nv_bfloat16, true, BRAYABS>(p, grads, stream);
-    return p.kind == MANHATTAN ? backward_typed<float, false, MANHATTAN>(p, grads, stream)
-                               : backward_typed<float, false, BRAYABS>(p, grads, stream);
-}
-
-}  // namespace l1cuda

@@ -1,5 +1,5 @@
 // C entry points for test_l1_cuda_emulated.py (ctypes) around l1cuda::forward / l1cuda::backward, host-compiled
-// with -DL1_EMULATE together with harmonic/kernels/l1_cuda/l1_heads.cu.
+// with -DL1_EMULATE together with harmonic/kernels/l1_cuda/l1_*.cu.
 #include "emulate.h"  // before the header: it stands in for cuda_runtime.h
 #include "../../../harmonic/kernels/l1_cuda/l1_heads.h"
 
@@ -7,9 +7,9 @@ extern "C" {
 
 // out_splits: the number of splits; with m == nullptr only that is computed.
 int emu_forward(const void* a, const void* b, const float* aa, const float* bb, const int* y, int n, int v, int d,
-                int kind, int bf16, int vec, float n_exp, float eps, float scale, float* m, float* s, float* zsum,
-                float* zt, float* sums, int* out_splits) {
-    const l1cuda::Problem p{a, b, aa, bb, y, n, v, d, kind, bf16 != 0, vec != 0, n_exp, eps, scale, 0.0f};
+                int kind, int bf16, int vec, float n_exp, float eps, float scale, float pw, float alpha, float* m,
+                float* s, float* zsum, float* zt, float* sums, int* out_splits) {
+    const l1cuda::Problem p{a, b, aa, bb, y, n, v, d, kind, bf16 != 0, vec != 0, n_exp, eps, scale, 0.0f, pw, alpha};
     l1cuda::Partials parts;
     parts.splits = *out_splits;
     parts.m = m, parts.s = s, parts.zsum = zsum, parts.zt = zt, parts.sums = sums;
@@ -18,14 +18,16 @@ int emu_forward(const void* a, const void* b, const float* aa, const float* bb, 
     return error;
 }
 
-int emu_chunk_rows(int n, int v, long max_g_bytes) { return l1cuda::chunk_rows(n, v, max_g_bytes); }
+int emu_chunk_rows(int n, int v, int kind, long max_g_bytes) { return l1cuda::chunk_rows(n, v, kind, max_g_bytes); }
+int emu_coefficient_arrays(int kind) { return l1cuda::coefficient_arrays(kind); }
 int emu_padded_classes(int v) { return l1cuda::padded_classes(v); }
 
 int emu_backward(const void* a, const void* b, const float* aa, const float* bb, const int* y, int n, int v, int d,
-                 int kind, int bf16, int vec, float n_exp, float eps, float scale, float smoothing, const float* lse,
-                 const float* gw, float* g, int chunk_rows, float* dx, float* dw, float* daa, float* dbb,
-                 const float* sums) {
-    const l1cuda::Problem p{a, b, aa, bb, y, n, v, d, kind, bf16 != 0, vec != 0, n_exp, eps, scale, smoothing};
+                 int kind, int bf16, int vec, float n_exp, float eps, float scale, float smoothing, float pw,
+                 float alpha, const float* lse, const float* gw, float* g, int chunk_rows, float* dx, float* dw,
+                 float* daa, float* dbb, const float* sums) {
+    const l1cuda::Problem p{a, b, aa, bb, y, n, v, d, kind, bf16 != 0, vec != 0, n_exp, eps, scale, smoothing, pw,
+                            alpha};
     const l1cuda::Grads grads{lse, gw, g, chunk_rows, dx, dw, daa, dbb, sums};
     return l1cuda::backward(p, grads, nullptr);
 }

@@ -1,0 +1,14 @@
+// CHEBYSHEV (chebyshev) and SMOOTH (chebyshev_smooth): l1_kernels.cuh.
+#include "l1_kernels.cuh"
+
+namespace l1cuda::family {
+
+cudaError_t forward_maximum(const Problem& p, Partials& out, cudaStream_t stream) {
+    return p.kind == CHEBYSHEV ? forward_kind<CHEBYSHEV>(p, out, stream) : forward_kind<SMOOTH>(p, out, stream);
+}
+
+cudaError_t backward_maximum(const Problem& p, const Grads& grads, cudaStream_t stream) {
+    return p.kind == CHEBYSHEV ? backward_kind<CHEBYSHEV>(p, grads, stream) : backward_kind<SMOOTH>(p, grads, stream);
+}
+
+}  // namespace l1cuda::family
