@@ -5,7 +5,7 @@
     SMOOTH      log(sum_k exp(alpha |u_k|)) / alpha  (running max, one exp per element)
     CANBERRA    sum_k |u_k| / (|x_k| + |w_k|)        (0/0 terms count 0)
     BRAYCURTIS  sum_k |u_k| / sum_k |x_k + w_k|      (two accumulators per pair)
-    BRAYABS     sum_k |u_k| / (aa_i + bb_j)          (aa = sum |x|, bb = sum |w| from torch, so autograd owns them)
+    BRAYABS     sum_k |u_k| / (aa_i + bb_j)          (aa = sum |x|, bb = sum |w|, detached: see denominator_grads)
 
 Each program owns a tile of rows x centres and walks over the D features one at a time, reading x and W transposed
 (D-major) so every step loads two contiguous vectors and updates the whole tile on CUDA cores: nothing of size
@@ -725,9 +725,23 @@ class L1HeadLoss(torch.autograd.Function):
                 **constants,
             )
             da, db = daT.t(), dbT.t()
-        grads_aa = daa if ctx.needs_input_grad[2] else None
-        grads_bb = dbb if ctx.needs_input_grad[3] else None
+        da, db = denominator_grads(kind, a, b, da, db, daa, dbb)
+        grads_aa = daa if ctx.needs_input_grad[2] and kind != BRAYABS else None
+        grads_bb = dbb if ctx.needs_input_grad[3] and kind != BRAYABS else None
         return da.to(a.dtype), db.to(b.dtype), grads_aa, grads_bb, *([None] * 10)
+
+
+def denominator_grads(kind, a, b, da, db, daa, dbb):
+    """BRAYABS: add the gradient of its denominator aa = sum |a|, bb = sum |b| to da, db (fp32), so the two parts of
+    each gradient are summed before the one rounding to the inputs' dtype (as the reference's autograd does); aa, bb
+    arrive detached. Other kinds: da, db unchanged."""
+    if kind != BRAYABS:
+        return da, db
+    if da is not None:
+        da = da + daa[:, None] * a.float().sign()
+    if db is not None:
+        db = db + dbb[:, None] * b.float().sign()
+    return da, db
 
 
 # ---- Hook: the CUDA C++ kernels of harmonic/kernels/l1_cuda (manhattan, hamming_soft, bray_curtis_abs) ----------

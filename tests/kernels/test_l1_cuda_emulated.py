@@ -58,9 +58,7 @@ def _emulated(lib, a, b, aa, bb, y, kind, n_exp, eps, scale, p, alpha, smoothing
     m, s, zsum, zt = (torch.full((splits.value, n), float("nan")) for _ in range(4))  # poisoned: all written?
     sums = torch.full((n, lib.emu_padded_classes(v)), float("nan"))
     keep = _ptr(sums) if keep_sums else null
-    assert (
-        lib.emu_forward(*common, *consts, _ptr(m), _ptr(s), _ptr(zsum), _ptr(zt), keep, ctypes.byref(splits)) == 0
-    )
+    assert lib.emu_forward(*common, *consts, _ptr(m), _ptr(s), _ptr(zsum), _ptr(zt), keep, ctypes.byref(splits)) == 0
     assert torch.isfinite(m).all() and torch.isfinite(s).all()
     top = m.max(0).values
     lse = top + (s * (m - top).exp()).sum(0).log()

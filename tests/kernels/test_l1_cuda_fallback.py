@@ -68,9 +68,9 @@ def test_forced_mode_raises_on_build_failure(fresh, monkeypatch):
 
 
 def test_selection_without_building(fresh, monkeypatch):
-    """Off, CPU tensors, kinds the CUDA kernels do not cover: no build is tried; a bad setting names the variable."""
+    """Off, CPU tensors, dtypes the CUDA kernels do not cover: no build is tried; a bad setting names the variable."""
     monkeypatch.setattr(fresh, "l1_cuda_available", lambda: pytest.fail("must not try to build"))
-    assert not fresh.wanted(l1_heads.CHEBYSHEV, _cuda_like(), _cuda_like())
+    assert not fresh.wanted(l1_heads.CHEBYSHEV, _cuda_like(torch.float64), _cuda_like(torch.float64))
     cpu = torch.zeros(2, 3)
     assert not fresh.wanted(l1_heads.MANHATTAN, cpu, cpu)
     monkeypatch.setenv("HARMONIC_L1_CUDA", "off")
@@ -87,7 +87,7 @@ def test_selected_when_built(fresh, monkeypatch):
     assert fresh.l1_cuda_available() == (True, "")
 
 
-@pytest.mark.parametrize("distance", ["manhattan", "hamming_soft", "bray_curtis_abs"])
+@pytest.mark.parametrize("distance", ["manhattan", "hamming_soft", "bray_curtis_abs", "bray_curtis", "chebyshev"])
 def test_fallback_path_matches_the_reference_on_cpu(fresh, monkeypatch, distance):
     """Through the hook in l1_heads on the CPU (Triton interpreter), never the CUDA Function."""
     monkeypatch.setattr(fresh.L1CudaHeadLoss, "apply", lambda *a: pytest.fail("CUDA kernels on the CPU"))
@@ -109,8 +109,11 @@ def test_fallback_path_matches_the_reference_on_cpu(fresh, monkeypatch, distance
 
 
 def test_kind_codes_match_the_triton_module():
-    """l1_heads.h hard-codes MANHATTAN = 0 and BRAYABS = 6; the sources ship with the package."""
-    assert (l1_heads.MANHATTAN, l1_heads.BRAYABS) == (0, 6)
-    assert all(path.is_file() for path in l1_cuda.SOURCES)
+    """l1_heads.h hard-codes the kind codes of l1_heads.py; the sources ship with the package; every kind is served."""
+    assert all(path.is_file() for path in (*l1_cuda.SOURCES, *l1_cuda.HEADERS))
     text = (l1_cuda.HERE / "l1_heads.h").read_text()
-    assert "constexpr int MANHATTAN = 0;" in text and "constexpr int BRAYABS = 6;" in text
+    for name, code in (("MANHATTAN", l1_heads.MANHATTAN), ("MINKOWSKI", l1_heads.MINKOWSKI),
+                       ("CHEBYSHEV", l1_heads.CHEBYSHEV), ("SMOOTH", l1_heads.SMOOTH), ("CANBERRA", l1_heads.CANBERRA),
+                       ("BRAYCURTIS", l1_heads.BRAYCURTIS), ("BRAYABS", l1_heads.BRAYABS)):  # fmt: skip
+        assert f"constexpr int {name} = {code};" in text
+    assert sorted(l1_cuda.KINDS) == sorted(l1_heads.KINDS.values())

@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 
 from harmonic.kernels._loss import finish_rows, reduce_rows, row_weights
-from harmonic.kernels.l1_heads import BRAYABS, KINDS as L1_KINDS, MANHATTAN
+from harmonic.kernels.l1_heads import BRAYABS, MANHATTAN, denominator_grads
+from harmonic.kernels.l1_heads import KINDS as L1_KINDS
 
 HERE = Path(__file__).parent
 FAMILIES = ("l1_sign.cu", "l1_braycurtis.cu", "l1_maximum.cu", "l1_power.cu")  # one nvcc job each
@@ -135,7 +136,7 @@ def _keep_sums(kind: int) -> bool:
 
 
 class L1CudaHeadLoss(torch.autograd.Function):
-    """As l1_heads.L1HeadLoss (same arguments, same result) for the MANHATTAN and BRAYABS kinds."""
+    """As l1_heads.L1HeadLoss (same arguments, same result) for every kind."""
 
     @staticmethod
     def forward(ctx, a, b, aa, bb, y, kind, n_exp, eps, p, alpha, scale, smoothing, ignore_index, reduction):
@@ -164,10 +165,11 @@ class L1CudaHeadLoss(torch.autograd.Function):
         da, db, daa, dbb = _STATUS["module"].backward(
             a, b, aa, bb, y32, lse, g, kind, n_exp, eps, scale, p, alpha, smoothing, _g_bytes(), need_a, need_b, sums
         )
+        da, db = denominator_grads(kind, a, b, da if need_a else None, db if need_b else None, daa, dbb)
         return (
             da.to(dtype_a) if need_a else None,
             db.to(dtype_b) if need_b else None,
-            daa if ctx.needs_input_grad[2] else None,
-            dbb if ctx.needs_input_grad[3] else None,
+            daa if ctx.needs_input_grad[2] and kind != BRAYABS else None,
+            dbb if ctx.needs_input_grad[3] and kind != BRAYABS else None,
             *([None] * 10),
         )

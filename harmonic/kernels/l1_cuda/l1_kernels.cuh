@@ -88,8 +88,15 @@ __host__ __device__ constexpr bool sign_kind(int kind) { return kind == MANHATTA
 __host__ __device__ constexpr bool two_accumulators(int kind) { return kind == SMOOTH || kind == BRAYCURTIS; }
 // Per-pair coefficient matrices of the backward (G1 and, for these kinds, G2).
 __host__ __device__ constexpr int g_arrays(int kind) { return (kind == CHEBYSHEV || kind == SMOOTH || kind == BRAYCURTIS) ? 2 : 1; }
-// Resident blocks the forward / coeff kernels ask registers for: two with one 8 x 8 accumulator, one with two.
+// Resident blocks the forward / coeff kernels ask registers for: two with one 8 x 8 accumulator, one with two
+// (chebyshev's coeff keeps its tie counts beside the maxima).
 __host__ __device__ constexpr int pair_blocks(int kind) { return two_accumulators(kind) ? 1 : 2; }
+__host__ __device__ constexpr int coeff_blocks(int kind) { return two_accumulators(kind) || kind == CHEBYSHEV ? 1 : 2; }
+// Centre (row) steps unrolled per shared-memory stage in grad_x / grad_w: all of them for the sign kinds' two
+// instructions per triple; fewer where a triple's terms are longer (more registers live per step).
+__host__ __device__ constexpr int grad_unroll(int kind, int p) {
+    return sign_kind(kind) ? BK : (kind == CANBERRA ? 1 : (kind == MINKOWSKI && p == 0 ? 2 : 4));
+}
 
 // Index (0..127) of a thread's i-th row (or column) inside the block tile: two runs of 4, 64 apart.
 __device__ __forceinline__ int own(int t, int i) { return (i < 4 ? 0 : 64) + t * 4 + (i & 3); }
@@ -584,7 +591,7 @@ forward_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __
 // denominator's gradient cden to daa[row] and dbb[col]). G rows are relative to the chunk (row_base), padded to
 // whole tiles and written everywhere (0 outside the valid range).
 template <typename T, int KIND, int P>
-__global__ void __launch_bounds__(THREADS, pair_blocks(KIND))
+__global__ void __launch_bounds__(THREADS, coeff_blocks(KIND))
 coeff_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __restrict__ aa,
              const float* __restrict__ bb, const int* __restrict__ y, const float* __restrict__ lse,
              const float* __restrict__ gw, float* __restrict__ g1_out, float* __restrict__ g2_out, int ldg,
@@ -744,7 +751,7 @@ grad_x_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __r
             for (int h = 0; h < NG; ++h) fetch_g_t(gs[h], ldg, lrow0, c0 + BK, rg[h]);
             fetch_n<T, KEYS, KEYS>(b, v, d, c0 + BK, k0, vec, rw);
         }
-#pragma unroll
+#pragma unroll(grad_unroll(KIND, P))
         for (int cc = 0; cc < BK; ++cc) {
             float gv[NG][8], wv[8], wv2[8];
 #pragma unroll
@@ -846,7 +853,7 @@ grad_w_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __r
             for (int h = 0; h < NG; ++h) fetch_g(gs[h], ldg, r0 + BK, col0, rg[h]);
             fetch_n<T, KEYS, false>(xa, chunk_rows, d, r0 + BK, k0, vec, rx);
         }
-#pragma unroll
+#pragma unroll(grad_unroll(KIND, P))
         for (int rr = 0; rr < BK; ++rr) {
             float gv[NG][8], xv[8], xv2[8];
 #pragma unroll
