@@ -41,13 +41,26 @@ from harmonic import kernels  # noqa: E402
 from harmonic.kernels import l1_cuda  # noqa: E402
 
 GPT2 = (8192, 768, 50304)  # N, D, V
-HEADS = ("manhattan", "hamming_soft", "bray_curtis_abs")
+# head label -> (registry distance, its parameters): every L1-type kind of harmonic/kernels/l1_heads.py
+HEADS = {
+    "manhattan": ("manhattan", {}),
+    "hamming_soft": ("hamming_soft", {}),
+    "bray_curtis_abs": ("bray_curtis_abs", {}),
+    "bray_curtis": ("bray_curtis", {}),
+    "chebyshev": ("chebyshev", {}),
+    "chebyshev_smooth": ("chebyshev_smooth", {}),
+    "canberra": ("canberra", {}),
+    "minkowski_p3": ("minkowski", {"p": 3.0}),
+    "minkowski_p1.5": ("minkowski", {"p": 1.5}),
+}
+STORE_HEADS = ("manhattan", "hamming_soft", "bray_curtis_abs")  # the kinds that can keep their sums
 CHECK_ROWS = 64
 BAR_LOSS, BAR_GRAD = 1e-7, 2e-4  # the issue's errors against the fp32 reference
 EDGE_LOSS, EDGE_GRAD = 1e-5, 1e-4  # tests/kernels' tolerances at small shapes
 MIN_INSTR = {"forward_kernel": 2, "coeff_kernel": 2, "grad_x_kernel": 2, "grad_w_kernel": 2}  # bf16 inputs
 NCU_SHAPE = (1024, 768, 8192)
 START = time.perf_counter()
+OUT_DIR = [Path(".")]  # set by main
 
 
 def elapsed() -> float:
@@ -74,14 +87,16 @@ def use(impl):
     os.environ["HARMONIC_L1_CUDA_STORE"] = "1" if impl == "cuda-store" else "0"
 
 
-def run_loss(impl, x, w, y, distance, n_exp, **kwargs):
-    """(loss, grads of the inputs that require them) through impl: cuda, cuda-store, triton or reference."""
+def run_loss(impl, x, w, y, head, n_exp, **kwargs):
+    """(loss, grads of the inputs that require them) of a HEADS entry through impl: cuda, cuda-store, triton or
+    reference."""
+    distance, params = HEADS[head]
     if impl == "reference":
         fn = kernels.reference_harmonic_loss
     else:
         use(impl)
         fn = kernels.fused_harmonic_loss
-    loss = fn(x, w, y, distance=distance, n=n_exp, eps=1e-8, **kwargs)
+    loss = fn(x, w, y, distance=distance, n=n_exp, eps=1e-8, params=dict(params), **kwargs)
     inputs = [t for t in (x, w) if t.requires_grad]
     grads = torch.autograd.grad(loss.sum(), inputs)
     return loss.detach(), grads
@@ -193,7 +208,7 @@ def stage_check_vocab():
     rows = []
     for head in HEADS:
         x, w, y = make_inputs(CHECK_ROWS, d, v, seed=1)
-        for impl in ("cuda", "cuda-store", "triton"):
+        for impl in ("cuda", "cuda-store", "triton") if head in STORE_HEADS else ("cuda", "triton"):
             row = {"head": head, "impl": impl, **compare(impl, "reference", x, w, y, head)}
             row["meets_bar"] = (
                 row["loss_rel_err"] <= BAR_LOSS and max(row["dx_rel_err"], row["dW_rel_err"]) <= BAR_GRAD
@@ -209,10 +224,11 @@ def edge_case(index, head, dtype, kwargs, x_grad, rows=77, impl="cuda"):
     with torch.no_grad():
         w[5] = x[3]  # a point on a centre: all features tie (sign(0) = 0)
         w[7, :50] = x[4, :50]  # half the features tie
-        if head == "bray_curtis_abs":
-            w[9].zero_()
-            x[6].zero_()  # zero rows: the 0/0 denominator
-    y[3] = 5
+        w[9].zero_()
+        x[6].zero_()  # zero rows: the 0/0 denominators (bray_curtis_abs, canberra)
+        w[11] = -x[8]  # bray_curtis: sum |x + w| = 0
+        x[10, :3], w[12, :3], x[10, 3:], w[12, 3:] = 1.0, -1.0, 0.0, 0.0  # chebyshev: three tied maxima
+    y[3], y[10] = 5, 12
     x.requires_grad_(x_grad)
     row = {"head": head, "impl": impl, "dtype": str(dtype), **kwargs, "x_grad": x_grad, "rows": rows}
     row.update(compare(impl, "reference", x, w, y, head, **kwargs))
@@ -230,12 +246,13 @@ def stage_check_edges():
     """Small odd shapes (partial tiles), ties, ignored rows, smoothing, reductions, dtypes, several row chunks."""
     cases = []
     for head in HEADS:
-        for dtype in (torch.bfloat16, torch.float32, torch.float16):
+        for dtype in (torch.bfloat16, torch.float32, torch.float16) if head in STORE_HEADS else (torch.bfloat16,):
             cases.append((head, dtype, {"label_smoothing": 0.1}, True))
         cases.append((head, torch.bfloat16, {"reduction": "sum"}, True))
         cases.append((head, torch.float32, {"reduction": "none"}, True))
         cases.append((head, torch.bfloat16, {}, False))  # centres-only gradient
-        cases.append((head, torch.bfloat16, {"label_smoothing": 0.1}, True, 77, "cuda-store"))
+        if head in STORE_HEADS:
+            cases.append((head, torch.bfloat16, {"label_smoothing": 0.1}, True, 77, "cuda-store"))
     rows = []
     for index, case in enumerate(cases):
         try:
@@ -246,7 +263,8 @@ def stage_check_edges():
     os.environ["HARMONIC_L1_CUDA_G_BYTES"] = "1"  # 128-row chunks: 300 rows in three
     try:
         for head, dtype, impl in (("manhattan", torch.bfloat16, "cuda"), ("bray_curtis_abs", torch.float32, "cuda"),
-                                  ("hamming_soft", torch.bfloat16, "cuda-store")):  # fmt: skip
+                                  ("hamming_soft", torch.bfloat16, "cuda-store"), ("bray_curtis", torch.bfloat16, "cuda"),
+                                  ("chebyshev", torch.float32, "cuda"), ("chebyshev_smooth", torch.bfloat16, "cuda")):  # fmt: skip
             rows.append(edge_case(len(rows), head, dtype, {}, True, 300, impl))
             print(json.dumps(rows[-1]), flush=True)
     finally:
@@ -308,6 +326,7 @@ def time_ms(fn, reps, warmup=1):
 
 def fwd_bwd(impl, head, x, w, y):
     n_exp = math.sqrt(x.shape[1])
+    distance, params = HEADS.get(head, (None, {}))
 
     def step():
         x.grad = w.grad = None
@@ -315,7 +334,8 @@ def fwd_bwd(impl, head, x, w, y):
             F.cross_entropy(x @ w.t(), y, ignore_index=-100).backward()
         else:
             use(impl)
-            kernels.fused_harmonic_loss(x, w, y, distance=head, n=n_exp, eps=1e-8).backward()
+            loss = kernels.fused_harmonic_loss(x, w, y, distance=distance, n=n_exp, eps=1e-8, params=dict(params))
+            loss.backward()
 
     return step
 
@@ -349,7 +369,10 @@ def stage_bench(info, built):
     result = {"N": n, "D": d, "V": v, "bound_ms_per_instr_per_triple": triples / per_ms, "rows": []}
     result["rows"].append({"head": "ce", "impl": "ce eager", "ms": time_ms(fwd_bwd("ce", None, x, w, y), 20, 3)})
     for head in HEADS:
-        for impl, reps in (("cuda", 10), ("cuda-store", 10), ("triton", 3)):
+        impls = (
+            (("cuda", 10), ("cuda-store", 10), ("triton", 3)) if head in STORE_HEADS else (("cuda", 5), ("triton", 2))
+        )
+        for impl, reps in impls:
             try:
                 ms = time_ms(fwd_bwd(impl, head, x, w, y), reps)
                 row = {"head": head, "impl": impl, "ms": ms, "vs_ce": ms / result["rows"][0]["ms"]}
@@ -398,43 +421,57 @@ def ncu_target():
 
 
 def stage_ncu(budget_s):
+    """ncu at NCU_SHAPE (manhattan), one run: executed instructions per (row, centre, feature) triple, issue-slot
+    use, and where the warps wait (the WarpStateStats section: warps stalled per issued instruction, by reason,
+    largest first)."""
+    import csv
+    import io
+
     ncu = shutil.which("ncu")
     if ncu is None:
         return {"error": "ncu not on PATH"}
-    cmd = [ncu, "--csv", "--clock-control", "none", "--kernel-name", "regex:forward_kernel|coeff_kernel|grad_._kernel",
-           "--metrics", "sm__inst_executed.sum,smsp__issue_active.avg.pct_of_peak_sustained_active",
-           sys.executable, str(Path(__file__).resolve()), "--ncu-target"]  # fmt: skip
+    cmd = [ncu, "--csv", "--page", "raw", "--section", "WarpStateStats", "--metrics",
+           "sm__inst_executed.sum,smsp__issue_active.avg.pct_of_peak_sustained_active", "--clock-control", "none",
+           "--kernel-name", "regex:forward_kernel|coeff_kernel|grad_._kernel", sys.executable,
+           str(Path(__file__).resolve()), "--ncu-target"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=budget_s, cwd=REPO)
     n, d, v = NCU_SHAPE
+    lines = [line for line in proc.stdout.splitlines() if line.startswith('"')]
     rows = {}
-    for line in proc.stdout.splitlines():
-        cells = [c.strip('"') for c in line.split('","')]
-        if len(cells) < 3 or not any(k in line for k in MIN_INSTR):
+    for row in csv.DictReader(io.StringIO("\n".join(lines))):
+        name = next((k for k in MIN_INSTR if k in row.get("Kernel Name", "")), None)
+        if name is None:
             continue
-        name = next(k for k in MIN_INSTR if k in line)
-        value = cells[-1].replace(",", "")
-        try:
-            value = float(value)
-        except ValueError:
-            continue
-        metric = next((c for c in cells if c.startswith(("sm__", "smsp__"))), "?")
-        rows.setdefault(name, {})[metric] = value
-    for metrics in rows.values():
-        if "sm__inst_executed.sum" in metrics:
-            metrics["thread_instr_per_triple"] = metrics["sm__inst_executed.sum"] * 32 / (n * v * d)
-    return {"shape": NCU_SHAPE, "kernels": rows, "returncode": proc.returncode, "stderr_tail": proc.stderr[-800:]}
+        found, stalls = {}, {}
+        for metric, value in row.items():
+            try:
+                number = float(str(value).replace(",", ""))
+            except ValueError:
+                continue
+            if metric in ("sm__inst_executed.sum", "smsp__issue_active.avg.pct_of_peak_sustained_active"):
+                found[metric] = number
+            elif metric and "issue_stalled_" in metric and "per_issue_active" in metric:
+                stalls[metric.split("issue_stalled_")[1].split("_per_issue")[0]] = number
+        if "sm__inst_executed.sum" in found:
+            found["thread_instr_per_triple"] = found["sm__inst_executed.sum"] * 32 / (n * v * d)
+        found["stalls_per_issue"] = dict(sorted(stalls.items(), key=lambda kv: -kv[1])[:10])
+        rows[name] = found
+    return {"shape": NCU_SHAPE, "kernels": rows, "returncode": proc.returncode, "stderr_tail": proc.stderr[-800:],
+            "stdout_head": "\n".join(lines[:2])[:1500]}  # fmt: skip
 
 
 def stage_gpt_step(budget_s, store):
     folder = Path("/tmp/l1_cuda_gpt_step")
     cmd = [sys.executable, str(REPO / "benchmarks" / "gpt_step_benchmark.py"), "--out", str(folder), "--heads",
-           "baseline", "manhattan", "--no-reference", "--no-profile", "--steps", "6", "--warmup", "2"]  # fmt: skip
+           "baseline", "manhattan", "--no-reference", "--steps", "6", "--warmup", "2"]  # fmt: skip
     env = dict(os.environ, HARMONIC_L1_CUDA="1", HARMONIC_L1_CUDA_STORE="1" if store else "0", PYTHONPATH=str(REPO))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=budget_s, cwd=REPO, env=env)
     result = {"store": store, "returncode": proc.returncode, "stdout_tail": proc.stdout[-2000:],
               "stderr_tail": proc.stderr[-1500:]}  # fmt: skip
     if (folder / "gpt_step.json").exists():
         result["rows"] = json.loads((folder / "gpt_step.json").read_text())["rows"]
+    if (folder / "gpt_step_profile.txt").exists():  # where a step's time goes, kept beside the report
+        shutil.copy(folder / "gpt_step_profile.txt", OUT_DIR[0] / "gpt_step_profile.txt")
     return result
 
 
@@ -512,7 +549,8 @@ def markdown(data):
             lines.append(f"- {head}: " + "; ".join(cells))
         lines.append("")
     if "ncu" in st:
-        lines += [f"ncu {st['ncu'].get('shape')}: " + json.dumps(st["ncu"].get("kernels"))[:1500], ""]
+        lines += [f"ncu {st['ncu'].get('shape')}: " + json.dumps(st["ncu"].get("kernels"))[:4000], ""]
+
     if "gpt_step" in st:
         for r in st["gpt_step"].get("rows", []):
             lines.append(f"- GPT-2 step {r.get('head')} ({r.get('path')}): {fmt(r.get('tokens_per_s'))} tokens/s, "
@@ -538,20 +576,21 @@ def main(argv=None):
         print("EDGES_JSON " + json.dumps(stage_check_edges(), default=str), flush=True)
         return None
     args.out.mkdir(parents=True, exist_ok=True)
+    OUT_DIR[0] = args.out
     report = Report(args.out)
     report.stage("info", stage_info)
     report.stage("build", lambda: stage_build(args.out))
     built = report.data["stages"].get("build", {}).get("ok", False)
     if built:
-        report.stage("check_edges", lambda: stage_edges_isolated(180.0))
+        report.stage("check_edges", lambda: stage_edges_isolated(240.0))
         built = report.data["stages"].get("check_edges", {}).get("ok", False)
     if built:
         report.stage("check_vocab", stage_check_vocab)
         report.stage("agree", stage_agree)
     info = report.data["stages"].get("info") or {"sms": 132, "clock_hz": 1.98e9}
     report.stage("bench", lambda: stage_bench(info, built))
-    if built and args.budget_s - elapsed() > 60:
-        report.stage("ncu", lambda: stage_ncu(min(90.0, args.budget_s - elapsed() - 30)))
+    if built and args.budget_s - elapsed() > 150:
+        report.stage("ncu", lambda: stage_ncu(min(100.0, args.budget_s - elapsed() - 120)))
     if built and args.budget_s - elapsed() > 120:
         report.stage("gpt_step", lambda: stage_gpt_step(args.budget_s - elapsed(), faster_store(report.data)))
     print(markdown(report.data), flush=True)

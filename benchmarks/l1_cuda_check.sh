@@ -5,5 +5,5 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the output folder}"
 mkdir -p "$OUT"
-PYTHONPATH=. PYTHONUNBUFFERED=1 timeout 500 "${PYTHON:-python3}" benchmarks/l1_cuda_check.py --out "$OUT" --budget-s 420 \
+PYTHONPATH=. PYTHONUNBUFFERED=1 timeout 570 "${PYTHON:-python3}" benchmarks/l1_cuda_check.py --out "$OUT" --budget-s 520 \
     2>&1 | tee "$OUT/run.log"

@@ -67,7 +67,7 @@ def _build_flags(verbose: bool) -> list[str]:
 
 
 def _build():
-    """Compile (or load the cached build of) l1_heads.cu for the current GPU."""
+    """Compile (or load the cached build of) the sources for the current GPU (ninja: one nvcc job per file)."""
     from torch.utils.cpp_extension import load
 
     verbose = os.environ.get("HARMONIC_L1_CUDA_VERBOSE", "0") == "1"

@@ -1,4 +1,4 @@
-// PyTorch binding of the CUDA L1 kernels (l1_heads.cu): tensor checks, allocation, the current stream.
+// PyTorch binding of the CUDA L1 kernels (l1_heads.h): tensor checks, allocation, the current stream.
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/extension.h>
