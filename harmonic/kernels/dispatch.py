@@ -142,6 +142,11 @@ def fused_harmonic_loss(
         return reference_harmonic_loss(x, centres, targets, **reference)
     x2 = x.reshape(-1, x.shape[-1])
     y = checked_targets(targets, x2.shape[0], centres.shape[0], ignore_index)
+    if get_distance(distance).kernel == "l1" and torch.is_autocast_enabled(x.device.type):
+        # Under autocast the elementwise heads take autocast's operand type, as F.linear and the matmul heads do
+        # (their sums stay fp32): on CUDA the bf16 operands take the kernels' 2-instruction order-key path.
+        dtype = torch.get_autocast_dtype(x.device.type)
+        x2, centres = x2.to(dtype), centres.to(dtype)
     operands = get_distance(distance).kernel_operands(
         x2, centres, params, factor, training, _compute_dtype(x2, centres)
     )

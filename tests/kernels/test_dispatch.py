@@ -42,3 +42,20 @@ def test_the_family_implementation_is_looked_up(monkeypatch):
     ((operands, kwargs),) = calls
     assert isinstance(operands, KernelOperands) and (operands.family, operands.kind) == ("l1", "canberra")
     assert kwargs == {"n": 2.0, "eps": 1e-8, "smoothing": 0.0, "ignore_index": -100, "reduction": "sum"}
+
+
+def test_elementwise_heads_take_the_autocast_operand_type():
+    """Under autocast an L1-type head computes from operands rounded to autocast's type (as F.linear would), its
+    gradients reach the fp32 inputs in fp32; without autocast the fp32 operands are used as they are."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 10, generator=gen, requires_grad=True)
+    w = torch.randn(9, 10, generator=gen, requires_grad=True)
+    y = torch.randint(0, 9, (6,), generator=gen)
+    args = dict(distance="manhattan", n=2.0, eps=1e-8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = kernels.fused_harmonic_loss(x, w, y, **args)
+    rounded = kernels.fused_harmonic_loss(x.detach().bfloat16(), w.detach().bfloat16(), y, **args)
+    plain = kernels.fused_harmonic_loss(x, w, y, **args)
+    assert torch.equal(under, rounded) and not torch.equal(under, plain)
+    grads = torch.autograd.grad(under, (x, w))
+    assert all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)

@@ -6,7 +6,7 @@
 //     BRAYCURTIS  sum_k |u_k| / sum_k |x_k + w_k|
 //     MINKOWSKI   (sum_k |u_k|^p)^(1/p) * scale  (inputs pre-scaled so |u| <= 2)
 //     CHEBYSHEV   max_k |u_k|                    (gradient shared among tied maxima, as torch.amax)
-//     SMOOTH      log(sum_k exp(alpha |u_k|)) / alpha
+//     SMOOTH      log(sum_k exp(alpha |u_k|)) / alpha  (two sweeps: the maximum, then the sum of exponentials)
 //     CANBERRA    sum_k |u_k| / (|x_k| + |w_k|)
 // Each l1_*.cu file instantiates one family of them; the Python side is harmonic/kernels/l1_cuda/__init__.py.
 //
@@ -155,36 +155,63 @@ __device__ __forceinline__ float bf16_value(unsigned short bits) {
     return __uint_as_float(static_cast<unsigned>(bits) << 16);
 }
 
-// out[e] = element e of src (e < valid; 0 beyond), as value or KEYS key. vec: src is 16-byte aligned.
-template <typename T, bool KEYS>
-__device__ __forceinline__ void load8(const T* src, int valid, bool vec, float out[8]) {
+// 8 consecutive elements of a row as loaded (bf16: four 32-bit words; fp32: the values). The staging loops keep
+// the next stage's elements in this form while the current stage computes and unpack them (unpack8) only when
+// storing to shared memory: no instruction waits on the global load before the compute loop.
+template <typename T>
+struct Raw8 {
+    float v[8];
+};
+template <>
+struct Raw8<__nv_bfloat16> {
+    unsigned w[4];
+};
+
+// r = elements 0..7 of src (e < valid; 0 beyond). vec: src is 16-byte aligned.
+template <typename T>
+__device__ __forceinline__ void load_raw8(const T* src, int valid, bool vec, Raw8<T>& r) {
     if constexpr (sizeof(T) == 4) {
         if (vec && valid >= 8) {
             const float4 p = __ldg(reinterpret_cast<const float4*>(src));
             const float4 q = __ldg(reinterpret_cast<const float4*>(src) + 1);
-            out[0] = p.x; out[1] = p.y; out[2] = p.z; out[3] = p.w;
-            out[4] = q.x; out[5] = q.y; out[6] = q.z; out[7] = q.w;
+            r.v[0] = p.x; r.v[1] = p.y; r.v[2] = p.z; r.v[3] = p.w;
+            r.v[4] = q.x; r.v[5] = q.y; r.v[6] = q.z; r.v[7] = q.w;
         } else {
 #pragma unroll
-            for (int e = 0; e < 8; ++e) out[e] = e < valid ? src[e] : 0.0f;
+            for (int e = 0; e < 8; ++e) r.v[e] = e < valid ? src[e] : 0.0f;
         }
     } else {
-        unsigned short raw[8];
         const unsigned short* s = reinterpret_cast<const unsigned short*>(src);
         if (vec && valid >= 8) {
             const uint4 p = __ldg(reinterpret_cast<const uint4*>(s));
-            const unsigned words[4] = {p.x, p.y, p.z, p.w};
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                raw[2 * e] = words[e] & 0xffff;
-                raw[2 * e + 1] = words[e] >> 16;
-            }
+            r.w[0] = p.x; r.w[1] = p.y; r.w[2] = p.z; r.w[3] = p.w;
         } else {
 #pragma unroll
-            for (int e = 0; e < 8; ++e) raw[e] = e < valid ? s[e] : 0;
+            for (int e = 0; e < 4; ++e) {
+                const unsigned lo = 2 * e < valid ? s[2 * e] : 0u, hi = 2 * e + 1 < valid ? s[2 * e + 1] : 0u;
+                r.w[e] = lo | (hi << 16);
+            }
         }
+    }
+}
+
+// out[e] = element e as value or KEYS key (HALF_MINUS: 0.5 - that, the b of step()).
+template <typename T, bool KEYS, bool HALF_MINUS = false>
+__device__ __forceinline__ void unpack8(const Raw8<T>& r, float out[8]) {
+    if constexpr (sizeof(T) == 4) {
 #pragma unroll
-        for (int e = 0; e < 8; ++e) out[e] = KEYS ? key16(raw[e]) : bf16_value(raw[e]);
+        for (int e = 0; e < 8; ++e) out[e] = r.v[e];
+    } else {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const unsigned short lo = r.w[e] & 0xffff, hi = r.w[e] >> 16;
+            out[2 * e] = KEYS ? key16(lo) : bf16_value(lo);
+            out[2 * e + 1] = KEYS ? key16(hi) : bf16_value(hi);
+        }
+    }
+    if constexpr (HALF_MINUS) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) out[e] = 0.5f - out[e];
     }
 }
 
@@ -213,12 +240,12 @@ __device__ __forceinline__ float step(float a, float b) {
 
 // Thread t loads row t % 128, columns (t / 128) * 8 .. + 8 of rows [row0, row0 + 128) x cols [c0, c0 + 16): one
 // 16-byte load for bf16, two for fp32; stored transposed (dst[col][row]), conflict-free (a warp: 32 rows).
-template <typename T, bool KEYS>
-__device__ __forceinline__ void fetch_t(const T* m, int rows, int cols, int row0, int c0, bool vec, float r[8]) {
+template <typename T>
+__device__ __forceinline__ void fetch_t(const T* m, int rows, int cols, int row0, int c0, bool vec, Raw8<T>& r) {
     const int row = row0 + (threadIdx.x & 127);
     const int col = c0 + (threadIdx.x >> 7) * 8;
     const int valid = row < rows ? min(8, cols - col) : 0;
-    load8<T, KEYS>(m + static_cast<size_t>(row) * cols + col, valid, vec, r);
+    load_raw8<T>(m + static_cast<size_t>(row) * cols + col, valid, vec, r);
 }
 
 __device__ __forceinline__ void store_t(float (*dst)[TILE], const float r[8]) {
@@ -228,24 +255,35 @@ __device__ __forceinline__ void store_t(float (*dst)[TILE], const float r[8]) {
     for (int e = 0; e < 8; ++e) dst[col + e][row] = r[e];
 }
 
+template <typename T, bool KEYS>
+__device__ __forceinline__ void store_t(float (*dst)[TILE], const Raw8<T>& raw) {
+    float r[8];
+    unpack8<T, KEYS>(raw, r);
+    store_t(dst, r);
+}
+
 // Thread t loads row (t / 16) of a 16-row slice, columns (t % 16) * 8 .. + 8 of a 128-column block: coalesced
-// 16-row x 128-column slice stored as dst[row][col] (no transpose). KEYS_W: store 0.5 - key (the b of step()).
-template <typename T, bool KEYS, bool HALF_MINUS>
-__device__ __forceinline__ void fetch_n(const T* m, int rows, int cols, int row0, int c0, bool vec, float r[8]) {
+// 16-row x 128-column slice stored as dst[row][col] (no transpose).
+template <typename T>
+__device__ __forceinline__ void fetch_n(const T* m, int rows, int cols, int row0, int c0, bool vec, Raw8<T>& r) {
     const int row = row0 + (threadIdx.x >> 4);
     const int col = c0 + (threadIdx.x & 15) * 8;
     const int valid = row < rows ? min(8, cols - col) : 0;
-    load8<T, KEYS>(m + static_cast<size_t>(row) * cols + col, valid, vec, r);
-    if constexpr (HALF_MINUS) {
-#pragma unroll
-        for (int e = 0; e < 8; ++e) r[e] = 0.5f - r[e];
-    }
+    load_raw8<T>(m + static_cast<size_t>(row) * cols + col, valid, vec, r);
 }
 
 __device__ __forceinline__ void store_n(float (*dst)[TILE], const float r[8]) {
     float* p = &dst[threadIdx.x >> 4][(threadIdx.x & 15) * 8];
     reinterpret_cast<float4*>(p)[0] = make_float4(r[0], r[1], r[2], r[3]);
     reinterpret_cast<float4*>(p)[1] = make_float4(r[4], r[5], r[6], r[7]);
+}
+
+// HALF_MINUS: store 0.5 - key (the b of step()).
+template <typename T, bool KEYS, bool HALF_MINUS>
+__device__ __forceinline__ void store_n(float (*dst)[TILE], const Raw8<T>& raw) {
+    float r[8];
+    unpack8<T, KEYS, HALF_MINUS>(raw, r);
+    store_n(dst, r);
 }
 
 // G[row0 .. +16][c0 .. +128] (fp32, ld columns, padded so no bounds checks), the same slice shape as fetch_n.
@@ -287,17 +325,17 @@ template <typename T, typename F>
 __device__ __forceinline__ void pair_sweep(const T* a, const T* b, int n, int v, int d, int row0, int col0, bool vec,
                                            PairSmem& sm, F&& update) {
     const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
-    float ra[8], rb[8];
-    fetch_t<T, false>(a, n, d, row0, 0, vec, ra);
-    fetch_t<T, false>(b, v, d, col0, 0, vec, rb);
-    store_t(sm.a[0], ra);
-    store_t(sm.b[0], rb);
+    Raw8<T> ra, rb;
+    fetch_t<T>(a, n, d, row0, 0, vec, ra);
+    fetch_t<T>(b, v, d, col0, 0, vec, rb);
+    store_t<T, false>(sm.a[0], ra);
+    store_t<T, false>(sm.b[0], rb);
     __syncthreads();
     for (int k0 = 0, buf = 0; k0 < d; k0 += BK, buf ^= 1) {
         const bool more = k0 + BK < d;
         if (more) {  // next slice in flight while this one computes
-            fetch_t<T, false>(a, n, d, row0, k0 + BK, vec, ra);
-            fetch_t<T, false>(b, v, d, col0, k0 + BK, vec, rb);
+            fetch_t<T>(a, n, d, row0, k0 + BK, vec, ra);
+            fetch_t<T>(b, v, d, col0, k0 + BK, vec, rb);
         }
 #pragma unroll
         for (int kk = 0; kk < BK; ++kk) {
@@ -307,8 +345,8 @@ __device__ __forceinline__ void pair_sweep(const T* a, const T* b, int n, int v,
             update(av, bv, k0 + kk < d);
         }
         if (more) {
-            store_t(sm.a[buf ^ 1], ra);
-            store_t(sm.b[buf ^ 1], rb);
+            store_t<T, false>(sm.a[buf ^ 1], ra);
+            store_t<T, false>(sm.b[buf ^ 1], rb);
         }
         __syncthreads();
     }
@@ -336,15 +374,6 @@ __device__ __forceinline__ void pair_add(float& A, float& B, float a, float b, b
         A += power<P>(u, q);
     } else if constexpr (KIND == CHEBYSHEV) {
         A = fmaxf(A, u);
-    } else if constexpr (KIND == SMOOTH) {
-        // running max A of |u| and sum B of exp(alpha (|u| - A)), one exp2 per element: the smaller of |u| and A
-        // is the one rescaled. A = B = 0 at the start acts as the empty state (the first |u| >= 0 sets B = 1).
-        if (live) {
-            const float t = u - A;
-            const float e = fast_ex2(-fabsf(t) * q.alpha2);
-            B = t > 0.0f ? fmaf(B, e, 1.0f) : B + e;
-            A = fmaxf(A, u);
-        }
     } else if constexpr (KIND == CANBERRA) {
         // den = 0 only where u = 0: clamped to FLT_MIN the term is 0 * 2^126 = 0
         A = fmaf(u, fast_rcp(fmaxf(fabsf(a) + fabsf(b), FLT_MIN)), A);
@@ -354,6 +383,8 @@ __device__ __forceinline__ void pair_add(float& A, float& B, float a, float b, b
     }
 }
 
+// The tile's per-pair accumulators. SMOOTH takes two sweeps: A = alpha2 max_k |u_k| (alpha2 = alpha / ln 2), then
+// B = sum_k exp2(alpha2 |u_k| - A) over the real features, one exp2 per triple (a running max would rescale too).
 template <typename T, int KIND, int P>
 __device__ __forceinline__ void pair_stats(const T* a, const T* b, int n, int v, int d, int row0, int col0, bool vec,
                                            PairSmem& sm, const Params& q, float A[8][8], float B[8][8]) {
@@ -361,6 +392,26 @@ __device__ __forceinline__ void pair_stats(const T* a, const T* b, int n, int v,
     for (int i = 0; i < 8; ++i)
 #pragma unroll
         for (int j = 0; j < 8; ++j) A[i][j] = B[i][j] = 0.0f;
+    if constexpr (KIND == SMOOTH) {
+        pair_sweep<T>(a, b, n, v, d, row0, col0, vec, sm, [&](const float* av, const float* bv, bool) {
+#pragma unroll
+            for (int i = 0; i < 8; ++i)
+#pragma unroll
+                for (int j = 0; j < 8; ++j) A[i][j] = fmaxf(A[i][j], fabsf(av[i] - bv[j]));  // padding: |0| adds nothing
+        });
+#pragma unroll
+        for (int i = 0; i < 8; ++i)
+#pragma unroll
+            for (int j = 0; j < 8; ++j) A[i][j] *= q.alpha2;
+        pair_sweep<T>(a, b, n, v, d, row0, col0, vec, sm, [&](const float* av, const float* bv, bool live) {
+            if (!live) return;
+#pragma unroll
+            for (int i = 0; i < 8; ++i)
+#pragma unroll
+                for (int j = 0; j < 8; ++j) B[i][j] += fast_ex2(fmaf(fabsf(av[i] - bv[j]), q.alpha2, -A[i][j]));
+        });
+        return;
+    }
     pair_sweep<T>(a, b, n, v, d, row0, col0, vec, sm, [&](const float* av, const float* bv, bool live) {
 #pragma unroll
         for (int i = 0; i < 8; ++i)
@@ -395,7 +446,7 @@ __device__ __forceinline__ float distance(float A, float B, float aa, float bb, 
     } else if constexpr (KIND == MINKOWSKI) {
         return A > 0.0f ? exp2f(log2f(A) * q.inv_p) * q.scale : 0.0f;
     } else if constexpr (KIND == SMOOTH) {
-        return A + logf(B) / q.alpha;
+        return (A + log2f(B)) / q.alpha2;  // A = alpha2 max |u|: max + log(sum exp(alpha (|u| - max))) / alpha
     } else if constexpr (KIND == BRAYCURTIS) {
         return A / (B > 0.0f ? B : TINY);  // x = -w: divide by TINY
     } else if constexpr (KIND == BRAYABS) {
@@ -736,20 +787,21 @@ grad_x_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __r
 #pragma unroll
         for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
     }
-    float rg[NG][8], rw[8];
+    float rg[NG][8];
+    Raw8<T> rw;
 #pragma unroll
     for (int h = 0; h < NG; ++h) fetch_g_t(gs[h], ldg, lrow0, vb, rg[h]);
-    fetch_n<T, KEYS, KEYS>(b, v, d, vb, k0, vec, rw);
+    fetch_n<T>(b, v, d, vb, k0, vec, rw);
 #pragma unroll
     for (int h = 0; h < NG; ++h) store_t(sm.g[h][0], rg[h]);
-    store_n(sm.o[0], rw);
+    store_n<T, KEYS, KEYS>(sm.o[0], rw);
     __syncthreads();
     for (int c0 = vb, buf = 0; c0 < ve; c0 += BK, buf ^= 1) {
         const bool more = c0 + BK < ve;
         if (more) {
 #pragma unroll
             for (int h = 0; h < NG; ++h) fetch_g_t(gs[h], ldg, lrow0, c0 + BK, rg[h]);
-            fetch_n<T, KEYS, KEYS>(b, v, d, c0 + BK, k0, vec, rw);
+            fetch_n<T>(b, v, d, c0 + BK, k0, vec, rw);
         }
 #pragma unroll(grad_unroll(KIND, P))
         for (int cc = 0; cc < BK; ++cc) {
@@ -784,7 +836,7 @@ grad_x_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __r
         if (more) {
 #pragma unroll
             for (int h = 0; h < NG; ++h) store_t(sm.g[h][buf ^ 1], rg[h]);
-            store_n(sm.o[buf ^ 1], rw);
+            store_n<T, KEYS, KEYS>(sm.o[buf ^ 1], rw);
         }
         __syncthreads();
     }
@@ -838,20 +890,21 @@ grad_w_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __r
     }
     // x rows of the chunk start at row_base: the fetch sees the chunk as its own matrix of chunk_rows rows.
     const T* xa = a + static_cast<size_t>(row_base) * d;
-    float rg[NG][8], rx[8];
+    float rg[NG][8];
+    Raw8<T> rx;
 #pragma unroll
     for (int h = 0; h < NG; ++h) fetch_g(gs[h], ldg, 0, col0, rg[h]);
-    fetch_n<T, KEYS, false>(xa, chunk_rows, d, 0, k0, vec, rx);
+    fetch_n<T>(xa, chunk_rows, d, 0, k0, vec, rx);
 #pragma unroll
     for (int h = 0; h < NG; ++h) store_n(sm.g[h][0], rg[h]);
-    store_n(sm.o[0], rx);
+    store_n<T, KEYS, false>(sm.o[0], rx);
     __syncthreads();
     for (int r0 = 0, buf = 0; r0 < rows_padded; r0 += BK, buf ^= 1) {
         const bool more = r0 + BK < rows_padded;
         if (more) {
 #pragma unroll
             for (int h = 0; h < NG; ++h) fetch_g(gs[h], ldg, r0 + BK, col0, rg[h]);
-            fetch_n<T, KEYS, false>(xa, chunk_rows, d, r0 + BK, k0, vec, rx);
+            fetch_n<T>(xa, chunk_rows, d, r0 + BK, k0, vec, rx);
         }
 #pragma unroll(grad_unroll(KIND, P))
         for (int rr = 0; rr < BK; ++rr) {
@@ -887,7 +940,7 @@ grad_w_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __r
         if (more) {
 #pragma unroll
             for (int h = 0; h < NG; ++h) store_n(sm.g[h][buf ^ 1], rg[h]);
-            store_n(sm.o[buf ^ 1], rx);
+            store_n<T, KEYS, false>(sm.o[buf ^ 1], rx);
         }
         __syncthreads();
     }
