@@ -12,9 +12,8 @@ import json
 import statistics
 from pathlib import Path
 
-import torch
-
 import l1_cuda_check as check  # noqa: E402 (benchmarks/ on sys.path: run as a script)
+import torch
 
 
 def main(argv=None):
