@@ -471,7 +471,7 @@ def stage_gpt_step(budget_s, store):
     if (folder / "gpt_step.json").exists():
         result["rows"] = json.loads((folder / "gpt_step.json").read_text())["rows"]
     if (folder / "gpt_step_profile.txt").exists():  # where a step's time goes, kept beside the report
-        shutil.copy(folder / "gpt_step_profile.txt", OUT_DIR[0] / "gpt_step_profile.txt")
+        shutil.copy(folder / "gpt_step_profile.txt", OUT_DIR[0] / f"gpt_step_profile_store{int(store)}.txt")
     return result
 
 
@@ -551,10 +551,11 @@ def markdown(data):
     if "ncu" in st:
         lines += [f"ncu {st['ncu'].get('shape')}: " + json.dumps(st["ncu"].get("kernels"))[:4000], ""]
 
-    if "gpt_step" in st:
-        for r in st["gpt_step"].get("rows", []):
-            lines.append(f"- GPT-2 step {r.get('head')} ({r.get('path')}): {fmt(r.get('tokens_per_s'))} tokens/s, "
-                         f"x CE {fmt(r.get('vs_ce'))} {r.get('error', '')}")  # fmt: skip
+    for stage in ("gpt_step", "gpt_step_other"):
+        for r in st.get(stage, {}).get("rows", []):
+            lines.append(f"- GPT-2 step, HARMONIC_L1_CUDA_STORE={int(st[stage]['store'])}, {r.get('head')} "
+                         f"({r.get('path')}): {fmt(r.get('tokens_per_s'))} tokens/s, x CE {fmt(r.get('vs_ce'))} "
+                         f"{r.get('error', '')}")  # fmt: skip
     if data["errors"]:
         lines += ["", "## Stage errors", ""] + [
             f"- {k}: {v.splitlines()[0][:400]}" for k, v in data["errors"].items()
@@ -593,6 +594,10 @@ def main(argv=None):
         report.stage("ncu", lambda: stage_ncu(min(100.0, args.budget_s - elapsed() - 120)))
     if built and args.budget_s - elapsed() > 120:
         report.stage("gpt_step", lambda: stage_gpt_step(args.budget_s - elapsed(), faster_store(report.data)))
+    if built and args.budget_s - elapsed() > 90:  # the other backward mode, time permitting
+        report.stage(
+            "gpt_step_other", lambda: stage_gpt_step(args.budget_s - elapsed(), not faster_store(report.data))
+        )
     print(markdown(report.data), flush=True)
 
 

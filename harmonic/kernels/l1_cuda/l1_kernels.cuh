@@ -70,7 +70,7 @@ cudaError_t backward_power(const Problem& p, const Grads& grads, cudaStream_t st
 namespace {
 
 constexpr int TILE = 128;     // block tile edge
-constexpr int BK = 16;        // reduction-axis step per shared-memory stage
+constexpr int BK = 16;        // reduction-axis step per shared-memory stage (= the 16 threads of a row: add_g_share)
 constexpr int THREADS = 256;  // 16 x 16 threads, 8 x 8 results each
 using l1cuda::BRAYABS;  // kind codes of harmonic/kernels/l1_heads.py
 using l1cuda::BRAYCURTIS;
@@ -733,6 +733,31 @@ struct alignas(16) GradSmem {
     float o[2][BK][TILE];      // the other operand, [centre][feature] or [row][feature]
 };
 
+// The sign kinds' sum of G over the stage's 16 centres (grad_x) or rows (grad_w), for the thread's 8 rows (centres):
+// each of the 16 threads sharing them (tx = 0..15) adds one of the 16, G1 + sign2 * G2, once per stage instead of
+// every thread adding all 16 in the inner loop; sum_over_row_threads completes the sums at the end.
+template <int NG, int SIGN2>
+__device__ __forceinline__ void add_g_share(float (*g)[2][BK][TILE], int buf, int ty, int tx, float gsum[8]) {
+    float g1[8];
+    read8(g[0][buf][tx], ty, g1);
+    if constexpr (SIGN2 != 0) {
+        float g2[8];
+        read8(g[NG - 1][buf][tx], ty, g2);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) gsum[i] += SIGN2 > 0 ? g1[i] + g2[i] : g1[i] - g2[i];
+    } else {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) gsum[i] += g1[i];
+    }
+}
+
+// Sum of a value over the 16 threads of a half-warp (the threads sharing ty), returned to each of them.
+__device__ __forceinline__ float sum_over_row_threads(float value) {
+#pragma unroll
+    for (int off = 8; off > 0; off >>= 1) value += __shfl_xor_sync(0xffffffffu, value, off);
+    return value;
+}
+
 // The streamed operand of a sign kind's second step (bray_curtis' sign(x + w)): from b = 0.5 - key(w) (keys) or
 // b = w (values), the value the matching step2 takes.
 template <bool KEYS>
@@ -751,8 +776,8 @@ __device__ __forceinline__ float step2(float a, float b2) {
 }
 
 // Block (row block of the chunk, feature block, centre split); the thread keeps its 8 x 8 x values (keys) in
-// registers and walks the split's centres. Sign kinds: acc += G1 s (+ G2 s2), gsum[n] += G1 (+ G2), and
-// dx[n, k] += 2 acc - gsum; other kinds: acc += elem(x, w) (atomics: the centre splits add into the same dx).
+// registers and walks the split's centres. Sign kinds: acc += G1 s (+ G2 s2), gsum[n] = sum G1 (+ G2)
+// (add_g_share), and dx[n, k] += 2 acc - gsum; other kinds: acc += elem(x, w) (atomics: the centre splits add into the same dx).
 template <typename T, int KIND, int P>
 __global__ void __launch_bounds__(THREADS, 1)
 grad_x_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __restrict__ g1,
@@ -815,11 +840,6 @@ grad_x_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __r
             }
 #pragma unroll
             for (int i = 0; i < 8; ++i) {
-                if constexpr (KIND == BRAYCURTIS) {
-                    gsum[i] += gv[0][i] + gv[NG - 1][i];
-                } else if constexpr (SIGN) {
-                    gsum[i] += gv[0][i];
-                }
 #pragma unroll
                 for (int j = 0; j < 8; ++j) {
                     if constexpr (KIND == BRAYCURTIS) {
@@ -833,6 +853,7 @@ grad_x_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __r
                 }
             }
         }
+        if constexpr (SIGN) add_g_share<NG, KIND == BRAYCURTIS ? 1 : 0>(sm.g, buf, ty, tx, gsum);
         if (more) {
 #pragma unroll
             for (int h = 0; h < NG; ++h) store_t(sm.g[h][buf ^ 1], rg[h]);
@@ -842,6 +863,7 @@ grad_x_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __r
     }
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
+        if constexpr (SIGN) gsum[i] = sum_over_row_threads(gsum[i]);
         const int lrow = lrow0 + own(ty, i);
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
@@ -854,8 +876,8 @@ grad_x_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __r
 }
 
 // Block (centre block, feature block); the thread keeps its 8 x 8 of w (sign kinds: 0.5 - key(w) or w) in
-// registers and walks the chunk's rows. Sign kinds: acc += G1 s (bray_curtis: - G2 s2), gsum[v] += G1 (- G2), and
-// dW[v, k] += gsum - 2 acc; other kinds: acc += elem(w, x) (plain read-add-write: one block per element, and the
+// registers and walks the chunk's rows. Sign kinds: acc += G1 s (bray_curtis: - G2 s2), gsum[v] = sum G1 (- G2),
+// and dW[v, k] += gsum - 2 acc; other kinds: acc += elem(w, x) (plain read-add-write: one block per element, and the
 // chunks run one after another on the stream).
 template <typename T, int KIND, int P>
 __global__ void __launch_bounds__(THREADS, 1)
@@ -918,11 +940,6 @@ grad_w_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __r
             }
 #pragma unroll
             for (int i = 0; i < 8; ++i) {
-                if constexpr (KIND == BRAYCURTIS) {
-                    gsum[i] += gv[0][i] - gv[NG - 1][i];
-                } else if constexpr (SIGN) {
-                    gsum[i] += gv[0][i];
-                }
 #pragma unroll
                 for (int j = 0; j < 8; ++j) {
                     if constexpr (KIND == BRAYCURTIS) {
@@ -937,6 +954,7 @@ grad_w_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __r
                 }
             }
         }
+        if constexpr (SIGN) add_g_share<NG, KIND == BRAYCURTIS ? -1 : 0>(sm.g, buf, ty, tx, gsum);
         if (more) {
 #pragma unroll
             for (int h = 0; h < NG; ++h) store_n(sm.g[h][buf ^ 1], rg[h]);
@@ -946,6 +964,7 @@ grad_w_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __r
     }
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
+        if constexpr (SIGN) gsum[i] = sum_over_row_threads(gsum[i]);
         const int col = col0 + own(ty, i);
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
