@@ -117,3 +117,22 @@ def test_kind_codes_match_the_triton_module():
                        ("BRAYCURTIS", l1_heads.BRAYCURTIS), ("BRAYABS", l1_heads.BRAYABS)):  # fmt: skip
         assert f"constexpr int {name} = {code};" in text
     assert sorted(l1_cuda.KINDS) == sorted(l1_heads.KINDS.values())
+
+
+def test_sums_kept_by_size_unless_told(monkeypatch):
+    """HARMONIC_L1_CUDA_STORE=auto keeps the forward's sums up to the byte limit (a GPT-2 step's 16k rows x 50304
+    centres fit in the default 4 GiB), only for the kinds with one sum per pair; 0 / 1 decide alone."""
+    monkeypatch.delenv("HARMONIC_L1_CUDA_STORE", raising=False)
+    monkeypatch.delenv("HARMONIC_L1_CUDA_STORE_MAX_BYTES", raising=False)
+    assert l1_cuda.keep_sums(l1_heads.MANHATTAN, 16384, 50304)
+    assert not l1_cuda.keep_sums(l1_heads.MANHATTAN, 65536, 50304)  # 13 GB: recomputed
+    assert not l1_cuda.keep_sums(l1_heads.CHEBYSHEV, 16, 16)  # a second sweep: never kept
+    monkeypatch.setenv("HARMONIC_L1_CUDA_STORE_MAX_BYTES", "1000")
+    assert not l1_cuda.keep_sums(l1_heads.BRAYABS, 16, 16) and l1_cuda.keep_sums(l1_heads.BRAYABS, 1, 128)
+    monkeypatch.setenv("HARMONIC_L1_CUDA_STORE", "1")
+    assert l1_cuda.keep_sums(l1_heads.MANHATTAN, 65536, 50304)
+    monkeypatch.setenv("HARMONIC_L1_CUDA_STORE", "0")
+    assert not l1_cuda.keep_sums(l1_heads.MANHATTAN, 1, 1)
+    monkeypatch.setenv("HARMONIC_L1_CUDA_STORE", "yes")
+    with pytest.raises(ValueError, match="HARMONIC_L1_CUDA_STORE"):
+        l1_cuda.keep_sums(l1_heads.MANHATTAN, 1, 1)

@@ -15,9 +15,11 @@ register tiles in both directions (l1_kernels.cuh's header says how). l1_heads.l
 HARMONIC_L1_CUDA_BUILD: build folder (default ~/.cache/harmonic/l1_cuda/<arch>); HARMONIC_L1_CUDA_G_BYTES: memory
 for the backward's coefficient matrix (rows x V, fp32), walked over in row chunks (default 1 GiB);
 HARMONIC_L1_CUDA_VERBOSE=1: print the build (with nvcc's register and spill report, -Xptxas -v).
-HARMONIC_L1_CUDA_STORE=1: the forward keeps its per-pair sums (N x V fp32) for the backward instead of the
+HARMONIC_L1_CUDA_STORE: whether the forward keeps its per-pair sums (N x V fp32) for the backward instead of the
 backward recomputing them (a quarter of its work), at that much memory between forward and backward; only the
 kinds with one sum per pair and no second sweep (MANHATTAN: manhattan, hamming_soft; BRAYABS: bray_curtis_abs).
+auto (default): keep them when they take at most HARMONIC_L1_CUDA_STORE_MAX_BYTES (default 4 GiB: a GPT-2 step of
+16 x 1024 tokens needs 3.3 GB); 1: always; 0: never. Both modes compute the same sums in the same order.
 """
 
 from __future__ import annotations
@@ -131,8 +133,16 @@ def can_keep_sums(kind: int) -> bool:
     return kind in (MANHATTAN, BRAYABS)
 
 
-def _keep_sums(kind: int) -> bool:
-    return os.environ.get("HARMONIC_L1_CUDA_STORE", "0") == "1" and can_keep_sums(kind)
+def keep_sums(kind: int, rows: int, classes: int) -> bool:
+    """Whether this forward keeps its sums (HARMONIC_L1_CUDA_STORE, see the module docstring)."""
+    value = os.environ.get("HARMONIC_L1_CUDA_STORE", "auto").strip().lower()
+    if value not in ("auto", "0", "1"):
+        raise ValueError(f"HARMONIC_L1_CUDA_STORE must be auto, 0 or 1 (got {value!r})")
+    if not can_keep_sums(kind) or value == "0":
+        return False
+    limit = int(os.environ.get("HARMONIC_L1_CUDA_STORE_MAX_BYTES", str(4 * 2**30)))
+    padded = -(-classes // 128) * 128  # the kernels' padded_classes
+    return value == "1" or 4 * rows * padded <= limit
 
 
 class L1CudaHeadLoss(torch.autograd.Function):
@@ -146,7 +156,8 @@ class L1CudaHeadLoss(torch.autograd.Function):
         n, classes = a.shape[0], b.shape[0]
         aa, bb = aa.float().contiguous(), bb.float().contiguous()
         y32 = y.to(torch.int32).contiguous()
-        stats = ext.forward(a, b, aa, bb, y32, kind, n_exp, eps, scale, p, alpha, _keep_sums(kind))
+        keep = keep_sums(kind, n, classes)
+        stats = ext.forward(a, b, aa, bb, y32, kind, n_exp, eps, scale, p, alpha, keep)
         sums = stats[4] if len(stats) > 4 else a.new_empty(0, dtype=torch.float32)
         lse, per_row = torch.empty(n, device=a.device), torch.empty(n, device=a.device)
         finish_rows(stats[:4], y, lse, per_row, 0, n, classes, smoothing, ignore_index)
