@@ -1,6 +1,9 @@
 """Device check of the CUDA C++ L1 kernels (harmonic/kernels/l1_cuda): build, correctness, speed, in one process.
 
-    OUT=<dir> bash benchmarks/l1_cuda_check.sh          # on one H100/H200, from the repository root (~7 min)
+    OUT=<dir> bash benchmarks/l1_cuda_check.sh          # on one H100/H200, from the repository root (~5-6 min)
+
+Every L1-type head of HEADS (all seven kernel kinds: manhattan, hamming_soft, bray_curtis_abs, bray_curtis,
+chebyshev, chebyshev_smooth, canberra, minkowski p = 3 and p = 1.5).
 
 Stages (each one's failure is recorded in the JSON and the next one still runs; results are rewritten after each):
 1. build: the extension, timed, with nvcc's -Xptxas -v register / spill report (build.log, parsed into the JSON).
@@ -12,8 +15,10 @@ Stages (each one's failure is recorded in the JSON and the next one still runs; 
 4. bench: forward+backward ms (median of CUDA-event-timed repeats) of CE eager, the Triton and the CUDA kernels per
    head, CUDA forward and backward separately, per-kernel times from torch.profiler, and each kernel's time as
    "instructions per triple at full issue" (ms x SMs x 128 lanes x clock / (N V D)) against its own minimum.
-5. ncu (time-boxed): executed instructions per (row, centre, feature) triple of each CUDA kernel at N=1024, V=8192.
-6. gpt_step (time-boxed): benchmarks/gpt_step_benchmark.py, baseline and manhattan heads, tokens/s ratio.
+5. ncu (time-boxed): executed instructions per (row, centre, feature) triple of each CUDA kernel at N=1024, V=8192
+   (manhattan), issue-slot use and the stall reasons.
+6. gpt_step (time-boxed): benchmarks/gpt_step_benchmark.py, baseline and manhattan heads, tokens/s ratio, in the
+   faster backward mode, then the other one (gpt_step_other) when time is left.
 Writes $OUT/l1_cuda_check.json and $OUT/l1_cuda_check.md.
 """
 
