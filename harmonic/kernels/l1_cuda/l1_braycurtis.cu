@@ -4,11 +4,11 @@
 namespace l1cuda::family {
 
 cudaError_t forward_braycurtis(const Problem& p, Partials& out, cudaStream_t stream) {
-    return forward_kind<BRAYCURTIS>(p, out, stream);
+    return ForwardLaunch{p, out, stream}.run<BRAYCURTIS>();
 }
 
 cudaError_t backward_braycurtis(const Problem& p, const Grads& grads, cudaStream_t stream) {
-    return backward_kind<BRAYCURTIS>(p, grads, stream);
+    return BackwardLaunch{p, grads, stream}.run<BRAYCURTIS>();
 }
 
 }  // namespace l1cuda::family

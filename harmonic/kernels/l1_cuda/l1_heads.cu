@@ -18,42 +18,45 @@ int chunk_rows(int n, int v, int kind, long max_g_bytes) {
     return cdiv(cdiv(n, cdiv(n, max_rows)), TILE) * TILE;
 }
 
-cudaError_t forward(const Problem& p, Partials& out, cudaStream_t stream) {
-    if (out.sums != nullptr && !can_keep_sums(p.kind)) return cudaErrorInvalidValue;
-    switch (p.kind) {
+// The family of each kind's kernels (one l1_*.cu each); nullptr for an unknown kind.
+struct Family {
+    cudaError_t (*forward)(const Problem&, Partials&, cudaStream_t);
+    cudaError_t (*backward)(const Problem&, const Grads&, cudaStream_t);
+};
+
+const Family* family_of(int kind) {
+    static const Family sign{family::forward_sign, family::backward_sign};
+    static const Family braycurtis{family::forward_braycurtis, family::backward_braycurtis};
+    static const Family maximum{family::forward_maximum, family::backward_maximum};
+    static const Family power{family::forward_power, family::backward_power};
+    switch (kind) {
         case MANHATTAN:
         case BRAYABS:
-            return family::forward_sign(p, out, stream);
+            return &sign;
         case BRAYCURTIS:
-            return family::forward_braycurtis(p, out, stream);
+            return &braycurtis;
         case CHEBYSHEV:
         case SMOOTH:
-            return family::forward_maximum(p, out, stream);
+            return &maximum;
         case MINKOWSKI:
         case CANBERRA:
-            return family::forward_power(p, out, stream);
+            return &power;
         default:
-            return cudaErrorInvalidValue;
+            return nullptr;
     }
 }
 
+// Kept sums: only the kinds with one accumulator and no second sweep.
+cudaError_t forward(const Problem& p, Partials& out, cudaStream_t stream) {
+    const Family* f = family_of(p.kind);
+    if (f == nullptr || (out.sums != nullptr && !can_keep_sums(p.kind))) return cudaErrorInvalidValue;
+    return f->forward(p, out, stream);
+}
+
 cudaError_t backward(const Problem& p, const Grads& grads, cudaStream_t stream) {
-    if (grads.sums != nullptr && !can_keep_sums(p.kind)) return cudaErrorInvalidValue;  // kept sums: 1 accumulator
-    switch (p.kind) {
-        case MANHATTAN:
-        case BRAYABS:
-            return family::backward_sign(p, grads, stream);
-        case BRAYCURTIS:
-            return family::backward_braycurtis(p, grads, stream);
-        case CHEBYSHEV:
-        case SMOOTH:
-            return family::backward_maximum(p, grads, stream);
-        case MINKOWSKI:
-        case CANBERRA:
-            return family::backward_power(p, grads, stream);
-        default:
-            return cudaErrorInvalidValue;
-    }
+    const Family* f = family_of(p.kind);
+    if (f == nullptr || (grads.sums != nullptr && !can_keep_sums(p.kind))) return cudaErrorInvalidValue;
+    return f->backward(p, grads, stream);
 }
 
 }  // namespace l1cuda

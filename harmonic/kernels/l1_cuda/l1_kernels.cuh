@@ -1068,4 +1068,32 @@ cudaError_t backward_kind(const l1cuda::Problem& p, const l1cuda::Grads& grads, 
                   : backward_typed<float, KIND, P>(p, grads, stream);
 }
 
+// One direction's launch with the kind and power code still open, so a family chooses them in one place for both
+// directions (l1_*.cu): launch.template run<KIND, P>().
+struct ForwardLaunch {
+    const l1cuda::Problem& p;
+    l1cuda::Partials& out;
+    cudaStream_t stream;
+    template <int KIND, int P = 0>
+    cudaError_t run() const {
+        return forward_kind<KIND, P>(p, out, stream);
+    }
+};
+
+struct BackwardLaunch {
+    const l1cuda::Problem& p;
+    const l1cuda::Grads& grads;
+    cudaStream_t stream;
+    template <int KIND, int P = 0>
+    cudaError_t run() const {
+        return backward_kind<KIND, P>(p, grads, stream);
+    }
+};
+
+// A family of two kinds: FIRST where the problem's kind is FIRST, else SECOND.
+template <int FIRST, int SECOND, typename Launch>
+cudaError_t run_either(const Launch& launch) {
+    return launch.p.kind == FIRST ? launch.template run<FIRST>() : launch.template run<SECOND>();
+}
+
 }  // namespace

@@ -4,11 +4,11 @@
 namespace l1cuda::family {
 
 cudaError_t forward_maximum(const Problem& p, Partials& out, cudaStream_t stream) {
-    return p.kind == CHEBYSHEV ? forward_kind<CHEBYSHEV>(p, out, stream) : forward_kind<SMOOTH>(p, out, stream);
+    return run_either<CHEBYSHEV, SMOOTH>(ForwardLaunch{p, out, stream});
 }
 
 cudaError_t backward_maximum(const Problem& p, const Grads& grads, cudaStream_t stream) {
-    return p.kind == CHEBYSHEV ? backward_kind<CHEBYSHEV>(p, grads, stream) : backward_kind<SMOOTH>(p, grads, stream);
+    return run_either<CHEBYSHEV, SMOOTH>(BackwardLaunch{p, grads, stream});
 }
 
 }  // namespace l1cuda::family

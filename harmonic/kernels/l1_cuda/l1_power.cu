@@ -2,30 +2,32 @@
 // (canberra): l1_kernels.cuh.
 #include "l1_kernels.cuh"
 
-namespace l1cuda::family {
+namespace {
 
-cudaError_t forward_power(const Problem& p, Partials& out, cudaStream_t stream) {
-    if (p.kind == CANBERRA) return forward_kind<CANBERRA>(p, out, stream);
-    switch (power_code(p.p)) {
+// The kind and, for MINKOWSKI, the power code: one choice for both directions.
+template <typename Launch>
+cudaError_t run_power(const Launch& launch) {
+    if (launch.p.kind == CANBERRA) return launch.template run<CANBERRA>();
+    switch (l1cuda::power_code(launch.p.p)) {
         case 3:
-            return forward_kind<MINKOWSKI, 3>(p, out, stream);
+            return launch.template run<MINKOWSKI, 3>();
         case 15:
-            return forward_kind<MINKOWSKI, 15>(p, out, stream);
+            return launch.template run<MINKOWSKI, 15>();
         default:
-            return forward_kind<MINKOWSKI, 0>(p, out, stream);
+            return launch.template run<MINKOWSKI, 0>();
     }
 }
 
+}  // namespace
+
+namespace l1cuda::family {
+
+cudaError_t forward_power(const Problem& p, Partials& out, cudaStream_t stream) {
+    return run_power(ForwardLaunch{p, out, stream});
+}
+
 cudaError_t backward_power(const Problem& p, const Grads& grads, cudaStream_t stream) {
-    if (p.kind == CANBERRA) return backward_kind<CANBERRA>(p, grads, stream);
-    switch (power_code(p.p)) {
-        case 3:
-            return backward_kind<MINKOWSKI, 3>(p, grads, stream);
-        case 15:
-            return backward_kind<MINKOWSKI, 15>(p, grads, stream);
-        default:
-            return backward_kind<MINKOWSKI, 0>(p, grads, stream);
-    }
+    return run_power(BackwardLaunch{p, grads, stream});
 }
 
 }  // namespace l1cuda::family
