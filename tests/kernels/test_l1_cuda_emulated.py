@@ -42,9 +42,10 @@ def _ptr(t: torch.Tensor):
     return ctypes.c_void_p(t.data_ptr())
 
 
-def _emulated(lib, a, b, aa, bb, y, kind, n_exp, eps, scale, p, alpha, smoothing, g_bytes, keep_sums):
+def _emulated(lib, a, b, aa, bb, y, kind, n_exp, eps, scale, p, alpha, smoothing, g_bytes, keep_sums, fused=True):
     """(per-row losses, dx, dW, daa, dbb) through the host-compiled launchers, with reduction 'sum' weights;
-    keep_sums: the forward stores the pair sums and the backward reads them (else it recomputes them)."""
+    keep_sums: the forward stores the pair sums and the backward reads them (else it recomputes them); fused: one
+    sweep computes dx and dW (the kinds other than the sign kinds; else grad_x and grad_w)."""
     n, d = a.shape
     v = b.shape[0]
     bf16 = int(a.dtype == torch.bfloat16)
@@ -70,7 +71,7 @@ def _emulated(lib, a, b, aa, bb, y, kind, n_exp, eps, scale, p, alpha, smoothing
     gw = valid.float()
     assert (
         lib.emu_backward(*common, F32(scale), F32(smoothing), F32(p), F32(alpha), _ptr(lse), _ptr(gw), _ptr(g), rows,
-                         _ptr(dx), _ptr(dw), _ptr(daa), _ptr(dbb), keep) == 0
+                         _ptr(dx), _ptr(dw), _ptr(daa), _ptr(dbb), keep, int(fused)) == 0
     )  # fmt: skip
     return per_row, dx, dw, daa, dbb, splits.value, -(-n // rows)
 
@@ -127,12 +128,18 @@ CASES = [
 ]
 
 
-KEEPS_SUMS = ("manhattan", "hamming_soft", "bray_curtis_abs")  # one accumulator: the forward may keep its sums
-RUNS = [(*case, False) for case in CASES] + [(*case, True) for case in CASES if case[0] in KEEPS_SUMS]
+SIGN_KINDS = ("manhattan", "hamming_soft", "bray_curtis_abs", "bray_curtis")  # their own grad_x / grad_w only
+# every kind but bray_curtis (two sums per pair) may keep one value per pair for the backward
+KEEPS_SUMS = ("manhattan", "hamming_soft", "bray_curtis_abs", "chebyshev", "chebyshev_smooth", "minkowski", "canberra")
+RUNS = (
+    [(*case, False, True) for case in CASES]
+    + [(*case, True, True) for case in CASES if case[0] in KEEPS_SUMS]
+    + [(*case, False, False) for case in CASES if case[0] not in SIGN_KINDS]  # grad_x and grad_w, not fused
+)
 
 
-@pytest.mark.parametrize("name,params,dtype,shape,smoothing,g_bytes,keep_sums", RUNS, ids=str)
-def test_emulated_kernels_match_the_reference(emu, name, params, dtype, shape, smoothing, g_bytes, keep_sums):
+@pytest.mark.parametrize("name,params,dtype,shape,smoothing,g_bytes,keep_sums,fused", RUNS, ids=str)
+def test_emulated_kernels_match_the_reference(emu, name, params, dtype, shape, smoothing, g_bytes, keep_sums, fused):
     n, v, d = shape
     gen = torch.Generator().manual_seed(n + v + d)
     x = torch.randn(n, d, generator=gen).to(dtype)
@@ -154,7 +161,7 @@ def test_emulated_kernels_match_the_reference(emu, name, params, dtype, shape, s
     assert l1_cuda.can_keep_sums(kind) == (name in KEEPS_SUMS)
     n_exp, eps = 3.0, 1e-8
     per_row, dx, dw, daa, dbb, splits, chunks = _emulated(
-        emu, a, b, aa, bb, y, kind, n_exp, eps, ops.scale, ops.p, ops.alpha, smoothing, g_bytes, keep_sums
+        emu, a, b, aa, bb, y, kind, n_exp, eps, ops.scale, ops.p, ops.alpha, smoothing, g_bytes, keep_sums, fused
     )
     assert (chunks > 1) == (g_bytes == 1) and splits >= 1  # several row chunks where G may hold 128 rows only
     want_rows, want_dx, want_dw = _reference(a, b, y, kind, ops, n_exp, eps, smoothing)
@@ -166,11 +173,11 @@ def test_emulated_kernels_match_the_reference(emu, name, params, dtype, shape, s
         assert float((got - want).norm() / want.norm()) <= 1e-5
 
 
-def test_kept_sums_are_refused_for_the_other_kinds(emu):
-    """A kind with two accumulators or a second sweep cannot run its backward from one stored sum per pair: the
+def test_kept_sums_are_refused_for_bray_curtis(emu):
+    """bray_curtis needs both of its per-pair sums in the backward, more than the one kept value per pair: the
     launchers return an error instead of computing something else."""
     x, w = torch.randn(130, 16), torch.randn(20, 16)
     y = torch.randint(0, 20, (130,))
-    a, b, aa, bb, kind, ops = _operands("chebyshev", {}, x, w)
+    a, b, aa, bb, kind, ops = _operands("bray_curtis", {}, x, w)
     with pytest.raises(AssertionError):
         _emulated(emu, a, b, aa, bb, y, kind, 3.0, 1e-8, 1.0, 1.0, 1.0, 0.0, 2**30, True)

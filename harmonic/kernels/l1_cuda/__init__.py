@@ -15,11 +15,15 @@ register tiles in both directions (l1_kernels.cuh's header says how). l1_heads.l
 HARMONIC_L1_CUDA_BUILD: build folder (default ~/.cache/harmonic/l1_cuda/<arch>); HARMONIC_L1_CUDA_G_BYTES: memory
 for the backward's coefficient matrix (rows x V, fp32), walked over in row chunks (default 1 GiB);
 HARMONIC_L1_CUDA_VERBOSE=1: print the build (with nvcc's register and spill report, -Xptxas -v).
-HARMONIC_L1_CUDA_STORE: whether the forward keeps its per-pair sums (N x V fp32) for the backward instead of the
-backward recomputing them (a quarter of its work), at that much memory between forward and backward; only the
-kinds with one sum per pair and no second sweep (MANHATTAN: manhattan, hamming_soft; BRAYABS: bray_curtis_abs).
+HARMONIC_L1_CUDA_STORE: whether the forward keeps one value per pair (N x V fp32: the sum, chebyshev's maximum,
+chebyshev_smooth's alpha-scaled distance) for the backward instead of the backward recomputing it (a sweep over
+N x V x D, with a special function per triple for minkowski p != 1, 2, 3, chebyshev_smooth and canberra), at that
+much memory between forward and backward; every kind but bray_curtis (its backward needs both of its sums).
 auto (default): keep them when they take at most HARMONIC_L1_CUDA_STORE_MAX_BYTES (default 4 GiB: a GPT-2 step of
-16 x 1024 tokens needs 3.3 GB); 1: always; 0: never. Both modes compute the same sums in the same order.
+16 x 1024 tokens needs 3.3 GB); 1: always; 0: never. Both modes compute the same values in the same order.
+HARMONIC_L1_CUDA_FUSED: 1 (default) one backward sweep computes both dx and dW for the kinds other than manhattan,
+hamming_soft and the two bray_curtis kinds (their per-triple term is computed once instead of twice; dW is added
+with atomics); 0: one sweep each, as the sign kinds always do.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from pathlib import Path
 import torch
 
 from harmonic.kernels._loss import finish_rows, reduce_rows, row_weights
-from harmonic.kernels.l1_heads import BRAYABS, MANHATTAN, denominator_grads
+from harmonic.kernels.l1_heads import BRAYABS, BRAYCURTIS, denominator_grads
 from harmonic.kernels.l1_heads import KINDS as L1_KINDS
 
 HERE = Path(__file__).parent
@@ -129,8 +133,18 @@ def _g_bytes() -> int:
 
 
 def can_keep_sums(kind: int) -> bool:
-    """Whether the forward may keep its per-pair sums for this kind (as l1_heads.h's can_keep_sums)."""
-    return kind in (MANHATTAN, BRAYABS)
+    """Whether the forward may keep one value per pair for this kind's backward (as l1_heads.h's can_keep_sums):
+    every kind but bray_curtis, whose backward needs both of its sums."""
+    return kind in KINDS and kind != BRAYCURTIS
+
+
+def fused() -> bool:
+    """HARMONIC_L1_CUDA_FUSED (default 1): whether one sweep computes dx and dW for the kinds other than the sign
+    kinds (0: grad_x and grad_w, one sweep each; for comparison)."""
+    value = os.environ.get("HARMONIC_L1_CUDA_FUSED", "1").strip().lower()
+    if value not in ("0", "1"):
+        raise ValueError(f"HARMONIC_L1_CUDA_FUSED must be 0 or 1 (got {value!r})")
+    return value == "1"
 
 
 def keep_sums(kind: int, rows: int, classes: int) -> bool:
@@ -174,7 +188,8 @@ class L1CudaHeadLoss(torch.autograd.Function):
         g = row_weights(grad_out, valid, count, reduction)
         need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         da, db, daa, dbb = _STATUS["module"].backward(
-            a, b, aa, bb, y32, lse, g, kind, n_exp, eps, scale, p, alpha, smoothing, _g_bytes(), need_a, need_b, sums
+            a, b, aa, bb, y32, lse, g, kind, n_exp, eps, scale, p, alpha, smoothing, _g_bytes(), need_a, need_b, sums,
+            fused(),
         )
         da, db = denominator_grads(kind, a, b, da if need_a else None, db if need_b else None, daa, dbb)
         return (

@@ -35,7 +35,7 @@ l1cuda::Problem problem(const torch::Tensor& a, const torch::Tensor& b, const to
 }
 
 // Per-split row statistics [m, s, zsum, zt], each splits x N, for harmonic.kernels._loss.finish_rows; with
-// keep_sums also the per-pair sums |x - w| (N x padded V, fp32) for the backward.
+// keep_sums also the per-pair kept values (N x padded V, fp32; l1_kernels.cuh's kept_sum) for the backward.
 std::vector<torch::Tensor> forward(torch::Tensor a, torch::Tensor b, torch::Tensor aa, torch::Tensor bb,
                                    torch::Tensor y, int64_t kind, double n_exp, double eps, double scale,
                                    double pw, double alpha, bool keep_sums) {
@@ -59,11 +59,12 @@ std::vector<torch::Tensor> forward(torch::Tensor a, torch::Tensor b, torch::Tens
     return out;
 }
 
-// [dx, dW, daa, dbb] in fp32 (dx / dW empty where not needed); G stays under max_g_bytes (row chunks).
+// [dx, dW, daa, dbb] in fp32 (dx / dW empty where not needed); G stays under max_g_bytes (row chunks); fused: one
+// sweep for dx and dW where the kind has it (Grads::fused).
 std::vector<torch::Tensor> backward(torch::Tensor a, torch::Tensor b, torch::Tensor aa, torch::Tensor bb,
                                     torch::Tensor y, torch::Tensor lse, torch::Tensor gw, int64_t kind,
                                     double n_exp, double eps, double scale, double pw, double alpha, double smoothing,
-                                    int64_t max_g_bytes, bool need_x, bool need_w, torch::Tensor sums) {
+                                    int64_t max_g_bytes, bool need_x, bool need_w, torch::Tensor sums, bool fused) {
     const c10::cuda::CUDAGuard guard(a.device());
     const l1cuda::Problem p = problem(a, b, aa, bb, y, kind, n_exp, eps, scale, pw, alpha, smoothing);
     TORCH_CHECK(lse.scalar_type() == at::kFloat && gw.scalar_type() == at::kFloat && lse.is_contiguous() &&
@@ -83,7 +84,7 @@ std::vector<torch::Tensor> backward(torch::Tensor a, torch::Tensor b, torch::Ten
     const l1cuda::Grads grads{lse.data_ptr<float>(), gw.data_ptr<float>(), g.data_ptr<float>(), rows,
                               need_x ? dx.data_ptr<float>() : nullptr, need_w ? dw.data_ptr<float>() : nullptr,
                               daa.data_ptr<float>(), dbb.data_ptr<float>(),
-                              stored ? sums.data_ptr<float>() : nullptr};
+                              stored ? sums.data_ptr<float>() : nullptr, fused};
     C10_CUDA_CHECK(l1cuda::backward(p, grads, c10::cuda::getCurrentCUDAStream()));
     return {dx, dw, daa, dbb};
 }

@@ -6,7 +6,7 @@ namespace l1cuda {
 
 int power_code(float p) { return p == 3.0f ? 3 : (p == 1.5f ? 15 : 0); }
 
-bool can_keep_sums(int kind) { return kind == MANHATTAN || kind == BRAYABS; }
+bool can_keep_sums(int kind) { return kind >= MANHATTAN && kind <= BRAYABS && kind != BRAYCURTIS; }
 
 int coefficient_arrays(int kind) { return g_arrays(kind); }
 
@@ -46,7 +46,7 @@ const Family* family_of(int kind) {
     }
 }
 
-// Kept sums: only the kinds with one accumulator and no second sweep.
+// Kept sums: every kind but BRAYCURTIS (two sums per pair; see kept_sum).
 cudaError_t forward(const Problem& p, Partials& out, cudaStream_t stream) {
     const Family* f = family_of(p.kind);
     if (f == nullptr || (out.sums != nullptr && !can_keep_sums(p.kind))) return cudaErrorInvalidValue;

@@ -38,7 +38,7 @@ struct Problem {
 struct Partials {  // per-split row statistics, each splits x N (see _loss.finish_rows)
     int splits = 0;
     float *m = nullptr, *s = nullptr, *zsum = nullptr, *zt = nullptr;
-    float* sums = nullptr;  // N x padded_classes(V): the per-pair sum |x - w| for the backward; nullptr: not kept
+    float* sums = nullptr;  // N x padded_classes(V): each pair's kept_sum for the backward; nullptr: not kept
 };
 
 struct Grads {
@@ -49,9 +49,10 @@ struct Grads {
     float *dx, *dw;    // N x D, V x D, zeroed; nullptr: not needed
     float *daa, *dbb;  // N, V, zeroed (bray_curtis_abs)
     const float* sums;  // the forward's Partials::sums, or nullptr: recompute them
+    bool fused = true;  // kinds other than the sign kinds, dx and dW both wanted: one sweep computes both
 };
 
-bool can_keep_sums(int kind);       // the forward's per-pair sums are all the backward needs (MANHATTAN, BRAYABS)
+bool can_keep_sums(int kind);       // one kept value per pair is all the backward needs (every kind but BRAYCURTIS)
 int coefficient_arrays(int kind);   // per-pair coefficient matrices the backward keeps (1 or 2)
 int padded_classes(int v);
 int chunk_rows(int n, int v, int kind, long max_g_bytes);

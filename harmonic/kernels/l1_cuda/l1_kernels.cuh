@@ -43,15 +43,23 @@
 #ifdef L1_EMULATE  // host build for tests/kernels/l1_cuda_emulate (a CPU stand-in for each CUDA built-in used)
 #include "../../../tests/kernels/l1_cuda_emulate/emulate.h"
 #define L1_LAUNCH(kernel, grid, stream, ...) emulate_launch(kernel, grid, __VA_ARGS__)
+#define L1_LAUNCH_SMEM(kernel, grid, smem, stream, ...) emulate_launch(kernel, grid, __VA_ARGS__)
+#define L1_DYNAMIC_SHARED(type, name) static type name  // blocks run one after another
 #else
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #define L1_LAUNCH(kernel, grid, stream, ...) kernel<<<grid, THREADS, 0, stream>>>(__VA_ARGS__)
+#define L1_LAUNCH_SMEM(kernel, grid, smem, stream, ...) kernel<<<grid, THREADS, smem, stream>>>(__VA_ARGS__)
+// Shared memory above the 48 KB a block may declare statically: sized at launch (cudaFuncSetAttribute).
+#define L1_DYNAMIC_SHARED(type, name)                         \
+    extern __shared__ __align__(16) unsigned char name##_raw[]; \
+    type& name = *reinterpret_cast<type*>(name##_raw)
 #endif
 
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <cstdint>
 
 #include "l1_heads.h"
 
@@ -517,16 +525,33 @@ __device__ __forceinline__ float elem(float a, float b, float c1, float c2, cons
     }
 }
 
-// The forward's per-pair sums kept for the backward (HARMONIC_L1_CUDA_STORE=1): N x ld fp32, rows < n only.
-__device__ __forceinline__ void store_sums(float* sums, int ld, int n, int row0, int col0, const float acc[8][8]) {
+// The one value per pair the forward keeps for the backward (HARMONIC_L1_CUDA_STORE): A, except SMOOTH's
+// A + log2 B (= alpha2 d), which the backward reads back as A with B = 1 (the same distance, bit for bit), and 0
+// where A = 0 as the coefficients' test of a point on its centre needs. BRAYCURTIS needs both sums: not kept.
+template <int KIND>
+__device__ __forceinline__ float kept_sum(float A, float B) {
+    if constexpr (KIND == SMOOTH) {
+        return A == 0.0f ? 0.0f : A + log2f(B);
+    } else {
+        return A;
+    }
+}
+
+// The forward's kept values (kept_sum): N x ld fp32, rows < n only.
+template <int KIND>
+__device__ __forceinline__ void store_sums(float* sums, int ld, int n, int row0, int col0, const float A[8][8],
+                                           const float B[8][8]) {
     const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
         const int row = row0 + own(ty, i);
         if (row >= n) continue;
+        float k[8];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) k[j] = kept_sum<KIND>(A[i][j], B[i][j]);
         float* dst = sums + static_cast<size_t>(row) * ld + col0;
-        reinterpret_cast<float4*>(dst + tx * 4)[0] = make_float4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
-        reinterpret_cast<float4*>(dst + 64 + tx * 4)[0] = make_float4(acc[i][4], acc[i][5], acc[i][6], acc[i][7]);
+        reinterpret_cast<float4*>(dst + tx * 4)[0] = make_float4(k[0], k[1], k[2], k[3]);
+        reinterpret_cast<float4*>(dst + 64 + tx * 4)[0] = make_float4(k[4], k[5], k[6], k[7]);
     }
 }
 
@@ -578,7 +603,7 @@ forward_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __
     for (int tile = first; tile < last; ++tile) {
         const int col0 = tile * TILE;
         pair_stats<T, KIND, P>(a, b, n, v, d, row0, col0, vec, sm, q, A, B);
-        if (sums_out != nullptr) store_sums(sums_out, (v + TILE - 1) / TILE * TILE, n, row0, col0, A);
+        if (sums_out != nullptr) store_sums<KIND>(sums_out, (v + TILE - 1) / TILE * TILE, n, row0, col0, A, B);
         int cols[8];
         float col_bb[8];
 #pragma unroll
@@ -658,8 +683,12 @@ coeff_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __re
     float A[8][8], B[8][8];
     if (sums_in == nullptr) {
         pair_stats<T, KIND, P>(a, b, n, v, d, row0, col0, vec, sm, q, A, B);  // its barriers order col_c2's zeros
-    } else {  // the forward stored the sums (MANHATTAN, BRAYABS: B unused)
+    } else {  // the forward kept its sums (kept_sum; B unused, or 1 for SMOOTH, or chebyshev's ties below)
         load_sums(sums_in, ldg, n, row0, col0, A);
+#pragma unroll
+        for (int i = 0; i < 8; ++i)
+#pragma unroll
+            for (int j = 0; j < 8; ++j) B[i][j] = 1.0f;
         __syncthreads();
     }
     if constexpr (KIND == CHEBYSHEV) count_ties<T>(a, b, n, v, d, row0, col0, vec, sm, A, B);
@@ -974,6 +1003,186 @@ grad_w_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __r
     }
 }
 
+// ---- backward, steps 2 and 3 in one sweep: dx and dW together (the kinds other than the sign kinds) ---------
+
+// Their per-triple term costs a special-function instruction (sqrt, exp2, rcp) or several arithmetic ones; a sweep
+// that computes it once for both gradients saves a whole sweep over N x V x D. The dx side is grad_x's; the dW side
+// sums each centre's terms over the block's 128 rows (in the thread, then the warp's two ty by one shuffle, then
+// the block's 8 warps through shared memory) and adds them to dW with one float4 atomic per 4 features.
+
+// Both gradients' terms of one triple: dx[n, k] += ex, dW[v, k] -= mw. Functions of u = x - w have dd/dw = -dd/dx,
+// so mw = ex. CANBERRA: dd/dx = sign(u) (|w| + w sign(x)) / s^2, dd/dw = -sign(u) (|x| + x sign(w)) / s^2 with
+// s = |x| + |w|, and |w| + w sign(x) = 2 h |w|, |x| + x sign(w) = 2 h |x| with h = step(x w) in {0, 1/2, 1}
+// (h = 1/2 where x or w is 0); the 2 is applied by pair_scale. One rcp of s^2 + FLT_MIN (0/0 is 0 through
+// times_sign: x = w = 0 has u = 0); |x w| below 2^-127 gives an h between the steps (both |x|, |w| below ~2^-63).
+template <int KIND>
+__host__ __device__ constexpr float pair_scale() { return KIND == CANBERRA ? 2.0f : 1.0f; }
+
+template <int KIND, int P>
+__device__ __forceinline__ void elem_pair(float x, float w, float c1, float c2, const Params& q, float& ex,
+                                          float& mw) {
+    if constexpr (KIND == CANBERRA) {
+        const float s = fabsf(x) + fabsf(w);
+        const float r2 = fast_rcp(fmaf(s, s, FLT_MIN));
+        const float h = __saturatef(fmaf(x * w, 0x1p126f, 0.5f));
+        const float e = times_sign(c1 * r2 * h, x - w);
+        ex = e * fabsf(w);
+        mw = e * fabsf(x);
+    } else {
+        ex = elem<KIND, P>(x, w, c1, c2, q);
+        mw = ex;
+    }
+}
+
+constexpr int WARPS = THREADS / 32;
+
+// dst[0..3] += value, one vector atomic where the architecture has it (sm_90), else four (dst 16-byte aligned).
+__device__ __forceinline__ void atomic_add4(float* dst, float4 value) {
+#if defined(L1_EMULATE) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900)
+    atomicAdd(reinterpret_cast<float4*>(dst), value);
+#else
+    atomicAdd(dst, value.x), atomicAdd(dst + 1, value.y), atomicAdd(dst + 2, value.z), atomicAdd(dst + 3, value.w);
+#endif
+}
+
+template <int NG>
+struct alignas(16) FusedSmem {
+    GradSmem<NG> grad;
+    float red[2][WARPS][BK][TILE];  // a stage's per-warp dW partials [warp][centre][feature]; two stages' worth
+};
+
+// Adds one finished stage's partials (red = FusedSmem::red[stage parity]) to dW: thread t sums the 8 warps' values
+// of centre t / 16, features (t % 16) * 8 .. + 7, and subtracts them (times pair_scale) from dW.
+template <int KIND>
+__device__ __forceinline__ void flush_dw(const float (*red)[BK][TILE], float* __restrict__ dw, int v, int d,
+                                         int c0, int k0, bool vec_dw) {
+    const int cc = threadIdx.x >> 4, kb = (threadIdx.x & 15) * 8;
+    float sum[8];
+#pragma unroll
+    for (int h = 0; h < 8; ++h) sum[h] = 0.0f;
+#pragma unroll
+    for (int w = 0; w < WARPS; ++w) {
+        const float4 lo = reinterpret_cast<const float4*>(&red[w][cc][kb])[0];
+        const float4 hi = reinterpret_cast<const float4*>(&red[w][cc][kb + 4])[0];
+        sum[0] += lo.x, sum[1] += lo.y, sum[2] += lo.z, sum[3] += lo.w;
+        sum[4] += hi.x, sum[5] += hi.y, sum[6] += hi.z, sum[7] += hi.w;
+    }
+    const int centre = c0 + cc, k = k0 + kb;
+    if (centre >= v || k >= d) return;
+    constexpr float S = -pair_scale<KIND>();
+    float* dst = dw + static_cast<size_t>(centre) * d + k;
+    if (vec_dw && k + 8 <= d) {
+        atomic_add4(dst, make_float4(S * sum[0], S * sum[1], S * sum[2], S * sum[3]));
+        atomic_add4(dst + 4, make_float4(S * sum[4], S * sum[5], S * sum[6], S * sum[7]));
+    } else {
+#pragma unroll
+        for (int h = 0; h < 8; ++h)
+            if (k + h < d) atomicAdd(dst + h, S * sum[h]);
+    }
+}
+
+// Block (row block of the chunk, feature block, centre split) as grad_x; per centre the thread's 8 x 8 terms add
+// into acc (dx) and, summed over its 8 rows, into the stage's dW partials. Stage s writes red[s & 1] and adds
+// red[(s - 1) & 1] to dW (written before the barrier that ended stage s - 1, rewritten only after the one ending
+// stage s): no barrier beyond grad_x's one per stage.
+template <typename T, int KIND, int P>
+__global__ void __launch_bounds__(THREADS, 1)
+grad_xw_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __restrict__ g1,
+               const float* __restrict__ g2, int ldg, float* __restrict__ dx, float* __restrict__ dw, int n, int v,
+               int d, int row_base, int chunk_rows, int centres_per_split, Params q, bool vec, bool vec_dw) {
+    static_assert(!sign_kind(KIND), "the sign kinds' two-instruction steps have their own grad_x / grad_w");
+    constexpr int NG = g_arrays(KIND);
+    L1_DYNAMIC_SHARED(FusedSmem<NG>, fs);
+    GradSmem<NG>& sm = fs.grad;
+    const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
+    const int warp = threadIdx.x >> 5;
+    const bool upper = (ty & 1) != 0;  // the second of the warp's two ty
+    const int lrow0 = blockIdx.x * TILE;
+    const int k0 = blockIdx.y * TILE;
+    const int vb = blockIdx.z * centres_per_split;
+    const int ve = min(vb + centres_per_split, ldg);
+    if (vb >= ve) return;
+    const float* gs[2] = {g1, NG == 2 ? g2 : g1};
+    float xs[8][8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        const int row = row_base + lrow0 + own(ty, i);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const int k = k0 + own(tx, j);
+            xs[i][j] = (lrow0 + own(ty, i) < chunk_rows && k < d)
+                           ? load1<T, false>(a + static_cast<size_t>(row) * d + k) : 0.0f;
+        }
+    }
+    float acc[8][8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
+    float rg[NG][8];
+    Raw8<T> rw;
+#pragma unroll
+    for (int h = 0; h < NG; ++h) fetch_g_t(gs[h], ldg, lrow0, vb, rg[h]);
+    fetch_n<T>(b, v, d, vb, k0, vec, rw);
+#pragma unroll
+    for (int h = 0; h < NG; ++h) store_t(sm.g[h][0], rg[h]);
+    store_n<T, false, false>(sm.o[0], rw);
+    __syncthreads();
+    int c0 = vb, buf = 0;
+    for (; c0 < ve; c0 += BK, buf ^= 1) {
+        const bool more = c0 + BK < ve;
+        if (more) {
+#pragma unroll
+            for (int h = 0; h < NG; ++h) fetch_g_t(gs[h], ldg, lrow0, c0 + BK, rg[h]);
+            fetch_n<T>(b, v, d, c0 + BK, k0, vec, rw);
+        }
+        if (c0 > vb) flush_dw<KIND>(fs.red[buf ^ 1], dw, v, d, c0 - BK, k0, vec_dw);
+#pragma unroll(grad_unroll(KIND, P))
+        for (int cc = 0; cc < BK; ++cc) {
+            float gv[NG][8], wv[8], col[8];
+#pragma unroll
+            for (int h = 0; h < NG; ++h) read8(sm.g[h][buf][cc], ty, gv[h]);
+            read8(sm.o[buf][cc], tx, wv);
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+#pragma unroll
+                for (int j = 0; j < 8; ++j) {
+                    float ex, mw;
+                    elem_pair<KIND, P>(xs[i][j], wv[j], gv[0][i], gv[NG - 1][i], q, ex, mw);
+                    acc[i][j] += ex;
+                    col[j] = i == 0 ? mw : col[j] + mw;
+                }
+            }
+            // the warp's two ty share features: the lower keeps own(tx, 0..3), the upper own(tx, 4..7)
+            float keep[4];
+#pragma unroll
+            for (int h = 0; h < 4; ++h) {
+                const float give = upper ? col[h] : col[h + 4];
+                keep[h] = (upper ? col[h + 4] : col[h]) + __shfl_xor_sync(0xffffffffu, give, 16);
+            }
+            reinterpret_cast<float4*>(&fs.red[buf][warp][cc][(upper ? 64 : 0) + tx * 4])[0] =
+                make_float4(keep[0], keep[1], keep[2], keep[3]);
+        }
+        if (more) {
+#pragma unroll
+            for (int h = 0; h < NG; ++h) store_t(sm.g[h][buf ^ 1], rg[h]);
+            store_n<T, false, false>(sm.o[buf ^ 1], rw);
+        }
+        __syncthreads();
+    }
+    flush_dw<KIND>(fs.red[buf ^ 1], dw, v, d, c0 - BK, k0, vec_dw);
+    constexpr float S = pair_scale<KIND>();
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        const int lrow = lrow0 + own(ty, i);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const int k = k0 + own(tx, j);
+            if (lrow < chunk_rows && k < d) atomicAdd(dx + static_cast<size_t>(row_base + lrow) * d + k, S * acc[i][j]);
+        }
+    }
+}
+
 // ---- launchers -------------------------------------------------------------------------------------------------
 
 inline int cdiv(long a, long b) { return static_cast<int>((a + b - 1) / b); }
@@ -995,9 +1204,9 @@ inline int best_splits(int blocks, int steps, int slots) {
 
 // Resident blocks of `kernel` on the whole GPU.
 template <typename K>
-int slots_for(K kernel) {
+int slots_for(K kernel, int smem = 0) {
     int per_sm = 0, device = 0, sms = 0;
-    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, THREADS, 0);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, THREADS, smem);
     cudaGetDevice(&device);
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
     return std::max(1, per_sm) * std::max(1, sms);
@@ -1039,6 +1248,22 @@ cudaError_t backward_typed(const l1cuda::Problem& p, const l1cuda::Grads& gr, cu
         L1_LAUNCH(coeff, dim3(rows_padded / TILE, ldg / TILE), stream,
             a, b, p.aa, p.bb, p.y, gr.lse, gr.gw, gr.g, g2, ldg, gr.daa, gr.dbb, gr.sums, p.n, p.v, p.d, row_base,
             p.n_exp, p.eps, q, p.smoothing, p.vec);
+        if constexpr (!sign_kind(KIND)) {
+            if (gr.fused && gr.dx != nullptr && gr.dw != nullptr) {
+                auto gxw = grad_xw_kernel<T, KIND, P>;
+                const int smem = static_cast<int>(sizeof(FusedSmem<g_arrays(KIND)>));
+                cudaFuncSetAttribute(gxw, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+                const int blocks = (rows_padded / TILE) * cdiv(p.d, TILE);
+                const int steps = ldg / BK;
+                const int per = cdiv(steps, best_splits(blocks, steps, slots_for(gxw, smem))) * BK;
+                const bool vec_dw = p.d % 4 == 0 && reinterpret_cast<uintptr_t>(gr.dw) % 16 == 0;
+                L1_LAUNCH_SMEM(gxw, dim3(rows_padded / TILE, cdiv(p.d, TILE), cdiv(ldg, per)), smem, stream,
+                    a, b, gr.g, g2, ldg, gr.dx, gr.dw, p.n, p.v, p.d, row_base, rows, per, q, p.vec, vec_dw);
+                const cudaError_t error = cudaGetLastError();
+                if (error != cudaSuccess) return error;
+                continue;
+            }
+        }
         if (gr.dx != nullptr) {
             const int blocks = (rows_padded / TILE) * cdiv(p.d, TILE);
             const int steps = ldg / BK;

@@ -54,6 +54,12 @@ inline float atomicAdd(float* p, float v) {
     *p = old + v;
     return old;
 }
+inline float4 atomicAdd(float4* p, float4 v) {
+    const std::lock_guard<std::mutex> guard(emulate_atomic_lock);
+    const float4 old = *p;
+    *p = {old.x + v.x, old.y + v.y, old.z + v.z, old.w + v.w};
+    return old;
+}
 template <typename T>
 inline T __ldg(const T* p) { return *p; }
 inline float __saturatef(float x) { return x > 0.0f ? (x < 1.0f ? x : 1.0f) : 0.0f; }  // NaN -> 0
@@ -79,6 +85,9 @@ using cudaStream_t = void*;
 constexpr cudaError_t cudaSuccess = 0;
 constexpr cudaError_t cudaErrorInvalidValue = 1;
 enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount };
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize };
+template <typename K>
+inline cudaError_t cudaFuncSetAttribute(K, cudaFuncAttribute, int) { return cudaSuccess; }
 inline cudaError_t cudaGetLastError() { return cudaSuccess; }
 inline cudaError_t cudaGetDevice(int* device) { return *device = 0, cudaSuccess; }
 // Two "SMs" of one block each: small grids then still split their work (the split paths run).

@@ -25,10 +25,10 @@ int emu_padded_classes(int v) { return l1cuda::padded_classes(v); }
 int emu_backward(const void* a, const void* b, const float* aa, const float* bb, const int* y, int n, int v, int d,
                  int kind, int bf16, int vec, float n_exp, float eps, float scale, float smoothing, float pw,
                  float alpha, const float* lse, const float* gw, float* g, int chunk_rows, float* dx, float* dw,
-                 float* daa, float* dbb, const float* sums) {
+                 float* daa, float* dbb, const float* sums, int fused) {
     const l1cuda::Problem p{a, b, aa, bb, y, n, v, d, kind, bf16 != 0, vec != 0, n_exp, eps, scale, smoothing, pw,
                             alpha};
-    const l1cuda::Grads grads{lse, gw, g, chunk_rows, dx, dw, daa, dbb, sums};
+    const l1cuda::Grads grads{lse, gw, g, chunk_rows, dx, dw, daa, dbb, sums, fused != 0};
     return l1cuda::backward(p, grads, nullptr);
 }
 }
