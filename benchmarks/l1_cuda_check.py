@@ -13,10 +13,11 @@ Stages (each one's failure is recorded in the JSON and the next one still runs; 
    ignored rows, label smoothing, sum / none reductions, fp32 / fp16 inputs, centres-only gradient).
 3. agree: CUDA against Triton at the GPT-2 shape (N=8192, D=768, V=50304, bf16).
 4. bench: forward+backward ms (median of CUDA-event-timed repeats) of CE eager, the Triton and the CUDA kernels per
-   head, CUDA forward and backward separately, per-kernel times from torch.profiler, and each kernel's time as
+   head (each CUDA mode it has: sums recomputed, kept, dx and dW unfused), CUDA forward and backward separately, per-kernel times from torch.profiler, and each kernel's time as
    "instructions per triple at full issue" (ms x SMs x 128 lanes x clock / (N V D)) against its own minimum.
-5. ncu (time-boxed): executed instructions per (row, centre, feature) triple of each CUDA kernel at N=1024, V=8192
-   (manhattan), issue-slot use and the stall reasons.
+5. ncu (time-boxed): executed instructions per (row, centre, feature) triple of the forward and fused backward
+   kernels of the special-function heads (NCU_HEADS, sums kept) at N=1024, V=8192, issue-slot and pipe use (xu: the
+   special-function unit) and the stall reasons.
 6. gpt_step (time-boxed): benchmarks/gpt_step_benchmark.py, baseline and manhattan heads, tokens/s ratio, in the
    faster backward mode, then the other one (gpt_step_other) when time is left.
 Writes $OUT/l1_cuda_check.json and $OUT/l1_cuda_check.md.
@@ -58,11 +59,13 @@ HEADS = {
     "minkowski_p3": ("minkowski", {"p": 3.0}),
     "minkowski_p1.5": ("minkowski", {"p": 1.5}),
 }
-STORE_HEADS = ("manhattan", "hamming_soft", "bray_curtis_abs")  # the kinds that can keep their sums
+STORE_HEADS = tuple(h for h in HEADS if h != "bray_curtis")  # the kinds that can keep one value per pair
+SIGN_HEADS = ("manhattan", "hamming_soft", "bray_curtis_abs", "bray_curtis")  # their own grad_x / grad_w
+FUSED_HEADS = tuple(h for h in HEADS if h not in SIGN_HEADS)  # one backward sweep for dx and dW (or two: unfused)
 CHECK_ROWS = 64
 BAR_LOSS, BAR_GRAD = 1e-7, 2e-4  # the issue's errors against the fp32 reference
 EDGE_LOSS, EDGE_GRAD = 1e-5, 1e-4  # tests/kernels' tolerances at small shapes
-MIN_INSTR = {"forward_kernel": 2, "coeff_kernel": 2, "grad_x_kernel": 2, "grad_w_kernel": 2}  # bf16 inputs
+MIN_INSTR = {"forward_kernel": 2, "coeff_kernel": 2, "grad_x_kernel": 2, "grad_w_kernel": 2, "grad_xw_kernel": 3}
 NCU_SHAPE = (1024, 768, 8192)
 START = time.perf_counter()
 OUT_DIR = [Path(".")]  # set by main
@@ -87,9 +90,20 @@ def make_inputs(n, d, v, seed, dtype=torch.bfloat16):
 
 
 def use(impl):
-    """Select the fused implementation: cuda (sums recomputed in the backward), cuda-store (kept), triton."""
+    """Select the fused implementation: cuda (sums recomputed in the backward), cuda-store (kept), cuda-unfused
+    (recomputed, dx and dW in two sweeps: the kernels before the fused backward), triton."""
     os.environ["HARMONIC_L1_CUDA"] = "1" if impl.startswith("cuda") else "0"
     os.environ["HARMONIC_L1_CUDA_STORE"] = "1" if impl == "cuda-store" else "0"
+    os.environ["HARMONIC_L1_CUDA_FUSED"] = "0" if impl == "cuda-unfused" else "1"
+
+
+def cuda_impls(head):
+    """The CUDA modes a head has: recomputed, kept (STORE_HEADS) and unfused (FUSED_HEADS)."""
+    return (
+        ("cuda",)
+        + (("cuda-store",) if head in STORE_HEADS else ())
+        + (("cuda-unfused",) if head in FUSED_HEADS else ())
+    )
 
 
 def run_loss(impl, x, w, y, head, n_exp, **kwargs):
@@ -213,7 +227,7 @@ def stage_check_vocab():
     rows = []
     for head in HEADS:
         x, w, y = make_inputs(CHECK_ROWS, d, v, seed=1)
-        for impl in ("cuda", "cuda-store", "triton") if head in STORE_HEADS else ("cuda", "triton"):
+        for impl in (*cuda_impls(head), "triton"):
             row = {"head": head, "impl": impl, **compare(impl, "reference", x, w, y, head)}
             row["meets_bar"] = (
                 row["loss_rel_err"] <= BAR_LOSS and max(row["dx_rel_err"], row["dW_rel_err"]) <= BAR_GRAD
@@ -251,13 +265,15 @@ def stage_check_edges():
     """Small odd shapes (partial tiles), ties, ignored rows, smoothing, reductions, dtypes, several row chunks."""
     cases = []
     for head in HEADS:
-        for dtype in (torch.bfloat16, torch.float32, torch.float16) if head in STORE_HEADS else (torch.bfloat16,):
+        for dtype in (torch.bfloat16, torch.float32, torch.float16) if head in SIGN_HEADS else (torch.bfloat16,):
             cases.append((head, dtype, {"label_smoothing": 0.1}, True))
         cases.append((head, torch.bfloat16, {"reduction": "sum"}, True))
         cases.append((head, torch.float32, {"reduction": "none"}, True))
         cases.append((head, torch.bfloat16, {}, False))  # centres-only gradient
         if head in STORE_HEADS:
             cases.append((head, torch.bfloat16, {"label_smoothing": 0.1}, True, 77, "cuda-store"))
+        if head in FUSED_HEADS:
+            cases.append((head, torch.float32, {"label_smoothing": 0.1}, True, 77, "cuda-unfused"))
     rows = []
     for index, case in enumerate(cases):
         try:
@@ -269,7 +285,8 @@ def stage_check_edges():
     try:
         for head, dtype, impl in (("manhattan", torch.bfloat16, "cuda"), ("bray_curtis_abs", torch.float32, "cuda"),
                                   ("hamming_soft", torch.bfloat16, "cuda-store"), ("bray_curtis", torch.bfloat16, "cuda"),
-                                  ("chebyshev", torch.float32, "cuda"), ("chebyshev_smooth", torch.bfloat16, "cuda")):  # fmt: skip
+                                  ("chebyshev", torch.float32, "cuda"), ("chebyshev_smooth", torch.bfloat16, "cuda"),
+                                  ("canberra", torch.bfloat16, "cuda-store"), ("minkowski_p1.5", torch.float32, "cuda")):  # fmt: skip
             rows.append(edge_case(len(rows), head, dtype, {}, True, 300, impl))
             print(json.dumps(rows[-1]), flush=True)
     finally:
@@ -303,7 +320,7 @@ def stage_agree():
     """CUDA against Triton at the GPT-2 shape (no reference there: it would need the N x V x D broadcast)."""
     n, d, v = GPT2
     rows = []
-    for head, impl in [(head, "cuda") for head in HEADS] + [("manhattan", "cuda-store")]:
+    for head, impl in [(head, "cuda") for head in HEADS] + [(head, "cuda-store") for head in STORE_HEADS]:
         x, w, y = make_inputs(n, d, v, seed=2)
         row = {"head": head, "impl": impl, **compare(impl, "triton", x, w, y, head)}
         rows.append(row)
@@ -345,11 +362,11 @@ def fwd_bwd(impl, head, x, w, y):
     return step
 
 
-def kernel_times(head, x, w, y):
+def kernel_times(head, x, w, y, impl="cuda"):
     """Per-kernel GPU ms of one CUDA forward+backward (torch.profiler)."""
     from torch.profiler import ProfilerActivity, profile
 
-    step = fwd_bwd("cuda", head, x, w, y)
+    step = fwd_bwd(impl, head, x, w, y)
     step()
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -374,10 +391,8 @@ def stage_bench(info, built):
     result = {"N": n, "D": d, "V": v, "bound_ms_per_instr_per_triple": triples / per_ms, "rows": []}
     result["rows"].append({"head": "ce", "impl": "ce eager", "ms": time_ms(fwd_bwd("ce", None, x, w, y), 20, 3)})
     for head in HEADS:
-        impls = (
-            (("cuda", 10), ("cuda-store", 10), ("triton", 3)) if head in STORE_HEADS else (("cuda", 5), ("triton", 2))
-        )
-        for impl, reps in impls:
+        reps = 10 if head in SIGN_HEADS else 5
+        for impl, reps in [(impl, reps) for impl in cuda_impls(head)] + [("triton", 2)]:
             try:
                 ms = time_ms(fwd_bwd(impl, head, x, w, y), reps)
                 row = {"head": head, "impl": impl, "ms": ms, "vs_ce": ms / result["rows"][0]["ms"]}
@@ -391,12 +406,13 @@ def stage_bench(info, built):
     if not built:
         return result
     for head in HEADS:
-        times = kernel_times(head, x, w, y)
-        for key in MIN_INSTR:
-            if key in times:
-                times[f"{key}_instr_per_triple_at_full_issue"] = times[key] * per_ms / triples
-        result[f"kernels_{head}"] = times
-        print(head, json.dumps(times, default=str)[:600], flush=True)
+        for impl in ("cuda", "cuda-store") if head in STORE_HEADS else ("cuda",):
+            times = kernel_times(head, x, w, y, impl)
+            for key in MIN_INSTR:
+                if key in times:
+                    times[f"{key}_instr_per_triple_at_full_issue"] = times[key] * per_ms / triples
+            result[f"kernels_{head}" + ("_store" if impl == "cuda-store" else "")] = times
+            print(head, impl, json.dumps(times, default=str)[:600], flush=True)
     use("cuda")
     n_exp = math.sqrt(d)
     loss_box = {}
@@ -417,11 +433,15 @@ def stage_bench(info, built):
     return result
 
 
+NCU_HEADS = ("minkowski_p1.5", "chebyshev_smooth", "canberra")  # the special-function kinds, sums kept
+
+
 def ncu_target():
-    """The process ncu profiles: one CUDA forward+backward of manhattan at NCU_SHAPE."""
+    """The process ncu profiles: one CUDA forward+backward of each NCU_HEADS head (sums kept) at NCU_SHAPE."""
     n, d, v = NCU_SHAPE
     x, w, y = make_inputs(n, d, v, seed=4)
-    fwd_bwd("cuda", "manhattan", x, w, y)()
+    for head in NCU_HEADS:
+        fwd_bwd("cuda-store", head, x, w, y)()
     torch.cuda.synchronize()
 
 
@@ -435,9 +455,10 @@ def stage_ncu(budget_s):
     ncu = shutil.which("ncu")
     if ncu is None:
         return {"error": "ncu not on PATH"}
-    cmd = [ncu, "--csv", "--page", "raw", "--section", "WarpStateStats", "--metrics",
+    cmd = [ncu, "--csv", "--page", "raw", "--section", "WarpStateStats", "--section", "ComputeWorkloadAnalysis",
+           "--metrics",
            "sm__inst_executed.sum,smsp__issue_active.avg.pct_of_peak_sustained_active", "--clock-control", "none",
-           "--kernel-name", "regex:forward_kernel|coeff_kernel|grad_._kernel", sys.executable,
+           "--kernel-name", "regex:forward_kernel|grad_xw_kernel", sys.executable,
            str(Path(__file__).resolve()), "--ncu-target"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=budget_s, cwd=REPO)
     n, d, v = NCU_SHAPE
@@ -455,12 +476,14 @@ def stage_ncu(budget_s):
                 continue
             if metric in ("sm__inst_executed.sum", "smsp__issue_active.avg.pct_of_peak_sustained_active"):
                 found[metric] = number
+            elif metric and ("pipe_xu" in metric or "pipe_fma" in metric or "pipe_alu" in metric) and "pct" in metric:
+                found[metric] = number  # pipe use: xu is the special-function (MUFU) pipe
             elif metric and "issue_stalled_" in metric and "per_issue_active" in metric:
                 stalls[metric.split("issue_stalled_")[1].split("_per_issue")[0]] = number
         if "sm__inst_executed.sum" in found:
             found["thread_instr_per_triple"] = found["sm__inst_executed.sum"] * 32 / (n * v * d)
         found["stalls_per_issue"] = dict(sorted(stalls.items(), key=lambda kv: -kv[1])[:10])
-        rows[name] = found
+        rows[f"{name} {row.get('Kernel Name', '')[len(name) :][:60]}"] = found
     return {"shape": NCU_SHAPE, "kernels": rows, "returncode": proc.returncode, "stderr_tail": proc.stderr[-800:],
             "stdout_head": "\n".join(lines[:2])[:1500]}  # fmt: skip
 
@@ -547,11 +570,11 @@ def markdown(data):
         lines += ["", f"manhattan CUDA forward {fmt(bench.get('manhattan_forward_ms'))} ms, backward "
                   f"{fmt(bench.get('manhattan_backward_ms'))} ms; peak GB cuda {fmt(bench.get('manhattan_cuda_peak_gb'))}, "
                   f"cuda-store {fmt(bench.get('manhattan_cuda-store_peak_gb'))}, triton {fmt(bench.get('manhattan_triton_peak_gb'))}", ""]  # fmt: skip
-        for head in HEADS:
-            times = bench.get(f"kernels_{head}", {})
+        for key in [k for k in bench if k.startswith("kernels_")]:
+            times = bench[key]
             cells = [f"{k} {fmt(times.get(k))} ms = {fmt(times.get(k + '_instr_per_triple_at_full_issue'))} instr/triple"
                      for k in MIN_INSTR if k in times]  # fmt: skip
-            lines.append(f"- {head}: " + "; ".join(cells))
+            lines.append(f"- {key[len('kernels_') :]}: " + "; ".join(cells))
         lines.append("")
     if "ncu" in st:
         lines += [f"ncu {st['ncu'].get('shape')}: " + json.dumps(st["ncu"].get("kernels"))[:4000], ""]

@@ -130,7 +130,15 @@ CASES = [
 
 SIGN_KINDS = ("manhattan", "hamming_soft", "bray_curtis_abs", "bray_curtis")  # their own grad_x / grad_w only
 # every kind but bray_curtis (two sums per pair) may keep one value per pair for the backward
-KEEPS_SUMS = ("manhattan", "hamming_soft", "bray_curtis_abs", "chebyshev", "chebyshev_smooth", "minkowski", "canberra")
+KEEPS_SUMS = (
+    "manhattan",
+    "hamming_soft",
+    "bray_curtis_abs",
+    "chebyshev",
+    "chebyshev_smooth",
+    "minkowski",
+    "canberra",
+)
 RUNS = (
     [(*case, False, True) for case in CASES]
     + [(*case, True, True) for case in CASES if case[0] in KEEPS_SUMS]

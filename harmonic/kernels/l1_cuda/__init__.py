@@ -188,7 +188,24 @@ class L1CudaHeadLoss(torch.autograd.Function):
         g = row_weights(grad_out, valid, count, reduction)
         need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         da, db, daa, dbb = _STATUS["module"].backward(
-            a, b, aa, bb, y32, lse, g, kind, n_exp, eps, scale, p, alpha, smoothing, _g_bytes(), need_a, need_b, sums,
+            a,
+            b,
+            aa,
+            bb,
+            y32,
+            lse,
+            g,
+            kind,
+            n_exp,
+            eps,
+            scale,
+            p,
+            alpha,
+            smoothing,
+            _g_bytes(),
+            need_a,
+            need_b,
+            sums,
             fused(),
         )
         da, db = denominator_grads(kind, a, b, da if need_a else None, db if need_b else None, daa, dbb)
