@@ -327,12 +327,11 @@ struct alignas(16) PairSmem {
     float b[2][BK][TILE];  // b^T slice: [feature][centre]
 };
 
-// Calls update(av, bv, live) once per feature k, in order, with the thread's 8 row values av (rows own(ty, i)) and
-// 8 centre values bv (centres own(tx, j)); live is false for the zero padding past D.
+// Calls stage(sa, sb, k0) once per slice of BK features k0 .. k0 + BK - 1, in order, with the slice in shared
+// memory: sa[kk] the block's 128 row values of feature k0 + kk, sb[kk] its 128 centre values (zero past D).
 template <typename T, typename F>
-__device__ __forceinline__ void pair_sweep(const T* a, const T* b, int n, int v, int d, int row0, int col0, bool vec,
-                                           PairSmem& sm, F&& update) {
-    const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
+__device__ __forceinline__ void pair_stages(const T* a, const T* b, int n, int v, int d, int row0, int col0, bool vec,
+                                            PairSmem& sm, F&& stage) {
     Raw8<T> ra, rb;
     fetch_t<T>(a, n, d, row0, 0, vec, ra);
     fetch_t<T>(b, v, d, col0, 0, vec, rb);
@@ -345,19 +344,30 @@ __device__ __forceinline__ void pair_sweep(const T* a, const T* b, int n, int v,
             fetch_t<T>(a, n, d, row0, k0 + BK, vec, ra);
             fetch_t<T>(b, v, d, col0, k0 + BK, vec, rb);
         }
-#pragma unroll
-        for (int kk = 0; kk < BK; ++kk) {
-            float av[8], bv[8];
-            read8(sm.a[buf][kk], ty, av);
-            read8(sm.b[buf][kk], tx, bv);
-            update(av, bv, k0 + kk < d);
-        }
+        stage(sm.a[buf], sm.b[buf], k0);
         if (more) {
             store_t<T, false>(sm.a[buf ^ 1], ra);
             store_t<T, false>(sm.b[buf ^ 1], rb);
         }
         __syncthreads();
     }
+}
+
+// Calls update(av, bv, live) once per feature k, in order, with the thread's 8 row values av (rows own(ty, i)) and
+// 8 centre values bv (centres own(tx, j)); live is false for the zero padding past D.
+template <typename T, typename F>
+__device__ __forceinline__ void pair_sweep(const T* a, const T* b, int n, int v, int d, int row0, int col0, bool vec,
+                                           PairSmem& sm, F&& update) {
+    const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
+    pair_stages<T>(a, b, n, v, d, row0, col0, vec, sm, [&](const float (*sa)[TILE], const float (*sb)[TILE], int k0) {
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float av[8], bv[8];
+            read8(sa[kk], ty, av);
+            read8(sb[kk], tx, bv);
+            update(av, bv, k0 + kk < d);
+        }
+    });
 }
 
 // u^p for u >= 0 in the cheap form P chose (l1_heads.py's _pow; 0^p = 0).
@@ -391,8 +401,10 @@ __device__ __forceinline__ void pair_add(float& A, float& B, float a, float b, b
     }
 }
 
-// The tile's per-pair accumulators. SMOOTH takes two sweeps: A = alpha2 max_k |u_k| (alpha2 = alpha / ln 2), then
-// B = sum_k exp2(alpha2 |u_k| - A) over the real features, one exp2 per triple (a running max would rescale too).
+// The tile's per-pair accumulators. SMOOTH: A = alpha2 max_k |u_k| (alpha2 = alpha / ln 2) and
+// B = sum_k exp2(alpha2 |u_k| - A) over the real features in one sweep, slice by slice as online softmax does: the
+// slice's maximum first (from shared memory), then B rescaled to the new A (one exp2 per pair and slice, 1/16 of the
+// triples' exp2 count) and the slice's terms added, one exp2 per triple.
 template <typename T, int KIND, int P>
 __device__ __forceinline__ void pair_stats(const T* a, const T* b, int n, int v, int d, int row0, int col0, bool vec,
                                            PairSmem& sm, const Params& q, float A[8][8], float B[8][8]) {
@@ -401,22 +413,44 @@ __device__ __forceinline__ void pair_stats(const T* a, const T* b, int n, int v,
 #pragma unroll
         for (int j = 0; j < 8; ++j) A[i][j] = B[i][j] = 0.0f;
     if constexpr (KIND == SMOOTH) {
-        pair_sweep<T>(a, b, n, v, d, row0, col0, vec, sm, [&](const float* av, const float* bv, bool) {
+        const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
+        pair_stages<T>(a, b, n, v, d, row0, col0, vec, sm, [&](const float (*sa)[TILE], const float (*sb)[TILE], int k0) {
+            float top[8][8];  // the slice's max |u| (padding: |0| adds nothing)
 #pragma unroll
             for (int i = 0; i < 8; ++i)
 #pragma unroll
-                for (int j = 0; j < 8; ++j) A[i][j] = fmaxf(A[i][j], fabsf(av[i] - bv[j]));  // padding: |0| adds nothing
-        });
+                for (int j = 0; j < 8; ++j) top[i][j] = 0.0f;
+#pragma unroll 1  // three 8 x 8 arrays live: no room for more than one feature's values
+            for (int kk = 0; kk < BK; ++kk) {
+                float av[8], bv[8];
+                read8(sa[kk], ty, av);
+                read8(sb[kk], tx, bv);
 #pragma unroll
-        for (int i = 0; i < 8; ++i)
+                for (int i = 0; i < 8; ++i)
 #pragma unroll
-            for (int j = 0; j < 8; ++j) A[i][j] *= q.alpha2;
-        pair_sweep<T>(a, b, n, v, d, row0, col0, vec, sm, [&](const float* av, const float* bv, bool live) {
-            if (!live) return;
+                    for (int j = 0; j < 8; ++j) top[i][j] = fmaxf(top[i][j], fabsf(av[i] - bv[j]));
+            }
 #pragma unroll
             for (int i = 0; i < 8; ++i)
 #pragma unroll
-                for (int j = 0; j < 8; ++j) B[i][j] += fast_ex2(fmaf(fabsf(av[i] - bv[j]), q.alpha2, -A[i][j]));
+                for (int j = 0; j < 8; ++j) {
+                    const float next = fmaxf(A[i][j], top[i][j] * q.alpha2);
+                    B[i][j] *= fast_ex2(A[i][j] - next);  // exactly 1 where the maximum stays
+                    A[i][j] = next;
+                }
+#pragma unroll 1  // three 8 x 8 arrays live: no room for more than one feature's values
+            for (int kk = 0; kk < BK; ++kk) {
+                if (k0 + kk < d) {
+                    float av[8], bv[8];
+                    read8(sa[kk], ty, av);
+                    read8(sb[kk], tx, bv);
+#pragma unroll
+                    for (int i = 0; i < 8; ++i)
+#pragma unroll
+                        for (int j = 0; j < 8; ++j)
+                            B[i][j] += fast_ex2(fmaf(fabsf(av[i] - bv[j]), q.alpha2, -A[i][j]));
+                }
+            }
         });
         return;
     }
@@ -484,8 +518,10 @@ __device__ __forceinline__ void coefficients(float gd, float dist, float A, floa
         c1 = dist > 0.0f ? gd / fmaxf(B, 1.0f) / dist : 0.0f;
         c2 = dist;
     } else if constexpr (KIND == SMOOTH) {
-        c1 = gd;
-        c2 = dist * q.alpha2;  // exp(alpha (|u| - d)) = exp2(|u| alpha2 - c2): the softmax weight of feature k
+        // gd exp(alpha (|u| - d)) (the softmax weight of feature k) = c1 exp2(|u| alpha2 + c2) with c1 = sign(gd),
+        // c2 = log2 |gd| - alpha2 d: elem's one exp2 carries |gd| (no multiply); gd = 0: c2 = -inf, a term of 0
+        c1 = gd > 0.0f ? 1.0f : (gd < 0.0f ? -1.0f : 0.0f);
+        c2 = gd != 0.0f ? log2f(fabsf(gd)) - dist * q.alpha2 : -INFINITY;
     } else if constexpr (KIND == CANBERRA) {
         c1 = gd;
     } else if constexpr (KIND == BRAYCURTIS) {
@@ -517,7 +553,10 @@ __device__ __forceinline__ float elem(float a, float b, float c1, float c2, cons
     } else if constexpr (KIND == CHEBYSHEV) {
         return fabsf(u) == c2 ? c1 * u : 0.0f;
     } else if constexpr (KIND == SMOOTH) {
-        return times_sign(c1 * fast_ex2(fmaf(fabsf(u), q.alpha2, -c2)), u);
+        // c1 sign(u) as fma(step, 2 c1, -c1) with step = saturate(u 2^126 + 1/2) in {0, 1/2, 1} (sign(0) = 0; a
+        // |u| below 2^-127 gives a step between the three)
+        const float step = __saturatef(fmaf(u, 0x1p126f, 0.5f));
+        return fast_ex2(fmaf(fabsf(u), q.alpha2, c2)) * fmaf(step, c1 + c1, -c1);
     } else {  // CANBERRA: d/da |u| / (|a| + |b|) = sign(u) (|b| + b sign(a)) / (|a| + |b|)^2; 0 where u = 0
         const float r = fast_rcp(fmaxf(fabsf(a) + fabsf(b), FLT_MIN));
         const float nb = fabsf(b) + (a == 0.0f ? 0.0f : flip_sign(b, a));
@@ -709,7 +748,7 @@ coeff_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __re
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
             const int col = col0 + own(tx, j);
-            float c1 = 0.0f, c2 = 0.0f;
+            float c1 = 0.0f, c2 = KIND == SMOOTH ? -INFINITY : 0.0f;  // a pair without gradient: a term of 0
             // A == 0: x equals the centre (every kind's A is 0 only where every feature ties), so the pair's
             // gradient is exactly 0 whatever dLoss/dd (about -n / eps there) is; a huge G would only add
             // rounding noise to the sign kinds' 2 sum G s - sum G.
@@ -1013,8 +1052,9 @@ grad_w_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __r
 // Both gradients' terms of one triple: dx[n, k] += ex, dW[v, k] -= mw. Functions of u = x - w have dd/dw = -dd/dx,
 // so mw = ex. CANBERRA: dd/dx = sign(u) (|w| + w sign(x)) / s^2, dd/dw = -sign(u) (|x| + x sign(w)) / s^2 with
 // s = |x| + |w|, and |w| + w sign(x) = 2 h |w|, |x| + x sign(w) = 2 h |x| with h = step(x w) in {0, 1/2, 1}
-// (h = 1/2 where x or w is 0); the 2 is applied by pair_scale. One rcp of s^2 + FLT_MIN (0/0 is 0 through
-// times_sign: x = w = 0 has u = 0); |x w| below 2^-127 gives an h between the steps (both |x|, |w| below ~2^-63).
+// (h = 1/2 where x or w is 0); the 2 is applied by pair_scale. One rcp of s^2 + FLT_MIN (0/0 is 0: x = w = 0
+// has u = 0, so c1 sign(u) = 0 and r2 is finite); |x w| below 2^-127 gives an h between the steps (both |x|, |w|
+// below ~2^-63), as a |u| below 2^-127 does for the step of u.
 template <int KIND>
 __host__ __device__ constexpr float pair_scale() { return KIND == CANBERRA ? 2.0f : 1.0f; }
 
@@ -1022,10 +1062,11 @@ template <int KIND, int P>
 __device__ __forceinline__ void elem_pair(float x, float w, float c1, float c2, const Params& q, float& ex,
                                           float& mw) {
     if constexpr (KIND == CANBERRA) {
+        const float step = __saturatef(fmaf(x - w, 0x1p126f, 0.5f));  // c1 sign(u) = fma(step, 2 c1, -c1), as SMOOTH
         const float s = fabsf(x) + fabsf(w);
         const float r2 = fast_rcp(fmaf(s, s, FLT_MIN));
         const float h = __saturatef(fmaf(x * w, 0x1p126f, 0.5f));
-        const float e = times_sign(c1 * r2 * h, x - w);
+        const float e = fmaf(step, c1 + c1, -c1) * h * r2;  // 0 where u = 0 or c1 = 0 (r2 is finite)
         ex = e * fabsf(w);
         mw = e * fabsf(x);
     } else {
