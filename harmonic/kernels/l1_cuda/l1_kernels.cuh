@@ -420,7 +420,7 @@ __device__ __forceinline__ void pair_stats(const T* a, const T* b, int n, int v,
             for (int i = 0; i < 8; ++i)
 #pragma unroll
                 for (int j = 0; j < 8; ++j) top[i][j] = 0.0f;
-#pragma unroll 1  // three 8 x 8 arrays live: no room for more than one feature's values
+#pragma unroll 2  // three 8 x 8 arrays live: room for two features' values
             for (int kk = 0; kk < BK; ++kk) {
                 float av[8], bv[8];
                 read8(sa[kk], ty, av);
@@ -435,10 +435,13 @@ __device__ __forceinline__ void pair_stats(const T* a, const T* b, int n, int v,
 #pragma unroll
                 for (int j = 0; j < 8; ++j) {
                     const float next = fmaxf(A[i][j], top[i][j] * q.alpha2);
-                    B[i][j] *= fast_ex2(A[i][j] - next);  // exactly 1 where the maximum stays
+                    // exactly 1 where the maximum stays; __fmul_rn: never contracted with the sum that follows
+                    // into an FMA, which nvcc may do in one kernel and not the other: the backward's recomputed
+                    // distances must match the forward's bit for bit (a near tie's p - target cancels)
+                    B[i][j] = __fmul_rn(B[i][j], fast_ex2(A[i][j] - next));
                     A[i][j] = next;
                 }
-#pragma unroll 1  // three 8 x 8 arrays live: no room for more than one feature's values
+#pragma unroll 2  // three 8 x 8 arrays live: room for two features' values
             for (int kk = 0; kk < BK; ++kk) {
                 if (k0 + kk < d) {
                     float av[8], bv[8];
