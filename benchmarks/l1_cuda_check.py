@@ -237,8 +237,8 @@ def stage_check_vocab():
     return rows
 
 
-def edge_case(index, head, dtype, kwargs, x_grad, rows=77, impl="cuda"):
-    """One small case against the reference: D = 100 (no 16-byte loads), ties, zero rows, an ignored row."""
+def edge_inputs(index, dtype, rows=77):
+    """The inputs of edge case `index`: D = 100 (no 16-byte loads), ties, zero rows, an ignored row."""
     x, w, y = make_inputs(rows, 100, 300, seed=10 + index, dtype=dtype)
     with torch.no_grad():
         w[5] = x[3]  # a point on a centre: all features tie (sign(0) = 0)
@@ -248,6 +248,12 @@ def edge_case(index, head, dtype, kwargs, x_grad, rows=77, impl="cuda"):
         w[11] = -x[8]  # bray_curtis: sum |x + w| = 0
         x[10, :3], w[12, :3], x[10, 3:], w[12, 3:] = 1.0, -1.0, 0.0, 0.0  # chebyshev: three tied maxima
     y[3], y[10] = 5, 12
+    return x, w, y
+
+
+def edge_case(index, head, dtype, kwargs, x_grad, rows=77, impl="cuda"):
+    """One small case against the reference (edge_inputs)."""
+    x, w, y = edge_inputs(index, dtype, rows)
     x.requires_grad_(x_grad)
     row = {"head": head, "impl": impl, "dtype": str(dtype), **kwargs, "x_grad": x_grad, "rows": rows}
     row.update(compare(impl, "reference", x, w, y, head, **kwargs))
@@ -261,8 +267,9 @@ def edge_case(index, head, dtype, kwargs, x_grad, rows=77, impl="cuda"):
     return row
 
 
-def stage_check_edges():
-    """Small odd shapes (partial tiles), ties, ignored rows, smoothing, reductions, dtypes, several row chunks."""
+def edge_cases():
+    """The (head, dtype, loss kwargs, x_grad[, rows, impl]) cases of stage_check_edges; a case's index seeds its
+    inputs (edge_inputs)."""
     cases = []
     for head in HEADS:
         for dtype in (torch.bfloat16, torch.float32, torch.float16) if head in SIGN_HEADS else (torch.bfloat16,):
@@ -274,8 +281,13 @@ def stage_check_edges():
             cases.append((head, torch.bfloat16, {"label_smoothing": 0.1}, True, 77, "cuda-store"))
         if head in FUSED_HEADS:
             cases.append((head, torch.float32, {"label_smoothing": 0.1}, True, 77, "cuda-unfused"))
+    return cases
+
+
+def stage_check_edges():
+    """Small odd shapes (partial tiles), ties, ignored rows, smoothing, reductions, dtypes, several row chunks."""
     rows = []
-    for index, case in enumerate(cases):
+    for index, case in enumerate(edge_cases()):
         try:
             rows.append(edge_case(index, *case))
         except Exception as error:  # noqa: BLE001
