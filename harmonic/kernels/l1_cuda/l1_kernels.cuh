@@ -401,10 +401,8 @@ __device__ __forceinline__ void pair_add(float& A, float& B, float a, float b, b
     }
 }
 
-// The tile's per-pair accumulators. SMOOTH: A = alpha2 max_k |u_k| (alpha2 = alpha / ln 2) and
-// B = sum_k exp2(alpha2 |u_k| - A) over the real features in one sweep, slice by slice as online softmax does: the
-// slice's maximum first (from shared memory), then B rescaled to the new A (one exp2 per pair and slice, 1/16 of the
-// triples' exp2 count) and the slice's terms added, one exp2 per triple.
+// The tile's per-pair accumulators. SMOOTH takes two sweeps: A = alpha2 max_k |u_k| (alpha2 = alpha / ln 2), then
+// B = sum_k exp2(alpha2 |u_k| - A) over the real features, one exp2 per triple (a running max would rescale too).
 template <typename T, int KIND, int P>
 __device__ __forceinline__ void pair_stats(const T* a, const T* b, int n, int v, int d, int row0, int col0, bool vec,
                                            PairSmem& sm, const Params& q, float A[8][8], float B[8][8]) {
@@ -413,47 +411,22 @@ __device__ __forceinline__ void pair_stats(const T* a, const T* b, int n, int v,
 #pragma unroll
         for (int j = 0; j < 8; ++j) A[i][j] = B[i][j] = 0.0f;
     if constexpr (KIND == SMOOTH) {
-        const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
-        pair_stages<T>(a, b, n, v, d, row0, col0, vec, sm, [&](const float (*sa)[TILE], const float (*sb)[TILE], int k0) {
-            float top[8][8];  // the slice's max |u| (padding: |0| adds nothing)
+        pair_sweep<T>(a, b, n, v, d, row0, col0, vec, sm, [&](const float* av, const float* bv, bool) {
 #pragma unroll
             for (int i = 0; i < 8; ++i)
 #pragma unroll
-                for (int j = 0; j < 8; ++j) top[i][j] = 0.0f;
-#pragma unroll 2  // three 8 x 8 arrays live: room for two features' values
-            for (int kk = 0; kk < BK; ++kk) {
-                float av[8], bv[8];
-                read8(sa[kk], ty, av);
-                read8(sb[kk], tx, bv);
+                for (int j = 0; j < 8; ++j) A[i][j] = fmaxf(A[i][j], fabsf(av[i] - bv[j]));  // padding: |0| adds nothing
+        });
 #pragma unroll
-                for (int i = 0; i < 8; ++i)
+        for (int i = 0; i < 8; ++i)
 #pragma unroll
-                    for (int j = 0; j < 8; ++j) top[i][j] = fmaxf(top[i][j], fabsf(av[i] - bv[j]));
-            }
+            for (int j = 0; j < 8; ++j) A[i][j] *= q.alpha2;
+        pair_sweep<T>(a, b, n, v, d, row0, col0, vec, sm, [&](const float* av, const float* bv, bool live) {
+            if (!live) return;
 #pragma unroll
             for (int i = 0; i < 8; ++i)
 #pragma unroll
-                for (int j = 0; j < 8; ++j) {
-                    const float next = fmaxf(A[i][j], top[i][j] * q.alpha2);
-                    // exactly 1 where the maximum stays; __fmul_rn: never contracted with the sum that follows
-                    // into an FMA, which nvcc may do in one kernel and not the other: the backward's recomputed
-                    // distances must match the forward's bit for bit (a near tie's p - target cancels)
-                    B[i][j] = __fmul_rn(B[i][j], fast_ex2(A[i][j] - next));
-                    A[i][j] = next;
-                }
-#pragma unroll 2  // three 8 x 8 arrays live: room for two features' values
-            for (int kk = 0; kk < BK; ++kk) {
-                if (k0 + kk < d) {
-                    float av[8], bv[8];
-                    read8(sa[kk], ty, av);
-                    read8(sb[kk], tx, bv);
-#pragma unroll
-                    for (int i = 0; i < 8; ++i)
-#pragma unroll
-                        for (int j = 0; j < 8; ++j)
-                            B[i][j] += fast_ex2(fmaf(fabsf(av[i] - bv[j]), q.alpha2, -A[i][j]));
-                }
-            }
+                for (int j = 0; j < 8; ++j) B[i][j] += fast_ex2(fmaf(fabsf(av[i] - bv[j]), q.alpha2, -A[i][j]));
         });
         return;
     }
@@ -521,10 +494,8 @@ __device__ __forceinline__ void coefficients(float gd, float dist, float A, floa
         c1 = dist > 0.0f ? gd / fmaxf(B, 1.0f) / dist : 0.0f;
         c2 = dist;
     } else if constexpr (KIND == SMOOTH) {
-        // gd exp(alpha (|u| - d)) (the softmax weight of feature k) = c1 exp2(|u| alpha2 + c2) with c1 = sign(gd),
-        // c2 = log2 |gd| - alpha2 d: elem's one exp2 carries |gd| (no multiply); gd = 0: c2 = -inf, a term of 0
-        c1 = gd > 0.0f ? 1.0f : (gd < 0.0f ? -1.0f : 0.0f);
-        c2 = gd != 0.0f ? log2f(fabsf(gd)) - dist * q.alpha2 : -INFINITY;
+        c1 = gd;
+        c2 = dist * q.alpha2;  // exp(alpha (|u| - d)) = exp2(|u| alpha2 - c2): the softmax weight of feature k
     } else if constexpr (KIND == CANBERRA) {
         c1 = gd;
     } else if constexpr (KIND == BRAYCURTIS) {
@@ -556,10 +527,7 @@ __device__ __forceinline__ float elem(float a, float b, float c1, float c2, cons
     } else if constexpr (KIND == CHEBYSHEV) {
         return fabsf(u) == c2 ? c1 * u : 0.0f;
     } else if constexpr (KIND == SMOOTH) {
-        // c1 sign(u) as fma(step, 2 c1, -c1) with step = saturate(u 2^126 + 1/2) in {0, 1/2, 1} (sign(0) = 0; a
-        // |u| below 2^-127 gives a step between the three)
-        const float step = __saturatef(fmaf(u, 0x1p126f, 0.5f));
-        return fast_ex2(fmaf(fabsf(u), q.alpha2, c2)) * fmaf(step, c1 + c1, -c1);
+        return times_sign(c1 * fast_ex2(fmaf(fabsf(u), q.alpha2, -c2)), u);
     } else {  // CANBERRA: d/da |u| / (|a| + |b|) = sign(u) (|b| + b sign(a)) / (|a| + |b|)^2; 0 where u = 0
         const float r = fast_rcp(fmaxf(fabsf(a) + fabsf(b), FLT_MIN));
         const float nb = fabsf(b) + (a == 0.0f ? 0.0f : flip_sign(b, a));
@@ -751,7 +719,9 @@ coeff_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __re
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
             const int col = col0 + own(tx, j);
-            float c1 = 0.0f, c2 = KIND == SMOOTH ? -INFINITY : 0.0f;  // a pair without gradient: a term of 0
+            // a pair without gradient: a term of exactly 0 (SMOOTH: exp2(|u| alpha2 - inf) = 0, where c2 = 0 would let
+            // exp2 overflow to inf for alpha2 |u| > 128 and give 0 * inf = NaN)
+            float c1 = 0.0f, c2 = KIND == SMOOTH ? INFINITY : 0.0f;
             // A == 0: x equals the centre (every kind's A is 0 only where every feature ties), so the pair's
             // gradient is exactly 0 whatever dLoss/dd (about -n / eps there) is; a huge G would only add
             // rounding noise to the sign kinds' 2 sum G s - sum G.
@@ -1065,7 +1035,7 @@ template <int KIND, int P>
 __device__ __forceinline__ void elem_pair(float x, float w, float c1, float c2, const Params& q, float& ex,
                                           float& mw) {
     if constexpr (KIND == CANBERRA) {
-        const float step = __saturatef(fmaf(x - w, 0x1p126f, 0.5f));  // c1 sign(u) = fma(step, 2 c1, -c1), as SMOOTH
+        const float step = __saturatef(fmaf(x - w, 0x1p126f, 0.5f));  // c1 sign(u) = fma(step, 2 c1, -c1)
         const float s = fabsf(x) + fabsf(w);
         const float r2 = fast_rcp(fmaf(s, s, FLT_MIN));
         const float h = __saturatef(fmaf(x * w, 0x1p126f, 0.5f));
