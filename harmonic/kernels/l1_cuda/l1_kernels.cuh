@@ -10,17 +10,18 @@
 //     CANBERRA    sum_k |u_k| / (|x_k| + |w_k|)
 // Each l1_*.cu file instantiates one family of them; the Python side is harmonic/kernels/l1_cuda/__init__.py.
 //
-// Four kernels, all on the same block shape: 256 threads as 16 x 16, each thread owning an 8 x 8 register tile of a
-// 128 x 128 block tile; the reduction axis is walked in steps of 16, staged through shared memory (two buffers, the
-// next step's global loads in flight while the current step computes). A thread's 8 rows are ty*4 + {0..3} and
+// Five kernels, all on the same block shape: 256 threads as 16 x 16, each thread owning an 8 x 8 register tile of
+// a 128 x 128 block tile; the reduction axis is walked in steps of 16, staged through shared memory (two buffers,
+// the next step's global loads in flight while the current step computes). A thread's 8 rows are ty*4 + {0..3} and
 // 64 + ty*4 + {0..3} (likewise its 8 columns with tx), so its shared-memory reads are 16-byte vectors without bank
 // conflicts.
 //
 //   forward   tile rows x centres, loop over features: the per-pair accumulators (manhattan: acc += |x - w|, FADD +
 //             FADD with the |.| operand modifier); the finished tile folds into per-row log-sum-exp partials (one
 //             set per V split).
-//   coeff     the same tile recomputed in the backward (or read back where the forward kept its sums; chebyshev
-//             adds a second sweep counting the features tied at the maximum); writes one or two per-pair
+//   coeff     the same tile recomputed in the backward (or read back where the forward kept one value per pair,
+//             kept_sum: every kind but bray_curtis; chebyshev adds a sweep counting the features tied at the
+//             maximum either way); writes one or two per-pair
 //             coefficient matrices G1, G2 for a chunk of rows (fp32; at most a configurable number of bytes, chunks
 //             walk over N), and for bray_curtis_abs the row / column sums of the denominator's gradient.
 //   grad_x    tile rows x features, loop over centres; grad_w: tile centres x features, loop over rows.
@@ -38,6 +39,8 @@
 //             operands below ~2^-126) gives an s between 0 and 1 instead of the exact step.
 //             Other kinds: acc += e(x, w; G1, G2) with e = G1 * dd/dx_k (elem below); their terms are symmetric in
 //             x and w, so dd/dw_k(x, w) = dd/dx_k(w, x) and grad_w calls e(w, x).
+//   grad_xw   (the other kinds, when dx and dW are both wanted; Grads::fused) grad_x's sweep computing each
+//             triple's term once for both: dx in registers, dW summed over the block's rows and added atomically.
 // Nothing of size N x V x D is ever formed; G is at most max_g_bytes. Accumulation is fp32 throughout.
 // This file has no torch headers (fast to compile); l1_binding.cpp holds the PyTorch side.
 #ifdef L1_EMULATE  // host build for tests/kernels/l1_cuda_emulate (a CPU stand-in for each CUDA built-in used)
