@@ -819,6 +819,24 @@ __device__ __forceinline__ float step2(float a, float b2) {
     }
 }
 
+// The thread's 8 x 8 of the chunk's rows (values or KEYS), 0 past the chunk and past D: the register operand of
+// grad_x and grad_xw.
+template <typename T, bool KEYS>
+__device__ __forceinline__ void load_row_tile(const T* a, int row_base, int lrow0, int k0, int chunk_rows, int d,
+                                              float xs[8][8]) {
+    const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        const int row = row_base + lrow0 + own(ty, i);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const int k = k0 + own(tx, j);
+            xs[i][j] = (lrow0 + own(ty, i) < chunk_rows && k < d)
+                           ? load1<T, KEYS>(a + static_cast<size_t>(row) * d + k) : 0.0f;
+        }
+    }
+}
+
 // Block (row block of the chunk, feature block, centre split); the thread keeps its 8 x 8 x values (keys) in
 // registers and walks the split's centres. Sign kinds: acc += G1 s (+ G2 s2), gsum[n] = sum G1 (+ G2)
 // (add_g_share), and dx[n, k] += 2 acc - gsum; other kinds: acc += elem(x, w) (atomics: the centre splits add into the same dx).
@@ -839,16 +857,7 @@ grad_x_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __r
     if (vb >= ve) return;
     const float* gs[2] = {g1, NG == 2 ? g2 : g1};
     float xs[8][8];
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-        const int row = row_base + lrow0 + own(ty, i);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            const int k = k0 + own(tx, j);
-            xs[i][j] = (lrow0 + own(ty, i) < chunk_rows && k < d)
-                           ? load1<T, KEYS>(a + static_cast<size_t>(row) * d + k) : 0.0f;
-        }
-    }
+    load_row_tile<T, KEYS>(a, row_base, lrow0, k0, chunk_rows, d, xs);
     float acc[8][8], gsum[8];
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
@@ -1121,16 +1130,7 @@ grad_xw_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __
     if (vb >= ve) return;
     const float* gs[2] = {g1, NG == 2 ? g2 : g1};
     float xs[8][8];
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-        const int row = row_base + lrow0 + own(ty, i);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            const int k = k0 + own(tx, j);
-            xs[i][j] = (lrow0 + own(ty, i) < chunk_rows && k < d)
-                           ? load1<T, false>(a + static_cast<size_t>(row) * d + k) : 0.0f;
-        }
-    }
+    load_row_tile<T, false>(a, row_base, lrow0, k0, chunk_rows, d, xs);
     float acc[8][8];
 #pragma unroll
     for (int i = 0; i < 8; ++i)
