@@ -330,11 +330,12 @@ struct alignas(16) PairSmem {
     float b[2][BK][TILE];  // b^T slice: [feature][centre]
 };
 
-// Calls stage(sa, sb, k0) once per slice of BK features k0 .. k0 + BK - 1, in order, with the slice in shared
-// memory: sa[kk] the block's 128 row values of feature k0 + kk, sb[kk] its 128 centre values (zero past D).
+// Calls update(av, bv, live) once per feature k, in order, with the thread's 8 row values av (rows own(ty, i)) and
+// 8 centre values bv (centres own(tx, j)); live is false for the zero padding past D.
 template <typename T, typename F>
-__device__ __forceinline__ void pair_stages(const T* a, const T* b, int n, int v, int d, int row0, int col0, bool vec,
-                                            PairSmem& sm, F&& stage) {
+__device__ __forceinline__ void pair_sweep(const T* a, const T* b, int n, int v, int d, int row0, int col0, bool vec,
+                                           PairSmem& sm, F&& update) {
+    const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
     Raw8<T> ra, rb;
     fetch_t<T>(a, n, d, row0, 0, vec, ra);
     fetch_t<T>(b, v, d, col0, 0, vec, rb);
@@ -347,30 +348,19 @@ __device__ __forceinline__ void pair_stages(const T* a, const T* b, int n, int v
             fetch_t<T>(a, n, d, row0, k0 + BK, vec, ra);
             fetch_t<T>(b, v, d, col0, k0 + BK, vec, rb);
         }
-        stage(sm.a[buf], sm.b[buf], k0);
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float av[8], bv[8];
+            read8(sm.a[buf][kk], ty, av);
+            read8(sm.b[buf][kk], tx, bv);
+            update(av, bv, k0 + kk < d);
+        }
         if (more) {
             store_t<T, false>(sm.a[buf ^ 1], ra);
             store_t<T, false>(sm.b[buf ^ 1], rb);
         }
         __syncthreads();
     }
-}
-
-// Calls update(av, bv, live) once per feature k, in order, with the thread's 8 row values av (rows own(ty, i)) and
-// 8 centre values bv (centres own(tx, j)); live is false for the zero padding past D.
-template <typename T, typename F>
-__device__ __forceinline__ void pair_sweep(const T* a, const T* b, int n, int v, int d, int row0, int col0, bool vec,
-                                           PairSmem& sm, F&& update) {
-    const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
-    pair_stages<T>(a, b, n, v, d, row0, col0, vec, sm, [&](const float (*sa)[TILE], const float (*sb)[TILE], int k0) {
-#pragma unroll
-        for (int kk = 0; kk < BK; ++kk) {
-            float av[8], bv[8];
-            read8(sa[kk], ty, av);
-            read8(sb[kk], tx, bv);
-            update(av, bv, k0 + kk < d);
-        }
-    });
 }
 
 // u^p for u >= 0 in the cheap form P chose (l1_heads.py's _pow; 0^p = 0).
