@@ -206,3 +206,25 @@ def test_smooth_pairs_without_gradient_stay_finite(emu, fused):
     assert torch.isfinite(dx).all() and torch.isfinite(dw).all()
     for got, want in ((dx, want_dx), (dw, want_dw)):  # exponents near alpha2 d ~ 900: fp32 rounds them to ~6e-5
         assert float((got - want).norm() / want.norm()) <= 1e-4
+
+
+def test_fused_sweep_runs_where_its_shared_memory_fits(emu):
+    """The fused dx / dW sweep takes 160-176 KB of shared memory per block: on a device that allows it (an H100's
+    227 KB) it runs; on one with 99 KB (sm_86 / sm_89) the launcher falls back to grad_x and grad_w, with the same
+    results."""
+    gen = torch.Generator().manual_seed(4)
+    x, w = torch.randn(70, 24, generator=gen), torch.randn(40, 24, generator=gen)
+    y = torch.randint(0, 40, (70,), generator=gen)
+    a, b, aa, bb, kind, ops = _operands("canberra", {}, x, w)
+    _, want_dx, want_dw = _reference(a, b, y, kind, ops, 3.0, 1e-8, 0.0)
+    try:
+        for smem, fused_runs in ((227 * 1024, True), (99 * 1024, False)):
+            emu.emu_set_smem_per_block(smem)
+            before = emu.emu_smem_launches()
+            _, dx, dw, *_ = _emulated(emu, a, b, aa, bb, y, kind, 3.0, 1e-8, ops.scale, ops.p, ops.alpha, 0.0, 2**30,
+                                      False, True)  # fmt: skip
+            assert (emu.emu_smem_launches() > before) == fused_runs
+            for got, want in ((dx, want_dx), (dw, want_dw)):
+                assert float((got - want).norm() / want.norm()) <= 1e-5
+    finally:
+        emu.emu_set_smem_per_block(227 * 1024)

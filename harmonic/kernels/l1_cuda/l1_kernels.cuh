@@ -46,7 +46,7 @@
 #ifdef L1_EMULATE  // host build for tests/kernels/l1_cuda_emulate (a CPU stand-in for each CUDA built-in used)
 #include "../../../tests/kernels/l1_cuda_emulate/emulate.h"
 #define L1_LAUNCH(kernel, grid, stream, ...) emulate_launch(kernel, grid, __VA_ARGS__)
-#define L1_LAUNCH_SMEM(kernel, grid, smem, stream, ...) emulate_launch(kernel, grid, __VA_ARGS__)
+#define L1_LAUNCH_SMEM(kernel, grid, smem, stream, ...) (++emulate_smem_launches, emulate_launch(kernel, grid, __VA_ARGS__))
 #define L1_DYNAMIC_SHARED(type, name) static type name  // blocks run one after another
 #else
 #include <cuda_bf16.h>
@@ -1219,6 +1219,16 @@ int slots_for(K kernel, int smem = 0) {
     return std::max(1, per_sm) * std::max(1, sms);
 }
 
+// Whether a block may opt in to `smem` bytes of shared memory on this device: the fused sweep's 160 KB (one
+// coefficient array) or 176 KB (two) fit an H100 / H200 (227 KB), only the first an A100 (163 KB), neither a GPU
+// with 99 KB (sm_86, sm_89), which then runs grad_x and grad_w.
+inline bool smem_fits(int smem) {
+    int device = 0, most = 0;
+    cudaGetDevice(&device);
+    cudaDeviceGetAttribute(&most, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+    return smem <= most;
+}
+
 inline Params params_of(const l1cuda::Problem& p) {
     return {p.scale, p.p, 1.0f / p.p, p.p - 1.0f, p.alpha, p.alpha * LOG2E};
 }
@@ -1256,9 +1266,9 @@ cudaError_t backward_typed(const l1cuda::Problem& p, const l1cuda::Grads& gr, cu
             a, b, p.aa, p.bb, p.y, gr.lse, gr.gw, gr.g, g2, ldg, gr.daa, gr.dbb, gr.sums, p.n, p.v, p.d, row_base,
             p.n_exp, p.eps, q, p.smoothing, p.vec);
         if constexpr (!sign_kind(KIND)) {
-            if (gr.fused && gr.dx != nullptr && gr.dw != nullptr) {
+            constexpr int smem = static_cast<int>(sizeof(FusedSmem<g_arrays(KIND)>));
+            if (gr.fused && gr.dx != nullptr && gr.dw != nullptr && smem_fits(smem)) {
                 auto gxw = grad_xw_kernel<T, KIND, P>;
-                const int smem = static_cast<int>(sizeof(FusedSmem<g_arrays(KIND)>));
                 cudaFuncSetAttribute(gxw, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
                 const int blocks = (rows_padded / TILE) * cdiv(p.d, TILE);
                 const int steps = ldg / BK;

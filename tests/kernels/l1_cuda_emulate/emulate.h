@@ -85,14 +85,21 @@ using cudaError_t = int;
 using cudaStream_t = void*;
 constexpr cudaError_t cudaSuccess = 0;
 constexpr cudaError_t cudaErrorInvalidValue = 1;
-enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount };
+enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount, cudaDevAttrMaxSharedMemoryPerBlockOptin };
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize };
 template <typename K>
 inline cudaError_t cudaFuncSetAttribute(K, cudaFuncAttribute, int) { return cudaSuccess; }
 inline cudaError_t cudaGetLastError() { return cudaSuccess; }
 inline cudaError_t cudaGetDevice(int* device) { return *device = 0, cudaSuccess; }
-// Two "SMs" of one block each: small grids then still split their work (the split paths run).
-inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr, int) { return *value = 2, cudaSuccess; }
+// Two "SMs" of one block each: small grids then still split their work (the split paths run); an H100's shared
+// memory per block (harness.cpp's emu_set_smem_per_block tries another); launches with dynamic shared memory are
+// counted (the fused backward sweep).
+inline int emulate_smem_per_block = 227 * 1024;
+inline int emulate_smem_launches = 0;
+inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int) {
+    *value = attr == cudaDevAttrMaxSharedMemoryPerBlockOptin ? emulate_smem_per_block : 2;
+    return cudaSuccess;
+}
 template <typename K>
 inline cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, K, int, size_t) {
     return *blocks = 1, cudaSuccess;
