@@ -13,8 +13,9 @@ Stages (each one's failure is recorded in the JSON and the next one still runs; 
    ignored rows, label smoothing, sum / none reductions, fp32 / fp16 inputs, centres-only gradient).
 3. agree: CUDA against Triton at the GPT-2 shape (N=8192, D=768, V=50304, bf16).
 4. bench: forward+backward ms (median of CUDA-event-timed repeats) of CE eager, the Triton and the CUDA kernels per
-   head (each CUDA mode it has: sums recomputed, kept, dx and dW unfused), CUDA forward and backward separately, per-kernel times from torch.profiler, and each kernel's time as
-   "instructions per triple at full issue" (ms x SMs x 128 lanes x clock / (N V D)) against its own minimum.
+   head (each CUDA mode it has: sums recomputed, kept, dx and dW unfused), CUDA forward and backward separately,
+   per-kernel times from torch.profiler, and each kernel's time as "instructions per triple at full issue"
+   (ms x SMs x 128 lanes x clock / (N V D)) against its own minimum.
 5. ncu (time-boxed): executed instructions per (row, centre, feature) triple of the forward and fused backward
    kernels of the special-function heads (NCU_HEADS, sums kept) at N=1024, V=8192, issue-slot and pipe use (xu: the
    special-function unit) and the stall reasons.
@@ -403,8 +404,8 @@ def stage_bench(info, built):
     result = {"N": n, "D": d, "V": v, "bound_ms_per_instr_per_triple": triples / per_ms, "rows": []}
     result["rows"].append({"head": "ce", "impl": "ce eager", "ms": time_ms(fwd_bwd("ce", None, x, w, y), 20, 3)})
     for head in HEADS:
-        reps = 10 if head in SIGN_HEADS else 5
-        for impl, reps in [(impl, reps) for impl in cuda_impls(head)] + [("triton", 2)]:
+        for impl in (*cuda_impls(head), "triton"):
+            reps = 2 if impl == "triton" else (10 if head in SIGN_HEADS else 5)
             try:
                 ms = time_ms(fwd_bwd(impl, head, x, w, y), reps)
                 row = {"head": head, "impl": impl, "ms": ms, "vs_ce": ms / result["rows"][0]["ms"]}

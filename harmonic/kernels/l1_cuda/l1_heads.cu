@@ -6,8 +6,6 @@ namespace l1cuda {
 
 int power_code(float p) { return p == 3.0f ? 3 : (p == 1.5f ? 15 : 0); }
 
-bool can_keep_sums(int kind) { return kind >= MANHATTAN && kind <= BRAYABS && kind != BRAYCURTIS; }
-
 int coefficient_arrays(int kind) { return g_arrays(kind); }
 
 int padded_classes(int v) { return cdiv(v, TILE) * TILE; }
@@ -46,7 +44,9 @@ const Family* family_of(int kind) {
     }
 }
 
-// Kept sums: every kind but BRAYCURTIS (two sums per pair; see kept_sum).
+// Every kind the families serve but BRAYCURTIS (two sums per pair; see kept_sum).
+bool can_keep_sums(int kind) { return kind != BRAYCURTIS && family_of(kind) != nullptr; }
+
 cudaError_t forward(const Problem& p, Partials& out, cudaStream_t stream) {
     const Family* f = family_of(p.kind);
     if (f == nullptr || (out.sums != nullptr && !can_keep_sums(p.kind))) return cudaErrorInvalidValue;

@@ -62,7 +62,6 @@ inline float4 atomicAdd(float4* p, float4 v) {
 }
 template <typename T>
 inline T __ldg(const T* p) { return *p; }
-inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __saturatef(float x) { return x > 0.0f ? (x < 1.0f ? x : 1.0f) : 0.0f; }  // NaN -> 0
 inline float __uint_as_float(unsigned u) {
     float f;
