@@ -145,6 +145,44 @@ __device__ __forceinline__ float fast_sqrt(float v) {
 }
 #endif
 
+// The same functions on the FMA pipe, for the forward sweeps whose one MUFU instruction per triple is their bound
+// (canberra's rcp, chebyshev_smooth's exp2): the special-function unit does 16 lanes per clock, a quarter of the
+// FMA pipe's, so a share of the triples computed this way (fma_slot) runs beside the MUFU ones. Both are within
+// 1.3 ulp of the exact value, as the MUFU versions (benchmarks/l1_cuda_check.py measures the kernels' errors).
+//   fma_rcp: 1/v for v in [FLT_MIN, 2^126]: an exponent-flip estimate (within 5.1 %), one cubic and one Newton step.
+//   fma_ex2: 2^x for x <= 127 (below -125: 2^-125, which no sum of the forward's can notice next to its largest
+//            term, >= 2^-60): x = n + f with n rounded to an integer by adding 1.5 * 2^23, a degree-6 fit of 2^f
+//            on [-1/2, 1/2] (least squares in relative error, 1.3 ulp), and n added to its exponent bits.
+__device__ __forceinline__ float fma_rcp(float v) {
+    float y = __int_as_float(0x7EF311C3 - __float_as_int(v));
+    float e = fmaf(-v, y, 1.0f);
+    y = fmaf(y, fmaf(e, e, e), y);
+    e = fmaf(-v, y, 1.0f);
+    return fmaf(y, e, y);
+}
+
+__device__ __forceinline__ float fma_ex2(float x) {
+    constexpr float ROUND = 12582912.0f;  // 1.5 * 2^23: x + ROUND holds round(x) in its low mantissa bits
+    x = fmaxf(x, -125.0f);
+    const float t = x + ROUND;
+    const float f = x - (t - ROUND);
+    float p = 1.5337576e-4f;
+    p = fmaf(p, f, 1.3399860e-3f);
+    p = fmaf(p, f, 9.6185198e-3f);
+    p = fmaf(p, f, 5.5503290e-2f);
+    p = fmaf(p, f, 2.4022646e-1f);
+    p = fmaf(p, f, 6.9314718e-1f);
+    p = fmaf(p, f, 1.0f);
+    return __int_as_float(__float_as_int(p) + static_cast<int>(static_cast<unsigned>(__float_as_int(t)) << 23));
+}
+
+// Shares (of 64) balancing the two pipes: a MUFU triple issues 4 instructions and holds the unit 8 cycles, an
+// FMA-pipe one issues 9 (rcp) or 14 (exp2); issue = 4 + 5 s / 64 (10 s / 64) against 8 (1 - s / 64).
+constexpr int FMA_SHARE_RCP = 20, FMA_SHARE_EX2 = 14;
+
+// Whether pair (i, j) of a thread's 8 x 8 tile takes the FMA-pipe function: `share` of the 64 slots, spread evenly.
+__host__ __device__ constexpr bool fma_slot(int i, int j, int share) { return (i * 8 + j) * share % 64 < share; }
+
 // c with its sign flipped where u is negative: c * sign(u) for u != 0 (one LOP3).
 __device__ __forceinline__ float flip_sign(float c, float u) {
     return __int_as_float(__float_as_int(c) ^ (__float_as_int(u) & static_cast<int>(0x80000000u)));
@@ -378,6 +416,7 @@ __device__ __forceinline__ float power(float u, const Params& q) {
 // One feature's step of a pair's accumulators (A, B), as l1_heads.py's _pair_stats.
 template <int KIND, int P>
 __device__ __forceinline__ void pair_add(float& A, float& B, float a, float b, bool live, const Params& q) {
+    static_assert(KIND != SMOOTH && KIND != CANBERRA, "their sweeps are pair_stats' own");
     const float u = fabsf(a - b);
     if constexpr (KIND == MANHATTAN || KIND == BRAYABS) {
         A += u;
@@ -385,25 +424,69 @@ __device__ __forceinline__ void pair_add(float& A, float& B, float a, float b, b
         A += power<P>(u, q);
     } else if constexpr (KIND == CHEBYSHEV) {
         A = fmaxf(A, u);
-    } else if constexpr (KIND == CANBERRA) {
-        // den = 0 only where u = 0: clamped to FLT_MIN the term is 0 * 2^126 = 0
-        A = fmaf(u, fast_rcp(fmaxf(fabsf(a) + fabsf(b), FLT_MIN)), A);
-    } else {  // BRAYCURTIS
+    } else {  // BRAYCURTIS (CANBERRA: pair_stats)
         A += u;
         B += fabsf(a + b);
     }
 }
 
-// The tile's per-pair accumulators. SMOOTH takes two sweeps: A = alpha2 max_k |u_k| (alpha2 = alpha / ln 2), then
-// B = sum_k exp2(alpha2 |u_k| - A) over the real features, one exp2 per triple (a running max would rescale too).
+// SMOOTH's sum B = sum_k exp2(alpha2 |u_k| - A) is exact for any offset A that keeps it in range; the largest term
+// is 2^(alpha2 max |u| - A). One sweep takes A = alpha2 (aa_i + bb_j) with aa = max_k |x_k|, bb = max_k |w_k|
+// (l1_cuda.side_operands), an upper bound of alpha2 max |u| known before the sweep: terms <= 1. Where some pair of
+// the tile ends with B outside [2^-60, 2^64] (the bound 60 or more above alpha2 max |u|: large alpha |x|, or bounds
+// that are not bounds, inf, NaN) the whole tile takes two sweeps instead: A = alpha2 max |u|, then the sum.
+constexpr float SMOOTH_B_MIN = 0x1p-60f, SMOOTH_B_MAX = 0x1p64f;
+
+template <typename T>
+__device__ __forceinline__ void smooth_exp_sweep(const T* a, const T* b, int n, int v, int d, int row0, int col0,
+                                                 bool vec, PairSmem& sm, const Params& q, const float A[8][8],
+                                                 float B[8][8]) {
+    pair_sweep<T>(a, b, n, v, d, row0, col0, vec, sm, [&](const float* av, const float* bv, bool live) {
+        if (!live) return;
+#pragma unroll
+        for (int i = 0; i < 8; ++i)
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                const float arg = fmaf(fabsf(av[i] - bv[j]), q.alpha2, -A[i][j]);
+                B[i][j] += fma_slot(i, j, FMA_SHARE_EX2) ? fma_ex2(arg) : fast_ex2(arg);
+            }
+    });
+}
+
+// The tile's per-pair accumulators (SMOOTH: aa, bb as above; other kinds ignore them).
 template <typename T, int KIND, int P>
-__device__ __forceinline__ void pair_stats(const T* a, const T* b, int n, int v, int d, int row0, int col0, bool vec,
-                                           PairSmem& sm, const Params& q, float A[8][8], float B[8][8]) {
+__device__ __forceinline__ void pair_stats(const T* a, const T* b, const float* aa, const float* bb, int n, int v,
+                                           int d, int row0, int col0, bool vec, PairSmem& sm, const Params& q,
+                                           float A[8][8], float B[8][8]) {
 #pragma unroll
     for (int i = 0; i < 8; ++i)
 #pragma unroll
         for (int j = 0; j < 8; ++j) A[i][j] = B[i][j] = 0.0f;
     if constexpr (KIND == SMOOTH) {
+        const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
+        float bound_b[8];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) bound_b[j] = col0 + own(tx, j) < v ? bb[col0 + own(tx, j)] : 0.0f;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            const float bound_a = row0 + own(ty, i) < n ? aa[row0 + own(ty, i)] : 0.0f;
+#pragma unroll
+            for (int j = 0; j < 8; ++j) A[i][j] = (bound_a + bound_b[j]) * q.alpha2;
+        }
+        smooth_exp_sweep<T>(a, b, n, v, d, row0, col0, vec, sm, q, A, B);
+        bool out_of_range = false;
+#pragma unroll
+        for (int i = 0; i < 8; ++i)
+#pragma unroll
+            for (int j = 0; j < 8; ++j) out_of_range |= !(B[i][j] >= SMOOTH_B_MIN && B[i][j] <= SMOOTH_B_MAX);
+        if (!__syncthreads_or(out_of_range)) return;
+#ifdef L1_EMULATE
+        if (threadIdx.x == 0) ++emulate_smooth_two_sweeps;
+#endif
+#pragma unroll
+        for (int i = 0; i < 8; ++i)
+#pragma unroll
+            for (int j = 0; j < 8; ++j) A[i][j] = B[i][j] = 0.0f;
         pair_sweep<T>(a, b, n, v, d, row0, col0, vec, sm, [&](const float* av, const float* bv, bool) {
 #pragma unroll
             for (int i = 0; i < 8; ++i)
@@ -414,21 +497,31 @@ __device__ __forceinline__ void pair_stats(const T* a, const T* b, int n, int v,
         for (int i = 0; i < 8; ++i)
 #pragma unroll
             for (int j = 0; j < 8; ++j) A[i][j] *= q.alpha2;
-        pair_sweep<T>(a, b, n, v, d, row0, col0, vec, sm, [&](const float* av, const float* bv, bool live) {
-            if (!live) return;
+        smooth_exp_sweep<T>(a, b, n, v, d, row0, col0, vec, sm, q, A, B);
+    } else if constexpr (KIND == CANBERRA) {
+        // den = |a| + (|b| + FLT_MIN): |a| + |b| (the FLT_MIN vanishes unless both are below ~2^-100) and never 0,
+        // where u = 0 too; 8 additions per feature instead of a clamp per triple
+        pair_sweep<T>(a, b, n, v, d, row0, col0, vec, sm, [&](const float* av, const float* bv, bool) {
+            float bt[8];
+#pragma unroll
+            for (int j = 0; j < 8; ++j) bt[j] = fabsf(bv[j]) + FLT_MIN;
 #pragma unroll
             for (int i = 0; i < 8; ++i)
 #pragma unroll
-                for (int j = 0; j < 8; ++j) B[i][j] += fast_ex2(fmaf(fabsf(av[i] - bv[j]), q.alpha2, -A[i][j]));
+                for (int j = 0; j < 8; ++j) {
+                    const float den = fabsf(av[i]) + bt[j];
+                    const float r = fma_slot(i, j, FMA_SHARE_RCP) ? fma_rcp(den) : fast_rcp(den);
+                    A[i][j] = fmaf(fabsf(av[i] - bv[j]), r, A[i][j]);
+                }
         });
-        return;
+    } else {
+        pair_sweep<T>(a, b, n, v, d, row0, col0, vec, sm, [&](const float* av, const float* bv, bool live) {
+#pragma unroll
+            for (int i = 0; i < 8; ++i)
+#pragma unroll
+                for (int j = 0; j < 8; ++j) pair_add<KIND, P>(A[i][j], B[i][j], av[i], bv[j], live, q);
+        });
     }
-    pair_sweep<T>(a, b, n, v, d, row0, col0, vec, sm, [&](const float* av, const float* bv, bool live) {
-#pragma unroll
-        for (int i = 0; i < 8; ++i)
-#pragma unroll
-            for (int j = 0; j < 8; ++j) pair_add<KIND, P>(A[i][j], B[i][j], av[i], bv[j], live, q);
-    });
 }
 
 // Chebyshev's second sweep: B = the number of features whose |u| equals the maximum A (padding counts only where
@@ -605,7 +698,7 @@ forward_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __
     float A[8][8], B[8][8];
     for (int tile = first; tile < last; ++tile) {
         const int col0 = tile * TILE;
-        pair_stats<T, KIND, P>(a, b, n, v, d, row0, col0, vec, sm, q, A, B);
+        pair_stats<T, KIND, P>(a, b, aa, bb, n, v, d, row0, col0, vec, sm, q, A, B);
         if (sums_out != nullptr) store_sums<KIND>(sums_out, (v + TILE - 1) / TILE * TILE, n, row0, col0, A, B);
         int cols[8];
         float col_bb[8];
@@ -685,7 +778,7 @@ coeff_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __re
     if (KIND == BRAYABS && threadIdx.x < TILE) col_c2[threadIdx.x] = 0.0f;
     float A[8][8], B[8][8];
     if (sums_in == nullptr) {
-        pair_stats<T, KIND, P>(a, b, n, v, d, row0, col0, vec, sm, q, A, B);  // its barriers order col_c2's zeros
+        pair_stats<T, KIND, P>(a, b, aa, bb, n, v, d, row0, col0, vec, sm, q, A, B);  // its barriers order col_c2's zeros
     } else {  // the forward kept its sums (kept_sum; B unused, or 1 for SMOOTH, or chebyshev's ties below)
         load_sums(sums_in, ldg, n, row0, col0, A);
 #pragma unroll
@@ -1024,26 +1117,52 @@ grad_w_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __r
 // sums each centre's terms over the block's 128 rows (in the thread, then the warp's two ty by one shuffle, then
 // the block's 8 warps through shared memory) and adds them to dW with one float4 atomic per 4 features.
 
-// Both gradients' terms of one triple: dx[n, k] += ex, dW[v, k] -= mw. Functions of u = x - w have dd/dw = -dd/dx,
-// so mw = ex. CANBERRA: dd/dx = sign(u) (|w| + w sign(x)) / s^2, dd/dw = -sign(u) (|x| + x sign(w)) / s^2 with
-// s = |x| + |w|, and |w| + w sign(x) = 2 h |w|, |x| + x sign(w) = 2 h |x| with h = step(x w) in {0, 1/2, 1}
-// (h = 1/2 where x or w is 0); the 2 is applied by pair_scale. One rcp of s^2 + FLT_MIN (0/0 is 0: x = w = 0
-// has u = 0, so c1 sign(u) = 0 and r2 is finite); |x w| below 2^-127 gives an h between the steps (both |x|, |w|
-// below ~2^-63), as a |u| below 2^-127 does for the step of u.
+// Both gradients' terms of one triple: dx[n, k] += ex, dW[v, k] -= mw, each times pair_scale. Functions of
+// u = x - w have dd/dw = -dd/dx, so mw = ex.
+// CANBERRA, with s = |x| + |w|: dd/dx = sign(u) (|w| + w sign(x)) / s^2 and dd/dw = -sign(u) (|x| + x sign(w)) / s^2
+// are 0 where x and w have opposite signs, and otherwise 2 w sg / s^2 and -2 x sg / s^2 with sg = sign(|x| - |w|)
+// (sign(0) = 0 and x or w = 0 included: sg = +-1/2 there, the reference's sign(0) = 0 in |w| + w sign(x)). That
+// whole factor is step(x u) - step(-w u), step(z) = saturate(z 2^N + 1/2) in {0, 1/2, 1}: opposite signs give
+// 1 - 1. The sweep works on X = x S, W = w S and G S^2 (S = CANBERRA_SCALE, scaled as they are loaded), so each step
+// is one FFMA of the scaled operands and exact for |x u| >= 2^-81; s^2 S^2 + FLT_MIN is never 0 (x = w = 0 has
+// sg = 0, multiplied first: 0 * c1 * 2^126 = 0) and overflows to a 0 gradient only for s >= 2^24; the sums are
+// S times the gradients', which pair_scale = 2 / S undoes (powers of 2: exact). 11 instructions per triple.
+constexpr float CANBERRA_SCALE = 0x1p40f;
+
 template <int KIND>
-__host__ __device__ constexpr float pair_scale() { return KIND == CANBERRA ? 2.0f : 1.0f; }
+__host__ __device__ constexpr float pair_scale() { return KIND == CANBERRA ? 2.0f / CANBERRA_SCALE : 1.0f; }
+
+// The factor grad_xw applies to its operands as they are loaded: x and w (operand), G (coefficient).
+template <int KIND>
+__host__ __device__ constexpr float operand_scale() { return KIND == CANBERRA ? CANBERRA_SCALE : 1.0f; }
+
+template <int KIND>
+__device__ __forceinline__ float coefficient_scaled(float g) {
+    if constexpr (KIND == CANBERRA) {  // G S^2, kept finite (G >= 2^48 would overflow and make 0 * inf)
+        return fminf(fmaxf(g * (CANBERRA_SCALE * CANBERRA_SCALE), -FLT_MAX), FLT_MAX);
+    } else {
+        return g;
+    }
+}
 
 template <int KIND, int P>
 __device__ __forceinline__ void elem_pair(float x, float w, float c1, float c2, const Params& q, float& ex,
                                           float& mw) {
-    if constexpr (KIND == CANBERRA) {
-        const float step = __saturatef(fmaf(x - w, 0x1p126f, 0.5f));  // c1 sign(u) = fma(step, 2 c1, -c1)
+    if constexpr (KIND == CANBERRA) {  // x, w, c1 scaled (above)
+        const float u = x - w;
+        const float sg = __saturatef(fmaf(x, u, 0.5f)) - __saturatef(fmaf(-w, u, 0.5f));
         const float s = fabsf(x) + fabsf(w);
-        const float r2 = fast_rcp(fmaf(s, s, FLT_MIN));
-        const float h = __saturatef(fmaf(x * w, 0x1p126f, 0.5f));
-        const float e = fmaf(step, c1 + c1, -c1) * h * r2;  // 0 where u = 0 or c1 = 0 (r2 is finite)
-        ex = e * fabsf(w);
-        mw = e * fabsf(x);
+        const float e = sg * c1 * fast_rcp(fmaf(s, s, FLT_MIN));  // in this order: sg = 0 gives 0
+        ex = e * w;
+        mw = e * x;
+    } else if constexpr (KIND == SMOOTH) {
+        // c1 sign(u) = fma(step, 2 c1, -c1), exactly +-c1 or 0 (step = 1/2 at u = 0), so both gradients' terms are
+        // one FFMA of e each; a |u| below 2^-127 gives a step between 0 and 1
+        const float u = x - w;
+        const float e = fast_ex2(fmaf(fabsf(u), q.alpha2, -c2));
+        const float step = __saturatef(fmaf(u, 0x1p126f, 0.5f));
+        ex = e * fmaf(step, c1 + c1, -c1);
+        mw = ex;
     } else {
         ex = elem<KIND, P>(x, w, c1, c2, q);
         mw = ex;
@@ -1097,6 +1216,29 @@ __device__ __forceinline__ void flush_dw(const float (*red)[BK][TILE], float* __
     }
 }
 
+// grad_xw's shared-memory stage: G (coefficient_scaled) and the other operand (times operand_scale).
+template <int KIND, typename T, int NG>
+__device__ __forceinline__ void store_stage(GradSmem<NG>& sm, int buf, float rg[NG][8], const Raw8<T>& rw) {
+    if constexpr (operand_scale<KIND>() != 1.0f) {
+#pragma unroll
+        for (int h = 0; h < NG; ++h) {
+#pragma unroll
+            for (int e = 0; e < 8; ++e) rg[h][e] = coefficient_scaled<KIND>(rg[h][e]);
+        }
+    }
+#pragma unroll
+    for (int h = 0; h < NG; ++h) store_t(sm.g[h][buf], rg[h]);
+    if constexpr (operand_scale<KIND>() != 1.0f) {
+        float w[8];
+        unpack8<T, false>(rw, w);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) w[e] *= operand_scale<KIND>();
+        store_n(sm.o[buf], w);
+    } else {
+        store_n<T, false, false>(sm.o[buf], rw);
+    }
+}
+
 // Block (row block of the chunk, feature block, centre split) as grad_x; per centre the thread's 8 x 8 terms add
 // into acc (dx) and, summed over its 8 rows, into the stage's dW partials. Stage s writes red[s & 1] and adds
 // red[(s - 1) & 1] to dW (written before the barrier that ended stage s - 1, rewritten only after the one ending
@@ -1121,6 +1263,10 @@ grad_xw_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __
     const float* gs[2] = {g1, NG == 2 ? g2 : g1};
     float xs[8][8];
     load_row_tile<T, false>(a, row_base, lrow0, k0, chunk_rows, d, xs);
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int j = 0; j < 8; ++j) xs[i][j] *= operand_scale<KIND>();
     float acc[8][8];
 #pragma unroll
     for (int i = 0; i < 8; ++i)
@@ -1131,9 +1277,7 @@ grad_xw_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __
 #pragma unroll
     for (int h = 0; h < NG; ++h) fetch_g_t(gs[h], ldg, lrow0, vb, rg[h]);
     fetch_n<T>(b, v, d, vb, k0, vec, rw);
-#pragma unroll
-    for (int h = 0; h < NG; ++h) store_t(sm.g[h][0], rg[h]);
-    store_n<T, false, false>(sm.o[0], rw);
+    store_stage<KIND, T, NG>(sm, 0, rg, rw);
     __syncthreads();
     int c0 = vb, buf = 0;
     for (; c0 < ve; c0 += BK, buf ^= 1) {
@@ -1170,11 +1314,7 @@ grad_xw_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __
             reinterpret_cast<float4*>(&fs.red[buf][warp][cc][(upper ? 64 : 0) + tx * 4])[0] =
                 make_float4(keep[0], keep[1], keep[2], keep[3]);
         }
-        if (more) {
-#pragma unroll
-            for (int h = 0; h < NG; ++h) store_t(sm.g[h][buf ^ 1], rg[h]);
-            store_n<T, false, false>(sm.o[buf ^ 1], rw);
-        }
+        if (more) store_stage<KIND, T, NG>(sm, buf ^ 1, rg, rw);
         __syncthreads();
     }
     flush_dw<KIND>(fs.red[buf ^ 1], dw, v, d, c0 - BK, k0, vec_dw);
