@@ -104,8 +104,7 @@ def _operands(name, params, x, w):
     assert ops.family == "l1"
     aa = ops.aa.detach().float() if ops.aa is not None else torch.zeros(x.shape[0])
     bb = ops.bb.detach().float() if ops.bb is not None else torch.zeros(w.shape[0])
-    a, b, kind = ops.a.detach().contiguous(), ops.b.detach().contiguous(), l1_heads.KINDS[ops.kind]
-    return a, b, *l1_cuda.side_operands(kind, a, b, aa, bb), kind, ops
+    return ops.a.detach().contiguous(), ops.b.detach().contiguous(), aa, bb, l1_heads.KINDS[ops.kind], ops
 
 
 # distance, params, dtype, (N, V, D), smoothing, G bytes (1: several row chunks, as small as G may get)
@@ -229,29 +228,3 @@ def test_fused_sweep_runs_where_its_shared_memory_fits(emu):
                 assert float((got - want).norm() / want.norm()) <= 1e-5
     finally:
         emu.emu_set_smem_per_block(227 * 1024)
-
-
-def test_smooth_forward_takes_one_sweep_unless_its_bound_is_too_loose(emu):
-    """chebyshev_smooth's forward offsets its exponentials by alpha (max |x| + max |w|), known before its one sweep
-    (side_operands). Moderate alpha |x|: no tile needs the two-sweep path. Where the bound sits far above
-    alpha max |u| (large alpha |x|), or the given bounds are no bounds at all (zeros: the exponentials overflow), a
-    tile's sums leave the safe range and it takes the exact two sweeps; every case matches the reference."""
-    gen = torch.Generator().manual_seed(5)
-    y = torch.randint(0, 40, (70,), generator=gen)
-    for scale, alpha, bounds, two_sweeps in (
-        (1.0, 3.0, "max", False),
-        (8.0, 10.0, "max", True),
-        (1.0, 10.0, "zero", True),
-    ):
-        x, w = scale * torch.randn(70, 24, generator=gen), scale * torch.randn(40, 24, generator=gen)
-        a, b, aa, bb, kind, ops = _operands("chebyshev_smooth", {"alpha": alpha}, x, w)
-        if bounds == "zero":
-            aa, bb = torch.zeros_like(aa), torch.zeros_like(bb)
-        before = emu.emu_smooth_two_sweeps()
-        per_row, dx, dw, *_ = _emulated(emu, a, b, aa, bb, y, kind, 3.0, 1e-8, ops.scale, ops.p, ops.alpha, 0.0, 2**30,
-                                        False, True)  # fmt: skip
-        assert (emu.emu_smooth_two_sweeps() > before) == two_sweeps, (scale, alpha, bounds)
-        want_rows, want_dx, want_dw = _reference(a, b, y, kind, ops, 3.0, 1e-8, 0.0)
-        torch.testing.assert_close(per_row, want_rows, rtol=1e-5, atol=1e-5)
-        for got, want in ((dx, want_dx), (dw, want_dw)):
-            assert float((got - want).norm() / want.norm()) <= 1e-5

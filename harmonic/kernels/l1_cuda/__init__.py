@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from harmonic.kernels._loss import finish_rows, reduce_rows, row_weights
-from harmonic.kernels.l1_heads import BRAYABS, BRAYCURTIS, SMOOTH, denominator_grads
+from harmonic.kernels.l1_heads import BRAYABS, BRAYCURTIS, denominator_grads
 from harmonic.kernels.l1_heads import KINDS as L1_KINDS
 
 HERE = Path(__file__).parent
@@ -128,15 +128,6 @@ def _operands(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return a.float().contiguous(), b.float().contiguous()
 
 
-def side_operands(kind: int, a: torch.Tensor, b: torch.Tensor, aa: torch.Tensor, bb: torch.Tensor):
-    """The per-row and per-centre fp32 vectors the kernels take beside a and b: bray_curtis_abs's sums |a|, |b| as
-    given; for chebyshev_smooth max_k |a| and max_k |b| (not differentiated), whose sum bounds max_k |a_k - b_k|,
-    so its forward offsets the exponentials by a bound known before its one sweep (l1_kernels.cuh, pair_stats)."""
-    if kind == SMOOTH:
-        aa, bb = a.detach().abs().amax(1), b.detach().abs().amax(1)
-    return aa.float().contiguous(), bb.float().contiguous()
-
-
 def _g_bytes() -> int:
     return int(os.environ.get("HARMONIC_L1_CUDA_G_BYTES", str(2**30)))
 
@@ -177,7 +168,7 @@ class L1CudaHeadLoss(torch.autograd.Function):
         dtype_a, dtype_b = a.dtype, b.dtype
         a, b = _operands(a, b)
         n, classes = a.shape[0], b.shape[0]
-        aa, bb = side_operands(kind, a, b, aa, bb)
+        aa, bb = aa.float().contiguous(), bb.float().contiguous()
         y32 = y.to(torch.int32).contiguous()
         keep = keep_sums(kind, n, classes)
         stats = ext.forward(a, b, aa, bb, y32, kind, n_exp, eps, scale, p, alpha, keep)

@@ -430,13 +430,7 @@ __device__ __forceinline__ void pair_add(float& A, float& B, float a, float b, b
     }
 }
 
-// SMOOTH's sum B = sum_k exp2(alpha2 |u_k| - A) is exact for any offset A that keeps it in range; the largest term
-// is 2^(alpha2 max |u| - A). One sweep takes A = alpha2 (aa_i + bb_j) with aa = max_k |x_k|, bb = max_k |w_k|
-// (l1_cuda.side_operands), an upper bound of alpha2 max |u| known before the sweep: terms <= 1. Where some pair of
-// the tile ends with B outside [2^-60, 2^64] (the bound 60 or more above alpha2 max |u|: large alpha |x|, or bounds
-// that are not bounds, inf, NaN) the whole tile takes two sweeps instead: A = alpha2 max |u|, then the sum.
-constexpr float SMOOTH_B_MIN = 0x1p-60f, SMOOTH_B_MAX = 0x1p64f;
-
+// SMOOTH's second sweep: B = sum_k exp2(alpha2 |u_k| - A) over the real features, one exp2 per triple.
 template <typename T>
 __device__ __forceinline__ void smooth_exp_sweep(const T* a, const T* b, int n, int v, int d, int row0, int col0,
                                                  bool vec, PairSmem& sm, const Params& q, const float A[8][8],
@@ -453,40 +447,18 @@ __device__ __forceinline__ void smooth_exp_sweep(const T* a, const T* b, int n, 
     });
 }
 
-// The tile's per-pair accumulators (SMOOTH: aa, bb as above; other kinds ignore them).
+// The tile's per-pair accumulators. SMOOTH takes two sweeps: A = alpha2 max_k |u_k| (alpha2 = alpha / ln 2), then
+// B (smooth_exp_sweep): the largest terms have exponents near 0, where fp32 holds them best. (An offset known before
+// one sweep, alpha2 (max |x| + max |w|), was 25 ms faster at the GPT-2 shape but put the exponents tens of units
+// below 0 at alpha = 10, and on ill-conditioned rows moved dW up to 7e-4 from the fp32 reference: not used.)
 template <typename T, int KIND, int P>
-__device__ __forceinline__ void pair_stats(const T* a, const T* b, const float* aa, const float* bb, int n, int v,
-                                           int d, int row0, int col0, bool vec, PairSmem& sm, const Params& q,
-                                           float A[8][8], float B[8][8]) {
+__device__ __forceinline__ void pair_stats(const T* a, const T* b, int n, int v, int d, int row0, int col0, bool vec,
+                                           PairSmem& sm, const Params& q, float A[8][8], float B[8][8]) {
 #pragma unroll
     for (int i = 0; i < 8; ++i)
 #pragma unroll
         for (int j = 0; j < 8; ++j) A[i][j] = B[i][j] = 0.0f;
     if constexpr (KIND == SMOOTH) {
-        const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
-        float bound_b[8];
-#pragma unroll
-        for (int j = 0; j < 8; ++j) bound_b[j] = col0 + own(tx, j) < v ? bb[col0 + own(tx, j)] : 0.0f;
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-            const float bound_a = row0 + own(ty, i) < n ? aa[row0 + own(ty, i)] : 0.0f;
-#pragma unroll
-            for (int j = 0; j < 8; ++j) A[i][j] = (bound_a + bound_b[j]) * q.alpha2;
-        }
-        smooth_exp_sweep<T>(a, b, n, v, d, row0, col0, vec, sm, q, A, B);
-        bool out_of_range = false;
-#pragma unroll
-        for (int i = 0; i < 8; ++i)
-#pragma unroll
-            for (int j = 0; j < 8; ++j) out_of_range |= !(B[i][j] >= SMOOTH_B_MIN && B[i][j] <= SMOOTH_B_MAX);
-        if (!__syncthreads_or(out_of_range)) return;
-#ifdef L1_EMULATE
-        if (threadIdx.x == 0) ++emulate_smooth_two_sweeps;
-#endif
-#pragma unroll
-        for (int i = 0; i < 8; ++i)
-#pragma unroll
-            for (int j = 0; j < 8; ++j) A[i][j] = B[i][j] = 0.0f;
         pair_sweep<T>(a, b, n, v, d, row0, col0, vec, sm, [&](const float* av, const float* bv, bool) {
 #pragma unroll
             for (int i = 0; i < 8; ++i)
@@ -698,7 +670,7 @@ forward_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __
     float A[8][8], B[8][8];
     for (int tile = first; tile < last; ++tile) {
         const int col0 = tile * TILE;
-        pair_stats<T, KIND, P>(a, b, aa, bb, n, v, d, row0, col0, vec, sm, q, A, B);
+        pair_stats<T, KIND, P>(a, b, n, v, d, row0, col0, vec, sm, q, A, B);
         if (sums_out != nullptr) store_sums<KIND>(sums_out, (v + TILE - 1) / TILE * TILE, n, row0, col0, A, B);
         int cols[8];
         float col_bb[8];
@@ -778,7 +750,7 @@ coeff_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __re
     if (KIND == BRAYABS && threadIdx.x < TILE) col_c2[threadIdx.x] = 0.0f;
     float A[8][8], B[8][8];
     if (sums_in == nullptr) {
-        pair_stats<T, KIND, P>(a, b, aa, bb, n, v, d, row0, col0, vec, sm, q, A, B);  // its barriers order col_c2's zeros
+        pair_stats<T, KIND, P>(a, b, n, v, d, row0, col0, vec, sm, q, A, B);  // its barriers order col_c2's zeros
     } else {  // the forward kept its sums (kept_sum; B unused, or 1 for SMOOTH, or chebyshev's ties below)
         load_sums(sums_in, ldg, n, row0, col0, A);
 #pragma unroll

@@ -40,15 +40,6 @@ inline float emulate_exchange[256];
 inline std::mutex emulate_atomic_lock;
 
 inline void __syncthreads() { emulate_barrier->arrive_and_wait(); }
-inline int emulate_votes[256];
-inline int __syncthreads_or(int predicate) {
-    emulate_votes[threadIdx.x] = predicate != 0;
-    __syncthreads();
-    int any = 0;
-    for (int vote : emulate_votes) any |= vote;
-    __syncthreads();
-    return any;
-}
 // Every thread of the block calls the shuffles at the same points in l1_heads.cu, so a block barrier serves.
 inline float __shfl_xor_sync(unsigned, float v, int lane_mask) {
     emulate_exchange[threadIdx.x] = v;
@@ -104,7 +95,6 @@ inline cudaError_t cudaGetDevice(int* device) { return *device = 0, cudaSuccess;
 // counted (the fused backward sweep).
 inline int emulate_smem_per_block = 227 * 1024;
 inline int emulate_smem_launches = 0;
-inline int emulate_smooth_two_sweeps = 0;  // chebyshev_smooth tiles that took the two-sweep path
 inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int) {
     *value = attr == cudaDevAttrMaxSharedMemoryPerBlockOptin ? emulate_smem_per_block : 2;
     return cudaSuccess;
