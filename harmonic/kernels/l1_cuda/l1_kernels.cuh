@@ -147,12 +147,13 @@ __device__ __forceinline__ float fast_sqrt(float v) {
 
 // The same functions on the FMA pipe, for the forward sweeps whose one MUFU instruction per triple is their bound
 // (canberra's rcp, chebyshev_smooth's exp2): the special-function unit does 16 lanes per clock, a quarter of the
-// FMA pipe's, so a share of the triples computed this way (fma_slot) runs beside the MUFU ones. Both are within
-// 1.3 ulp of the exact value, as the MUFU versions (benchmarks/l1_cuda_check.py measures the kernels' errors).
+// FMA pipe's, so a share of the triples computed this way (fma_slot) runs beside the MUFU ones. Both stay within
+// 1.4 x 2^-24 of the exact value, relative (test_fma_pipe_rcp_and_exp2_are_as_accurate_as_the_special_function_unit;
+// benchmarks/l1_cuda_check.py measures the kernels' errors).
 //   fma_rcp: 1/v for v in [FLT_MIN, 2^126]: an exponent-flip estimate (within 5.1 %), one cubic and one Newton step.
 //   fma_ex2: 2^x for x <= 127 (below -125: 2^-125, which no sum of the forward's can notice next to its largest
-//            term, >= 2^-60): x = n + f with n rounded to an integer by adding 1.5 * 2^23, a degree-6 fit of 2^f
-//            on [-1/2, 1/2] (least squares in relative error, 1.3 ulp), and n added to its exponent bits.
+//            term, 1): x = n + f with n rounded to an integer by adding 1.5 * 2^23, a degree-6 fit of 2^f
+//            on [-1/2, 1/2] (least squares in relative error), and n added to its exponent bits.
 __device__ __forceinline__ float fma_rcp(float v) {
     float y = __int_as_float(0x7EF311C3 - __float_as_int(v));
     float e = fmaf(-v, y, 1.0f);
@@ -448,9 +449,10 @@ __device__ __forceinline__ void smooth_exp_sweep(const T* a, const T* b, int n, 
 }
 
 // The tile's per-pair accumulators. SMOOTH takes two sweeps: A = alpha2 max_k |u_k| (alpha2 = alpha / ln 2), then
-// B (smooth_exp_sweep): the largest terms have exponents near 0, where fp32 holds them best. (An offset known before
-// one sweep, alpha2 (max |x| + max |w|), was 25 ms faster at the GPT-2 shape but put the exponents tens of units
-// below 0 at alpha = 10, and on ill-conditioned rows moved dW up to 7e-4 from the fp32 reference: not used.)
+// B (smooth_exp_sweep): the largest terms have exponents near 0, where fp32 holds them best. (One sweep offset by
+// a bound known before it, alpha2 (max |x| + max |w|), took 92 instead of 120 ms at the GPT-2 shape, but puts the
+// exponents tens of units below 0 at alpha = 10 and moved dW 7.3e-4 from the fp32 reference on an ill-conditioned
+// edge seed, against 6e-6 for these two sweeps: benchmarks/results/l1-cuda-h200-fmapipe/.)
 template <typename T, int KIND, int P>
 __device__ __forceinline__ void pair_stats(const T* a, const T* b, int n, int v, int d, int row0, int col0, bool vec,
                                            PairSmem& sm, const Params& q, float A[8][8], float B[8][8]) {

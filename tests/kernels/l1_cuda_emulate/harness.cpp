@@ -2,6 +2,7 @@
 // with -DL1_EMULATE together with harmonic/kernels/l1_cuda/l1_*.cu.
 #include "emulate.h"  // before the header: it stands in for cuda_runtime.h
 #include "../../../harmonic/kernels/l1_cuda/l1_heads.h"
+#include "../../../harmonic/kernels/l1_cuda/l1_kernels.cuh"  // its device functions, for emu_fma_functions
 
 extern "C" {
 
@@ -32,5 +33,10 @@ int emu_backward(const void* a, const void* b, const float* aa, const float* bb,
                             alpha};
     const l1cuda::Grads grads{lse, gw, g, chunk_rows, dx, dw, daa, dbb, sums, fused != 0};
     return l1cuda::backward(p, grads, nullptr);
+}
+
+// The FMA-pipe special functions over an array (their accuracy test); which: 0 fma_rcp, 1 fma_ex2.
+void emu_fma_functions(int which, const float* in, float* out, int n) {
+    for (int i = 0; i < n; ++i) out[i] = which == 0 ? fma_rcp(in[i]) : fma_ex2(in[i]);
 }
 }
