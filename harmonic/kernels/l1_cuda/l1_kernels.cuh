@@ -1193,24 +1193,17 @@ __device__ __forceinline__ void flush_dw(const float (*red)[BK][TILE], float* __
 // grad_xw's shared-memory stage: G (coefficient_scaled) and the other operand (times operand_scale).
 template <int KIND, typename T, int NG>
 __device__ __forceinline__ void store_stage(GradSmem<NG>& sm, int buf, float rg[NG][8], const Raw8<T>& rw) {
-    if constexpr (operand_scale<KIND>() != 1.0f) {
 #pragma unroll
-        for (int h = 0; h < NG; ++h) {
+    for (int h = 0; h < NG; ++h) {
 #pragma unroll
-            for (int e = 0; e < 8; ++e) rg[h][e] = coefficient_scaled<KIND>(rg[h][e]);
-        }
+        for (int e = 0; e < 8; ++e) rg[h][e] = coefficient_scaled<KIND>(rg[h][e]);
+        store_t(sm.g[h][buf], rg[h]);
     }
+    float w[8];
+    unpack8<T, false>(rw, w);
 #pragma unroll
-    for (int h = 0; h < NG; ++h) store_t(sm.g[h][buf], rg[h]);
-    if constexpr (operand_scale<KIND>() != 1.0f) {
-        float w[8];
-        unpack8<T, false>(rw, w);
-#pragma unroll
-        for (int e = 0; e < 8; ++e) w[e] *= operand_scale<KIND>();
-        store_n(sm.o[buf], w);
-    } else {
-        store_n<T, false, false>(sm.o[buf], rw);
-    }
+    for (int e = 0; e < 8; ++e) w[e] *= operand_scale<KIND>();
+    store_n(sm.o[buf], w);
 }
 
 // Block (row block of the chunk, feature block, centre split) as grad_x; per centre the thread's 8 x 8 terms add
