@@ -6,7 +6,8 @@
 //     BRAYCURTIS  sum_k |u_k| / sum_k |x_k + w_k|
 //     MINKOWSKI   (sum_k |u_k|^p)^(1/p) * scale  (inputs pre-scaled so |u| <= 2)
 //     CHEBYSHEV   max_k |u_k|                    (gradient shared among tied maxima, as torch.amax)
-//     SMOOTH      log(sum_k exp(alpha |u_k|)) / alpha  (two sweeps: the maximum, then the sum of exponentials)
+//     SMOOTH      log(sum_k exp(alpha |u_k|)) / alpha  (one sweep of exponentials as products of per-operand
+//                                                       factors, or two: the maximum, then the exponentials)
 //     CANBERRA    sum_k |u_k| / (|x_k| + |w_k|)
 // Each l1_*.cu file instantiates one family of them; the Python side is harmonic/kernels/l1_cuda/__init__.py.
 //
@@ -48,6 +49,7 @@
 #define L1_LAUNCH(kernel, grid, stream, ...) emulate_launch(kernel, grid, __VA_ARGS__)
 #define L1_LAUNCH_SMEM(kernel, grid, smem, stream, ...) (++emulate_smem_launches, emulate_launch(kernel, grid, __VA_ARGS__))
 #define L1_DYNAMIC_SHARED(type, name) static type name  // blocks run one after another
+#define L1_COUNT(counter) (threadIdx.x == 0 ? ++counter : 0)  // the tests' view of which path a block took
 #else
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -57,6 +59,7 @@
 #define L1_DYNAMIC_SHARED(type, name)                         \
     extern __shared__ __align__(16) unsigned char name##_raw[]; \
     type& name = *reinterpret_cast<type*>(name##_raw)
+#define L1_COUNT(counter) ((void)0)
 #endif
 
 #include <algorithm>
@@ -119,7 +122,7 @@ struct Params {  // the kinds' scalars, with what the inner loops need precomput
 // ---- approximate special functions (one MUFU instruction each, as l1_heads.py's inline PTX) --------------------
 #ifdef L1_EMULATE
 inline float fast_rcp(float v) { return 1.0f / v; }
-inline float fast_ex2(float v) { return std::exp2(v); }
+inline float fast_ex2(float v) { return std::exp2(v) < FLT_MIN ? 0.0f : std::exp2(v); }  // .ftz: no subnormals
 inline float fast_lg2(float v) { return std::log2(v); }
 inline float fast_sqrt(float v) { return std::sqrt(v); }
 #else
@@ -448,11 +451,106 @@ __device__ __forceinline__ void smooth_exp_sweep(const T* a, const T* b, int n, 
     });
 }
 
-// The tile's per-pair accumulators. SMOOTH takes two sweeps: A = alpha2 max_k |u_k| (alpha2 = alpha / ln 2), then
-// B (smooth_exp_sweep): the largest terms have exponents near 0, where fp32 holds them best. (One sweep offset by
-// a bound known before it, alpha2 (max |x| + max |w|), took 92 instead of 120 ms at the GPT-2 shape, but puts the
-// exponents tens of units below 0 at alpha = 10 and moved dW 7.3e-4 from the fp32 reference on an ill-conditioned
-// edge seed, against 6e-6 for these two sweeps: benchmarks/results/l1-cuda-h200-fmapipe/.)
+// ---- SMOOTH in one sweep: each exponential a product of two per-operand factors --------------------------------
+
+// 2^(alpha2 |x - w|) = max(2^(alpha2 x) 2^(-alpha2 w), 2^(-alpha2 x) 2^(alpha2 w)), and each factor belongs to one
+// (row, feature) or one (centre, feature): the block computes the factors once per element as it stages them, and
+// a triple costs two products, a max and an addition, with no exp2 (the two sweeps below: 8.7 instructions per
+// triple and the special-function unit). Each factor is 2^hi (one ex2) times 1 + lo ln 2, with p = alpha2 v split
+// exactly as hi + lo (lo = fma(alpha2, v, -hi)), so it is within a few ulp of 2^p: unlike exp2 of a rounded
+// exponent, whose relative error grows with the exponent (the one-sweep form offset by a bound,
+// benchmarks/results/l1-cuda-h200-fmapipe/, lost that way). The sum S = sum_k 2^(alpha2 |u_k|) has no offset: it
+// is exact in fp32's range while alpha2 max |u| + log2 D < 128. A tile where a factor's exponent leaves
+// [-FACTOR_P_MAX, FACTOR_P_MAX] (every product of two factors is then a normal number or an overflow) or a sum
+// is not finite takes the two sweeps instead, the same decision in the forward and in the coefficients.
+constexpr int FK = 8;                   // features per stage: the four factor arrays fit PairSmem's 32 KB
+constexpr float FACTOR_P_MAX = 125.0f;  // at alpha = 10: |v| <= 8.66
+constexpr float LN2 = 0.6931471805599453f;
+
+struct alignas(16) FactorSmem {
+    float f[2][2][2][FK][TILE];  // [buffer][rows, centres][2^p, 2^-p][feature][row or centre]
+};
+static_assert(sizeof(FactorSmem) == sizeof(PairSmem), "the factor sweep reuses PairSmem's memory");
+
+// Thread t stages operand t / 128 (rows of a, then centres of b), its row t % 128, features k0 .. k0 + 7.
+template <typename T>
+__device__ __forceinline__ void fetch_factor_slice(const T* a, const T* b, int n, int v, int d, int row0, int col0,
+                                                   int k0, bool vec, Raw8<T>& r) {
+    const bool centres = threadIdx.x >= TILE;
+    const int row = (centres ? col0 : row0) + (threadIdx.x & (TILE - 1));
+    const int valid = row < (centres ? v : n) ? min(FK, d - k0) : 0;
+    load_raw8<T>((centres ? b : a) + static_cast<size_t>(row) * d + k0, valid, vec, r);
+}
+
+// Stores the slice's 2^p and 2^-p (0 for features past D, whose terms then vanish); false where a |p| is above
+// FACTOR_P_MAX (or NaN).
+template <typename T>
+__device__ __forceinline__ bool store_factor_slice(FactorSmem& fs, int buf, const Raw8<T>& r, int live,
+                                                   float alpha2) {
+    float val[8];
+    unpack8<T, false>(r, val);
+    float(*dst)[FK][TILE] = fs.f[buf][threadIdx.x >= TILE ? 1 : 0];
+    const int row = threadIdx.x & (TILE - 1);
+    bool ok = true;
+#pragma unroll
+    for (int e = 0; e < FK; ++e) {
+        const float hi = val[e] * alpha2;
+        const float lo = fmaf(val[e], alpha2, -hi);
+        ok = ok && fabsf(hi) <= FACTOR_P_MAX;
+        dst[0][e][row] = e < live ? fast_ex2(hi) * fmaf(lo, LN2, 1.0f) : 0.0f;
+        dst[1][e][row] = e < live ? fast_ex2(-hi) * fmaf(-lo, LN2, 1.0f) : 0.0f;
+    }
+    return ok;
+}
+
+// A = log2 S = alpha2 d for the tile's pairs (B = 1: distance() and kept_sum() read A + log2 B) and true, or false
+// (block-uniform) where the tile needs the two sweeps.
+template <typename T>
+__device__ __forceinline__ bool smooth_factor_sweep(const T* a, const T* b, int n, int v, int d, int row0, int col0,
+                                                    bool vec, PairSmem& sm, const Params& q, float A[8][8],
+                                                    float B[8][8]) {
+    FactorSmem& fs = reinterpret_cast<FactorSmem&>(sm);
+    const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
+    Raw8<T> raw;
+    fetch_factor_slice<T>(a, b, n, v, d, row0, col0, 0, vec, raw);
+    bool ok = store_factor_slice<T>(fs, 0, raw, d, q.alpha2);
+    __syncthreads();
+    for (int k0 = 0, buf = 0; k0 < d; k0 += FK, buf ^= 1) {
+        const bool more = k0 + FK < d;
+        if (more) fetch_factor_slice<T>(a, b, n, v, d, row0, col0, k0 + FK, vec, raw);
+#pragma unroll
+        for (int kk = 0; kk < FK; ++kk) {
+            float xu[8], xd[8], wu[8], wd[8];
+            read8(fs.f[buf][0][0][kk], ty, xu);
+            read8(fs.f[buf][0][1][kk], ty, xd);
+            read8(fs.f[buf][1][0][kk], tx, wu);
+            read8(fs.f[buf][1][1][kk], tx, wd);
+#pragma unroll
+            for (int i = 0; i < 8; ++i)
+#pragma unroll
+                for (int j = 0; j < 8; ++j) A[i][j] += fmaxf(xu[i] * wd[j], xd[i] * wu[j]);
+        }
+        if (more) ok = store_factor_slice<T>(fs, buf ^ 1, raw, d - k0 - FK, q.alpha2) && ok;
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int j = 0; j < 8; ++j) ok = ok && A[i][j] <= FLT_MAX;
+    if (__syncthreads_or(!ok)) return false;  // also the barrier before PairSmem's next use
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            A[i][j] = log2f(fmaxf(A[i][j], 1.0f));  // S >= 1 (one term of at least 1 per feature) up to rounding
+            B[i][j] = 1.0f;
+        }
+    return true;
+}
+
+// The tile's per-pair accumulators. SMOOTH takes the factor sweep above, or where a tile is out of its range two
+// sweeps: A = alpha2 max_k |u_k| (alpha2 = alpha / ln 2), then B (smooth_exp_sweep), so the largest terms have
+// exponents near 0, where exp2 of a rounded exponent is most accurate.
 template <typename T, int KIND, int P>
 __device__ __forceinline__ void pair_stats(const T* a, const T* b, int n, int v, int d, int row0, int col0, bool vec,
                                            PairSmem& sm, const Params& q, float A[8][8], float B[8][8]) {
@@ -461,6 +559,12 @@ __device__ __forceinline__ void pair_stats(const T* a, const T* b, int n, int v,
 #pragma unroll
         for (int j = 0; j < 8; ++j) A[i][j] = B[i][j] = 0.0f;
     if constexpr (KIND == SMOOTH) {
+        if (smooth_factor_sweep<T>(a, b, n, v, d, row0, col0, vec, sm, q, A, B)) return;
+        L1_COUNT(emulate_smooth_fallbacks);
+#pragma unroll
+        for (int i = 0; i < 8; ++i)
+#pragma unroll
+            for (int j = 0; j < 8; ++j) A[i][j] = B[i][j] = 0.0f;
         pair_sweep<T>(a, b, n, v, d, row0, col0, vec, sm, [&](const float* av, const float* bv, bool) {
 #pragma unroll
             for (int i = 0; i < 8; ++i)

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <cstring>
@@ -40,6 +41,16 @@ inline float emulate_exchange[256];
 inline std::mutex emulate_atomic_lock;
 
 inline void __syncthreads() { emulate_barrier->arrive_and_wait(); }
+inline std::atomic<int> emulate_vote{0};
+inline int __syncthreads_or(int predicate) {
+    if (threadIdx.x == 0) emulate_vote = 0;
+    __syncthreads();
+    if (predicate) emulate_vote = 1;
+    __syncthreads();
+    const int any = emulate_vote;
+    __syncthreads();  // every thread has read it before the next call resets it
+    return any;
+}
 // Every thread of the block calls the shuffles at the same points in l1_heads.cu, so a block barrier serves.
 inline float __shfl_xor_sync(unsigned, float v, int lane_mask) {
     emulate_exchange[threadIdx.x] = v;
@@ -95,6 +106,7 @@ inline cudaError_t cudaGetDevice(int* device) { return *device = 0, cudaSuccess;
 // counted (the fused backward sweep).
 inline int emulate_smem_per_block = 227 * 1024;
 inline int emulate_smem_launches = 0;
+inline int emulate_smooth_fallbacks = 0;  // chebyshev_smooth tiles computed in two sweeps (L1_COUNT)
 inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int) {
     *value = attr == cudaDevAttrMaxSharedMemoryPerBlockOptin ? emulate_smem_per_block : 2;
     return cudaSuccess;

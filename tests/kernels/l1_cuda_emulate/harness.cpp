@@ -22,6 +22,7 @@ int emu_forward(const void* a, const void* b, const float* aa, const float* bb, 
 int emu_chunk_rows(int n, int v, int kind, long max_g_bytes) { return l1cuda::chunk_rows(n, v, kind, max_g_bytes); }
 void emu_set_smem_per_block(int bytes) { emulate_smem_per_block = bytes; }
 int emu_smem_launches() { return emulate_smem_launches; }
+int emu_smooth_fallbacks() { return emulate_smooth_fallbacks; }
 int emu_coefficient_arrays(int kind) { return l1cuda::coefficient_arrays(kind); }
 int emu_padded_classes(int v) { return l1cuda::padded_classes(v); }
 
