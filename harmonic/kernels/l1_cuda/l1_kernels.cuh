@@ -183,7 +183,6 @@ __device__ __forceinline__ float fma_ex2(float x) {
 // Shares (of 64) balancing the two pipes: a MUFU triple issues 4 instructions and holds the unit 8 cycles, an
 // FMA-pipe one issues 9 (rcp) or 14 (exp2); issue = 4 + 5 s / 64 (10 s / 64) against 8 (1 - s / 64).
 constexpr int FMA_SHARE_RCP = 20, FMA_SHARE_EX2 = 14;
-constexpr int FMA_SHARE_RCP_BACKWARD = 0;  // canberra's fused backward
 
 // Whether pair (i, j) of a thread's 8 x 8 tile takes the FMA-pipe function: `share` of the 64 slots, spread evenly.
 __host__ __device__ constexpr bool fma_slot(int i, int j, int share) { return (i * 8 + j) * share % 64 < share; }
@@ -1225,16 +1224,13 @@ __device__ __forceinline__ float coefficient_scaled(float g) {
 }
 
 template <int KIND, int P>
-__device__ __forceinline__ void elem_pair(float x, float w, float c1, float c2, const Params& q, bool on_fma,
-                                          float& ex, float& mw) {
+__device__ __forceinline__ void elem_pair(float x, float w, float c1, float c2, const Params& q, float& ex,
+                                          float& mw) {
     if constexpr (KIND == CANBERRA) {  // x, w, c1 scaled (above)
         const float u = x - w;
         const float sg = __saturatef(fmaf(x, u, 0.5f)) - __saturatef(fmaf(-w, u, 0.5f));
         const float s = fabsf(x) + fabsf(w);
-        const float den = fmaf(s, s, FLT_MIN);
-        // fma_rcp's range ends at 2^126: 2^-126 instead of 0 there, as negligible next to any other term
-        const float r = on_fma ? fma_rcp(fminf(den, 0x1p126f)) : fast_rcp(den);
-        const float e = sg * c1 * r;  // in this order: sg = 0 gives 0
+        const float e = sg * c1 * fast_rcp(fmaf(s, s, FLT_MIN));  // in this order: sg = 0 gives 0
         ex = e * w;
         mw = e * x;
     } else if constexpr (KIND == SMOOTH) {
@@ -1374,8 +1370,7 @@ grad_xw_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __
 #pragma unroll
                 for (int j = 0; j < 8; ++j) {
                     float ex, mw;
-                    elem_pair<KIND, P>(xs[i][j], wv[j], gv[0][i], gv[NG - 1][i], q,
-                                       fma_slot(i, j, FMA_SHARE_RCP_BACKWARD), ex, mw);
+                    elem_pair<KIND, P>(xs[i][j], wv[j], gv[0][i], gv[NG - 1][i], q, ex, mw);
                     acc[i][j] += ex;
                     col[j] = i == 0 ? mw : col[j] + mw;
                 }
