@@ -77,8 +77,9 @@ class Param:
 class KernelOperands:
     """What a fused kernel of harmonic.kernels computes a distance from: a kernel family ("matmul": a function of one
     dot product per pair, on tensor cores; "l1": elementwise, on CUDA cores), a kind within it (a key of that family
-    module's KINDS), operands a (N x D) and b (C x D), optional per-row / per-centre sums aa (N) and bb (C), and the
-    kind's constants. Built with ordinary torch ops, so autograd carries the gradient through them."""
+    module's KINDS), operands a (N x D) and b (C x D), optional per-row / per-centre terms aa (N) and bb (C) (sums,
+    or chebyshev_smooth's detached maxima), and the kind's constants. Built with ordinary torch ops, so autograd
+    carries the gradient through them."""
 
     family: str
     kind: str
@@ -352,7 +353,10 @@ class ChebyshevSmooth(Distance):
         return _broadcast_chunked(lambda a, b: torch.logsumexp(alpha * _abs_diff(a, b), dim=-1) / alpha, x, w)
 
     def kernel_operands(self, x, w, params, factor, training, dtype):
-        return KernelOperands("l1", "smooth", x, w, alpha=float(params["alpha"]))
+        # aa, bb: max_k |x_k| and max_k |w_k|, detached: where alpha (max |x| + max |w|) / ln 2 leaves room in fp32,
+        # the CUDA forward sums each exponential as a product of per-operand factors in one sweep
+        aa, bb = (t.detach().abs().amax(-1).float() for t in (x, w))
+        return KernelOperands("l1", "smooth", x, w, aa=aa, bb=bb, alpha=float(params["alpha"]))
 
 
 @register

@@ -642,7 +642,8 @@ def _int_power(p: float) -> int:
 class L1HeadLoss(torch.autograd.Function):
     """Harmonic loss of an elementwise distance between a (N x D) and b (V x D): see the module docstring.
 
-    aa, bb are per-row terms some distances need (bray-curtis-abs: sum |x|, sum |w|), zeros otherwise.
+    aa, bb are per-row terms some distances need (bray-curtis-abs: sum |x|, sum |w|; chebyshev_smooth: max |x|,
+    max |w|, which only the CUDA kernels read), zeros otherwise.
     """
 
     @staticmethod

@@ -211,15 +211,16 @@ def test_smooth_pairs_without_gradient_stay_finite(emu, fused):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("keep_sums", [False, True])
 def test_smooth_tiles_out_of_the_factor_range_take_two_sweeps(emu, dtype, keep_sums):
-    """chebyshev_smooth's one sweep multiplies factors 2^(+-alpha2 v) of each operand: a tile holding a |v| above
-    125 / alpha2 (8.66 at alpha = 10) must take the two exact sweeps, the others the factor sweep, in the forward
-    and (recomputing) in the coefficients; either way the results are the reference's."""
+    """chebyshev_smooth's one sweep multiplies factors 2^(+-alpha2 v) of each operand: a tile whose rows' and
+    centres' largest |v| sum above (125 - log2 D) / alpha2 (8.37 at alpha = 10, D = 20) must take the two exact
+    sweeps, the others the factor sweep, in the forward and (recomputing) in the coefficients; either way the
+    results are the reference's."""
     gen = torch.Generator().manual_seed(5)
     x, w = torch.randn(260, 20, generator=gen), 0.5 * torch.randn(300, 20, generator=gen)
     # row 140 (the second of three 128-row tiles) and centre 7 (the first of three 128-centre tiles) tie but at
     # feature 5: alpha2 x = -127.1, alpha2 w = -126.2, whose factors 2^(alpha2 v) flush to 0 (ex2.approx.ftz), so
     # both products of the term 2^(alpha2 |u|) = 1.87 would be 0 (S = 19 instead of 20.87). Feature 5 is -1
-    # elsewhere, so no other product overflows: only the factors' range test can tell.
+    # elsewhere, so no product overflows: only the range test before the sweep can tell.
     w[7] = x[140]
     x[:, 5], w[:, 5] = -1.0, -1.0
     x[140, 5], w[7, 5] = -8.8125, -8.75

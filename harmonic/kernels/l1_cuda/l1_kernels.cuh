@@ -459,18 +459,38 @@ __device__ __forceinline__ void smooth_exp_sweep(const T* a, const T* b, int n, 
 // triple and the special-function unit). Each factor is 2^hi (one ex2) times 1 + lo ln 2, with p = alpha2 v split
 // exactly as hi + lo (lo = fma(alpha2, v, -hi)), so it is within a few ulp of 2^p: unlike exp2 of a rounded
 // exponent, whose relative error grows with the exponent (the one-sweep form offset by a bound,
-// benchmarks/results/l1-cuda-h200-fmapipe/, lost that way). The sum S = sum_k 2^(alpha2 |u_k|) has no offset: it
-// is exact in fp32's range while alpha2 max |u| + log2 D < 128. A tile where a factor's exponent leaves
-// [-FACTOR_P_MAX, FACTOR_P_MAX] (every product of two factors is then a normal number or an overflow) or a sum
-// is not finite takes the two sweeps instead, the same decision in the forward and in the coefficients.
+// benchmarks/results/l1-cuda-h200-fmapipe/, lost that way). The sum S = sum_k 2^(alpha2 |u_k|) has no offset, so
+// a tile takes this sweep only where, for all its pairs, alpha2 (max_k |x_k| + max_k |w_k|) + log2 D <= 125
+// (smooth_tile_in_range: every factor is then a normal number, every larger product of a max and every S finite);
+// the other tiles take the two sweeps directly, in the forward and in the coefficients alike.
 constexpr int FK = 8;                   // features per stage: the four factor arrays fit PairSmem's 32 KB
-constexpr float FACTOR_P_MAX = 125.0f;  // at alpha = 10: |v| <= 8.66
+constexpr float FACTOR_P_MAX = 125.0f;  // at alpha = 10 and D = 768: max |x| + max |w| <= 7.99
 constexpr float LN2 = 0.6931471805599453f;
 
 struct alignas(16) FactorSmem {
     float f[2][2][2][FK][TILE];  // [buffer][rows, centres][2^p, 2^-p][feature][row or centre]
 };
 static_assert(sizeof(FactorSmem) == sizeof(PairSmem), "the factor sweep reuses PairSmem's memory");
+
+// Whether the tile may take the factor sweep, from amax / bmax = max_k |v_k| of each row / centre (the SMOOTH
+// operands' aa / bb): block-uniform; false where a bound is NaN or missing.
+__device__ __forceinline__ bool smooth_tile_in_range(const float* amax, const float* bmax, int n, int v, int d,
+                                                     int row0, int col0, float alpha2) {
+    if (amax == nullptr || bmax == nullptr) return false;
+    const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
+    float ra = 0.0f, rb = 0.0f;
+    bool ok = true;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {  // the thread's rows x its centres: every pair of the tile is one thread's
+        const int row = row0 + own(ty, i), col = col0 + own(tx, i);
+        const float va = row < n ? amax[row] : 0.0f, vb = col < v ? bmax[col] : 0.0f;
+        ok = ok && va >= 0.0f && vb >= 0.0f;  // false for NaN
+        ra = fmaxf(ra, va);
+        rb = fmaxf(rb, vb);
+    }
+    ok = ok && alpha2 * (ra + rb) <= FACTOR_P_MAX - log2f(static_cast<float>(d));
+    return !__syncthreads_or(!ok);
+}
 
 // Thread t stages operand t / 128 (rows of a, then centres of b), its row t % 128, features k0 .. k0 + 7.
 template <typename T>
@@ -482,38 +502,33 @@ __device__ __forceinline__ void fetch_factor_slice(const T* a, const T* b, int n
     load_raw8<T>((centres ? b : a) + static_cast<size_t>(row) * d + k0, valid, vec, r);
 }
 
-// Stores the slice's 2^p and 2^-p (0 for features past D, whose terms then vanish); false where a |p| is above
-// FACTOR_P_MAX (or NaN).
+// Stores the slice's 2^p and 2^-p (0 for features past D, whose terms then vanish).
 template <typename T>
-__device__ __forceinline__ bool store_factor_slice(FactorSmem& fs, int buf, const Raw8<T>& r, int live,
+__device__ __forceinline__ void store_factor_slice(FactorSmem& fs, int buf, const Raw8<T>& r, int live,
                                                    float alpha2) {
     float val[8];
     unpack8<T, false>(r, val);
     float(*dst)[FK][TILE] = fs.f[buf][threadIdx.x >= TILE ? 1 : 0];
     const int row = threadIdx.x & (TILE - 1);
-    bool ok = true;
 #pragma unroll
     for (int e = 0; e < FK; ++e) {
         const float hi = val[e] * alpha2;
         const float lo = fmaf(val[e], alpha2, -hi);
-        ok = ok && fabsf(hi) <= FACTOR_P_MAX;
         dst[0][e][row] = e < live ? fast_ex2(hi) * fmaf(lo, LN2, 1.0f) : 0.0f;
         dst[1][e][row] = e < live ? fast_ex2(-hi) * fmaf(-lo, LN2, 1.0f) : 0.0f;
     }
-    return ok;
 }
 
-// A = log2 S = alpha2 d for the tile's pairs (B = 1: distance() and kept_sum() read A + log2 B) and true, or false
-// (block-uniform) where the tile needs the two sweeps.
+// A = log2 S = alpha2 d for the tile's pairs (B = 1: distance() and kept_sum() read A + log2 B); A starts at 0.
 template <typename T>
-__device__ __forceinline__ bool smooth_factor_sweep(const T* a, const T* b, int n, int v, int d, int row0, int col0,
+__device__ __forceinline__ void smooth_factor_sweep(const T* a, const T* b, int n, int v, int d, int row0, int col0,
                                                     bool vec, PairSmem& sm, const Params& q, float A[8][8],
                                                     float B[8][8]) {
     FactorSmem& fs = reinterpret_cast<FactorSmem&>(sm);
     const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
     Raw8<T> raw;
     fetch_factor_slice<T>(a, b, n, v, d, row0, col0, 0, vec, raw);
-    bool ok = store_factor_slice<T>(fs, 0, raw, d, q.alpha2);
+    store_factor_slice<T>(fs, 0, raw, d, q.alpha2);
     __syncthreads();
     for (int k0 = 0, buf = 0; k0 < d; k0 += FK, buf ^= 1) {
         const bool more = k0 + FK < d;
@@ -530,14 +545,9 @@ __device__ __forceinline__ bool smooth_factor_sweep(const T* a, const T* b, int 
 #pragma unroll
                 for (int j = 0; j < 8; ++j) A[i][j] += fmaxf(xu[i] * wd[j], xd[i] * wu[j]);
         }
-        if (more) ok = store_factor_slice<T>(fs, buf ^ 1, raw, d - k0 - FK, q.alpha2) && ok;
-        __syncthreads();
+        if (more) store_factor_slice<T>(fs, buf ^ 1, raw, d - k0 - FK, q.alpha2);
+        __syncthreads();  // also the barrier before PairSmem's next use
     }
-#pragma unroll
-    for (int i = 0; i < 8; ++i)
-#pragma unroll
-        for (int j = 0; j < 8; ++j) ok = ok && A[i][j] <= FLT_MAX;
-    if (__syncthreads_or(!ok)) return false;  // also the barrier before PairSmem's next use
 #pragma unroll
     for (int i = 0; i < 8; ++i)
 #pragma unroll
@@ -545,26 +555,26 @@ __device__ __forceinline__ bool smooth_factor_sweep(const T* a, const T* b, int 
             A[i][j] = log2f(fmaxf(A[i][j], 1.0f));  // S >= 1 (one term of at least 1 per feature) up to rounding
             B[i][j] = 1.0f;
         }
-    return true;
 }
 
-// The tile's per-pair accumulators. SMOOTH takes the factor sweep above, or where a tile is out of its range two
-// sweeps: A = alpha2 max_k |u_k| (alpha2 = alpha / ln 2), then B (smooth_exp_sweep), so the largest terms have
-// exponents near 0, where exp2 of a rounded exponent is most accurate.
+// The tile's per-pair accumulators (aa, bb: the kind's per-row / per-centre terms, read here by SMOOTH only: its
+// max_k |v_k|). SMOOTH takes the factor sweep above, or where the tile is out of its range two sweeps:
+// A = alpha2 max_k |u_k| (alpha2 = alpha / ln 2), then B (smooth_exp_sweep), so the largest terms have exponents
+// near 0, where exp2 of a rounded exponent is most accurate.
 template <typename T, int KIND, int P>
-__device__ __forceinline__ void pair_stats(const T* a, const T* b, int n, int v, int d, int row0, int col0, bool vec,
-                                           PairSmem& sm, const Params& q, float A[8][8], float B[8][8]) {
+__device__ __forceinline__ void pair_stats(const T* a, const T* b, const float* aa, const float* bb, int n, int v,
+                                           int d, int row0, int col0, bool vec, PairSmem& sm, const Params& q,
+                                           float A[8][8], float B[8][8]) {
 #pragma unroll
     for (int i = 0; i < 8; ++i)
 #pragma unroll
         for (int j = 0; j < 8; ++j) A[i][j] = B[i][j] = 0.0f;
     if constexpr (KIND == SMOOTH) {
-        if (smooth_factor_sweep<T>(a, b, n, v, d, row0, col0, vec, sm, q, A, B)) return;
+        if (smooth_tile_in_range(aa, bb, n, v, d, row0, col0, q.alpha2)) {
+            smooth_factor_sweep<T>(a, b, n, v, d, row0, col0, vec, sm, q, A, B);
+            return;
+        }
         L1_COUNT(emulate_smooth_fallbacks);
-#pragma unroll
-        for (int i = 0; i < 8; ++i)
-#pragma unroll
-            for (int j = 0; j < 8; ++j) A[i][j] = B[i][j] = 0.0f;
         pair_sweep<T>(a, b, n, v, d, row0, col0, vec, sm, [&](const float* av, const float* bv, bool) {
 #pragma unroll
             for (int i = 0; i < 8; ++i)
@@ -776,7 +786,7 @@ forward_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __
     float A[8][8], B[8][8];
     for (int tile = first; tile < last; ++tile) {
         const int col0 = tile * TILE;
-        pair_stats<T, KIND, P>(a, b, n, v, d, row0, col0, vec, sm, q, A, B);
+        pair_stats<T, KIND, P>(a, b, aa, bb, n, v, d, row0, col0, vec, sm, q, A, B);
         if (sums_out != nullptr) store_sums<KIND>(sums_out, (v + TILE - 1) / TILE * TILE, n, row0, col0, A, B);
         int cols[8];
         float col_bb[8];
@@ -856,7 +866,7 @@ coeff_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __re
     if (KIND == BRAYABS && threadIdx.x < TILE) col_c2[threadIdx.x] = 0.0f;
     float A[8][8], B[8][8];
     if (sums_in == nullptr) {
-        pair_stats<T, KIND, P>(a, b, n, v, d, row0, col0, vec, sm, q, A, B);  // its barriers order col_c2's zeros
+        pair_stats<T, KIND, P>(a, b, aa, bb, n, v, d, row0, col0, vec, sm, q, A, B);  // its barriers order col_c2's zeros
     } else {  // the forward kept its sums (kept_sum; B unused, or 1 for SMOOTH, or chebyshev's ties below)
         load_sums(sums_in, ldg, n, row0, col0, A);
 #pragma unroll
