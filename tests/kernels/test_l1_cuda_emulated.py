@@ -212,7 +212,7 @@ def test_smooth_pairs_without_gradient_stay_finite(emu, fused):
 @pytest.mark.parametrize("keep_sums", [False, True])
 def test_smooth_tiles_out_of_the_factor_range_take_two_sweeps(emu, dtype, keep_sums):
     """chebyshev_smooth's one sweep multiplies factors 2^(+-alpha2 v) of each operand: a tile whose rows' and
-    centres' largest |v| sum above (125 - log2 D) / alpha2 (8.37 at alpha = 10, D = 20) must take the two exact
+    centres' largest |v| sum above (125 - log2 D) / alpha2 (8.36 at alpha = 10, D = 20) must take the two exact
     sweeps, the others the factor sweep, in the forward and (recomputing) in the coefficients; either way the
     results are the reference's."""
     gen = torch.Generator().manual_seed(5)
