@@ -1,8 +1,9 @@
-"""Share of 128 x 128 tiles inside chebyshev_smooth's factor-sweep range (l1_kernels.cuh, smooth_tile_in_range:
-alpha2 (max |x| of the tile's rows + max |w| of its centres) + log2 D <= 125, alpha = 10), on the CPU: for draws of
-the GPT-2-shape benchmark's distributions (x ~ N(0, 1), w ~ N(0, 0.25), bf16; the device's generator draws other
-values) and for gpt_step_benchmark.py's model at initialisation on its first batch. Prints one JSON line each.
-Run from the repository root: PYTHONPATH=. python3 benchmarks/results/l1-cuda-h200-factors/factor_range.py
+"""Share of 128 x 128 tiles inside chebyshev_smooth's factor-sweep range (alpha = 10), on the CPU, under two rules:
+`bound`, alpha2 (max |x| of the tile's rows + max |w| of its centres) + log2 D <= 125 (commit 4f2127a), and
+`offsets`, 2 alpha2 min(max |x|, max |w|) + 2 <= 100 for every pair (main's smooth_tile_in_range, l1_kernels.cuh):
+for draws of the GPT-2-shape benchmark's distributions (x ~ N(0, 1), w ~ N(0, 0.25), bf16; the device's generator
+draws other values) and for gpt_step_benchmark.py's model at initialisation on its first batch. Prints one JSON
+line each. Run from the repository root: PYTHONPATH=. python3 benchmarks/results/l1-cuda-h200-factors/factor_range.py
 """
 
 import json
@@ -20,8 +21,10 @@ def tiles_in_range(x, w):
     d = x.shape[1]
     row_max = torch.nn.functional.pad(x.abs().amax(1), (0, -x.shape[0] % TILE)).view(-1, TILE).amax(1)
     col_max = torch.nn.functional.pad(w.abs().amax(1), (0, -w.shape[0] % TILE)).view(-1, TILE).amax(1)
-    ok = ALPHA2 * (row_max[:, None] + col_max[None, :]) <= 125 - math.log2(d)
-    return {"tiles": ok.numel(), "in_range": int(ok.sum()), "share": float(ok.float().mean())}
+    rows, cols = row_max[:, None], col_max[None, :]
+    bound = ALPHA2 * (rows + cols) <= 125 - math.log2(d)
+    offsets = 2 * ALPHA2 * torch.minimum(rows, cols) + 2 <= 100
+    return {"tiles": bound.numel(), "bound_in_range": int(bound.sum()), "offsets_in_range": int(offsets.sum())}
 
 
 gen = torch.Generator().manual_seed(3)

@@ -456,15 +456,19 @@ __device__ __forceinline__ void smooth_exp_sweep(const T* a, const T* b, int n, 
 // 2^(alpha2 |x - w|) = max(2^(alpha2 x) 2^(-alpha2 w), 2^(-alpha2 x) 2^(alpha2 w)), and each factor belongs to one
 // (row, feature) or one (centre, feature): the block computes the factors once per element as it stages them, and
 // a triple costs two products, a max and an addition, with no exp2 (the two sweeps below: 8.7 instructions per
-// triple and the special-function unit). Each factor is 2^hi (one ex2) times 1 + lo ln 2, with p = alpha2 v split
-// exactly as hi + lo (lo = fma(alpha2, v, -hi)), so it is within a few ulp of 2^p: unlike exp2 of a rounded
-// exponent, whose relative error grows with the exponent (the one-sweep form offset by a bound,
-// benchmarks/results/l1-cuda-h200-fmapipe/, lost that way). The sum S = sum_k 2^(alpha2 |u_k|) has no offset, so
-// a tile takes this sweep only where, for all its pairs, alpha2 (max_k |x_k| + max_k |w_k|) + log2 D <= 125
-// (smooth_tile_in_range: every factor is then a normal number, every larger product of a max and every S finite);
-// the other tiles take the two sweeps directly, in the forward and in the coefficients alike.
-constexpr int FK = 8;                   // features per stage: the four factor arrays fit PairSmem's 32 KB
-constexpr float FACTOR_P_MAX = 125.0f;  // at alpha = 10 and D = 768: max |x| + max |w| <= 7.99
+// triple and the special-function unit). Each factor is 2^(hi - o) (one ex2) times 1 + lo ln 2, with p = alpha2 v
+// split exactly as hi + lo (lo = fma(alpha2, v, -hi)), so it is within a few ulp of 2^(p - o): unlike exp2 of a
+// rounded exponent, whose relative error grows with the exponent (the one-sweep form offset by a bound,
+// benchmarks/results/l1-cuda-h200-fmapipe/, lost that way). o is an integer offset per row (o_r) and per centre
+// (o_c), ceil(alpha2 max_k |v_k|) from the SMOOTH operands' aa / bb, so no factor exceeds 1 and the sum
+// S = sum_k 2^(alpha2 |u_k| - o_r - o_c) <= D never overflows; alpha2 d = log2 S + o_r + o_c. A factor or term far
+// below a pair's largest term may flush to 0 (ex2.approx.ftz) without effect as long as that largest term,
+// 2^-(o_r + o_c - alpha2 max_k |u_k|), stays far above 2^-126: max_k |u_k| >= |max |x| - max |w||, so the gap is at
+// most 2 alpha2 min(max |x|, max |w|) + 2, and a tile takes this sweep where that bound is at most GAP_MAX for all
+// its pairs (smooth_tile_in_range; a language model's hidden states may grow large features, its centres stay
+// small); the other tiles take the two sweeps, in the forward and in the recomputed coefficients alike.
+constexpr int FK = 8;             // features per stage: the four factor arrays fit PairSmem's 32 KB
+constexpr float GAP_MAX = 100.0f;  // at alpha = 10: min(max |x|, max |w|) <= 3.4
 constexpr float LN2 = 0.6931471805599453f;
 
 struct alignas(16) FactorSmem {
@@ -472,10 +476,13 @@ struct alignas(16) FactorSmem {
 };
 static_assert(sizeof(FactorSmem) == sizeof(PairSmem), "the factor sweep reuses PairSmem's memory");
 
+// The integer offset of a row or centre whose largest |v| is vmax (0 past the matrix, where vmax = 0).
+__device__ __forceinline__ float factor_offset(float vmax, float alpha2) { return ceilf(vmax * alpha2); }
+
 // Whether the tile may take the factor sweep, from amax / bmax = max_k |v_k| of each row / centre (the SMOOTH
-// operands' aa / bb): block-uniform; false where a bound is NaN or missing.
-__device__ __forceinline__ bool smooth_tile_in_range(const float* amax, const float* bmax, int n, int v, int d,
-                                                     int row0, int col0, float alpha2) {
+// operands' aa / bb): block-uniform; false where a bound is missing, NaN or infinite.
+__device__ __forceinline__ bool smooth_tile_in_range(const float* amax, const float* bmax, int n, int v, int row0,
+                                                     int col0, float alpha2) {
     if (amax == nullptr || bmax == nullptr) return false;
     const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
     float ra = 0.0f, rb = 0.0f;
@@ -484,11 +491,12 @@ __device__ __forceinline__ bool smooth_tile_in_range(const float* amax, const fl
     for (int i = 0; i < 8; ++i) {  // the thread's rows x its centres: every pair of the tile is one thread's
         const int row = row0 + own(ty, i), col = col0 + own(tx, i);
         const float va = row < n ? amax[row] : 0.0f, vb = col < v ? bmax[col] : 0.0f;
-        ok = ok && va >= 0.0f && vb >= 0.0f;  // false for NaN
+        ok = ok && va >= 0.0f && va <= FLT_MAX && vb >= 0.0f && vb <= FLT_MAX;  // false for NaN
         ra = fmaxf(ra, va);
         rb = fmaxf(rb, vb);
     }
-    ok = ok && alpha2 * (ra + rb) <= FACTOR_P_MAX - log2f(static_cast<float>(d));
+    // the largest min(max |x|, max |w|) over the thread's pairs is min(ra, rb)
+    ok = ok && 2.0f * alpha2 * fminf(ra, rb) + 2.0f <= GAP_MAX;
     return !__syncthreads_or(!ok);
 }
 
@@ -502,9 +510,9 @@ __device__ __forceinline__ void fetch_factor_slice(const T* a, const T* b, int n
     load_raw8<T>((centres ? b : a) + static_cast<size_t>(row) * d + k0, valid, vec, r);
 }
 
-// Stores the slice's 2^p and 2^-p (0 for features past D, whose terms then vanish).
+// Stores the slice's 2^(p - o) and 2^(-p - o) of the thread's row (0 for features past D: their terms vanish).
 template <typename T>
-__device__ __forceinline__ void store_factor_slice(FactorSmem& fs, int buf, const Raw8<T>& r, int live,
+__device__ __forceinline__ void store_factor_slice(FactorSmem& fs, int buf, const Raw8<T>& r, int live, float o,
                                                    float alpha2) {
     float val[8];
     unpack8<T, false>(r, val);
@@ -514,21 +522,25 @@ __device__ __forceinline__ void store_factor_slice(FactorSmem& fs, int buf, cons
     for (int e = 0; e < FK; ++e) {
         const float hi = val[e] * alpha2;
         const float lo = fmaf(val[e], alpha2, -hi);
-        dst[0][e][row] = e < live ? fast_ex2(hi) * fmaf(lo, LN2, 1.0f) : 0.0f;
-        dst[1][e][row] = e < live ? fast_ex2(-hi) * fmaf(-lo, LN2, 1.0f) : 0.0f;
+        dst[0][e][row] = e < live ? fast_ex2(hi - o) * fmaf(lo, LN2, 1.0f) : 0.0f;  // hi - o: exact
+        dst[1][e][row] = e < live ? fast_ex2(-hi - o) * fmaf(-lo, LN2, 1.0f) : 0.0f;
     }
 }
 
-// A = log2 S = alpha2 d for the tile's pairs (B = 1: distance() and kept_sum() read A + log2 B); A starts at 0.
+// A = alpha2 d = log2 S + o_r + o_c for the tile's pairs (B = 1: distance() and kept_sum() read A + log2 B); A
+// starts at 0.
 template <typename T>
-__device__ __forceinline__ void smooth_factor_sweep(const T* a, const T* b, int n, int v, int d, int row0, int col0,
-                                                    bool vec, PairSmem& sm, const Params& q, float A[8][8],
-                                                    float B[8][8]) {
+__device__ __forceinline__ void smooth_factor_sweep(const T* a, const T* b, const float* amax, const float* bmax,
+                                                    int n, int v, int d, int row0, int col0, bool vec, PairSmem& sm,
+                                                    const Params& q, float A[8][8], float B[8][8]) {
     FactorSmem& fs = reinterpret_cast<FactorSmem&>(sm);
     const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
+    const bool centres = threadIdx.x >= TILE;
+    const int staged = (centres ? col0 : row0) + (threadIdx.x & (TILE - 1));  // the row this thread stages
+    const float o = factor_offset(staged < (centres ? v : n) ? (centres ? bmax : amax)[staged] : 0.0f, q.alpha2);
     Raw8<T> raw;
     fetch_factor_slice<T>(a, b, n, v, d, row0, col0, 0, vec, raw);
-    store_factor_slice<T>(fs, 0, raw, d, q.alpha2);
+    store_factor_slice<T>(fs, 0, raw, d, o, q.alpha2);
     __syncthreads();
     for (int k0 = 0, buf = 0; k0 < d; k0 += FK, buf ^= 1) {
         const bool more = k0 + FK < d;
@@ -545,16 +557,25 @@ __device__ __forceinline__ void smooth_factor_sweep(const T* a, const T* b, int 
 #pragma unroll
                 for (int j = 0; j < 8; ++j) A[i][j] += fmaxf(xu[i] * wd[j], xd[i] * wu[j]);
         }
-        if (more) store_factor_slice<T>(fs, buf ^ 1, raw, d - k0 - FK, q.alpha2);
+        if (more) store_factor_slice<T>(fs, buf ^ 1, raw, d - k0 - FK, o, q.alpha2);
         __syncthreads();  // also the barrier before PairSmem's next use
     }
+    float o_col[8];
 #pragma unroll
-    for (int i = 0; i < 8; ++i)
+    for (int j = 0; j < 8; ++j) {
+        const int col = col0 + own(tx, j);
+        o_col[j] = factor_offset(col < v ? bmax[col] : 0.0f, q.alpha2);
+    }
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            A[i][j] = log2f(fmaxf(A[i][j], 1.0f));  // S >= 1 (one term of at least 1 per feature) up to rounding
+    for (int i = 0; i < 8; ++i) {
+        const int row = row0 + own(ty, i);
+        const float o_row = factor_offset(row < n ? amax[row] : 0.0f, q.alpha2);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {  // alpha2 d >= log2 D >= 0: the clamp only stops rounding below 0
+            A[i][j] = fmaxf(log2f(fmaxf(A[i][j], FLT_MIN)) + (o_row + o_col[j]), 0.0f);
             B[i][j] = 1.0f;
         }
+    }
 }
 
 // The tile's per-pair accumulators (aa, bb: the kind's per-row / per-centre terms, read here by SMOOTH only: its
@@ -570,8 +591,8 @@ __device__ __forceinline__ void pair_stats(const T* a, const T* b, const float* 
 #pragma unroll
         for (int j = 0; j < 8; ++j) A[i][j] = B[i][j] = 0.0f;
     if constexpr (KIND == SMOOTH) {
-        if (smooth_tile_in_range(aa, bb, n, v, d, row0, col0, q.alpha2)) {
-            smooth_factor_sweep<T>(a, b, n, v, d, row0, col0, vec, sm, q, A, B);
+        if (smooth_tile_in_range(aa, bb, n, v, row0, col0, q.alpha2)) {
+            smooth_factor_sweep<T>(a, b, aa, bb, n, v, d, row0, col0, vec, sm, q, A, B);
             return;
         }
         L1_COUNT(emulate_smooth_fallbacks);
