@@ -122,7 +122,10 @@ struct Params {  // the kinds' scalars, with what the inner loops need precomput
 // ---- approximate special functions (one MUFU instruction each, as l1_heads.py's inline PTX) --------------------
 #ifdef L1_EMULATE
 inline float fast_rcp(float v) { return 1.0f / v; }
-inline float fast_ex2(float v) { return std::exp2(v) < FLT_MIN ? 0.0f : std::exp2(v); }  // .ftz: no subnormals
+inline float fast_ex2(float v) {  // .ftz: no subnormal results
+    const float r = std::exp2(v);
+    return r < FLT_MIN ? 0.0f : r;
+}
 inline float fast_lg2(float v) { return std::log2(v); }
 inline float fast_sqrt(float v) { return std::sqrt(v); }
 #else
@@ -476,7 +479,10 @@ struct alignas(16) FactorSmem {
 };
 static_assert(sizeof(FactorSmem) == sizeof(PairSmem), "the factor sweep reuses PairSmem's memory");
 
-// The integer offset of a row or centre whose largest |v| is vmax (0 past the matrix, where vmax = 0).
+// max_k |v_k| of row (centre) i of a matrix of `count` (the SMOOTH operands' aa / bb), 0 past its end.
+__device__ __forceinline__ float vmax_at(const float* vmax, int i, int count) { return i < count ? vmax[i] : 0.0f; }
+
+// The integer offset of a row or centre whose largest |v| is vmax.
 __device__ __forceinline__ float factor_offset(float vmax, float alpha2) { return ceilf(vmax * alpha2); }
 
 // Whether the tile may take the factor sweep, from amax / bmax = max_k |v_k| of each row / centre (the SMOOTH
@@ -489,8 +495,7 @@ __device__ __forceinline__ bool smooth_tile_in_range(const float* amax, const fl
     bool ok = true;
 #pragma unroll
     for (int i = 0; i < 8; ++i) {  // the thread's rows x its centres: every pair of the tile is one thread's
-        const int row = row0 + own(ty, i), col = col0 + own(tx, i);
-        const float va = row < n ? amax[row] : 0.0f, vb = col < v ? bmax[col] : 0.0f;
+        const float va = vmax_at(amax, row0 + own(ty, i), n), vb = vmax_at(bmax, col0 + own(tx, i), v);
         ok = ok && va >= 0.0f && va <= FLT_MAX && vb >= 0.0f && vb <= FLT_MAX;  // false for NaN
         ra = fmaxf(ra, va);
         rb = fmaxf(rb, vb);
@@ -537,7 +542,7 @@ __device__ __forceinline__ void smooth_factor_sweep(const T* a, const T* b, cons
     const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
     const bool centres = threadIdx.x >= TILE;
     const int staged = (centres ? col0 : row0) + (threadIdx.x & (TILE - 1));  // the row this thread stages
-    const float o = factor_offset(staged < (centres ? v : n) ? (centres ? bmax : amax)[staged] : 0.0f, q.alpha2);
+    const float o = factor_offset(vmax_at(centres ? bmax : amax, staged, centres ? v : n), q.alpha2);
     Raw8<T> raw;
     fetch_factor_slice<T>(a, b, n, v, d, row0, col0, 0, vec, raw);
     store_factor_slice<T>(fs, 0, raw, d, o, q.alpha2);
@@ -562,14 +567,10 @@ __device__ __forceinline__ void smooth_factor_sweep(const T* a, const T* b, cons
     }
     float o_col[8];
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
-        const int col = col0 + own(tx, j);
-        o_col[j] = factor_offset(col < v ? bmax[col] : 0.0f, q.alpha2);
-    }
+    for (int j = 0; j < 8; ++j) o_col[j] = factor_offset(vmax_at(bmax, col0 + own(tx, j), v), q.alpha2);
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
-        const int row = row0 + own(ty, i);
-        const float o_row = factor_offset(row < n ? amax[row] : 0.0f, q.alpha2);
+        const float o_row = factor_offset(vmax_at(amax, row0 + own(ty, i), n), q.alpha2);
 #pragma unroll
         for (int j = 0; j < 8; ++j) {  // alpha2 d >= log2 D >= 0: the clamp only stops rounding below 0
             A[i][j] = fmaxf(log2f(fmaxf(A[i][j], FLT_MIN)) + (o_row + o_col[j]), 0.0f);
