@@ -60,7 +60,7 @@ HEADS = {
     "minkowski_p3": ("minkowski", {"p": 3.0}),
     "minkowski_p1.5": ("minkowski", {"p": 1.5}),
 }
-STORE_HEADS = tuple(h for h in HEADS if h != "bray_curtis")  # the kinds that can keep one value per pair
+STORE_HEADS = tuple(HEADS)  # every kind keeps its values per pair (bray_curtis: both of its sums)
 SIGN_HEADS = ("manhattan", "hamming_soft", "bray_curtis_abs", "bray_curtis")  # their own grad_x / grad_w
 FUSED_HEADS = tuple(h for h in HEADS if h not in SIGN_HEADS)  # one backward sweep for dx and dW (or two: unfused)
 CHECK_ROWS = 64

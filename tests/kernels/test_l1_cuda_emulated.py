@@ -57,7 +57,7 @@ def _emulated(lib, a, b, aa, bb, y, kind, n_exp, eps, scale, p, alpha, smoothing
     consts = [F32(scale), F32(p), F32(alpha)]
     assert lib.emu_forward(*common, *consts, null, null, null, null, null, ctypes.byref(splits)) == 0
     m, s, zsum, zt = (torch.full((splits.value, n), float("nan")) for _ in range(4))  # poisoned: all written?
-    sums = torch.full((n, lib.emu_padded_classes(v)), float("nan"))
+    sums = torch.full((lib.emu_kept_arrays(kind), n, lib.emu_padded_classes(v)), float("nan"))
     keep = _ptr(sums) if keep_sums else null
     assert lib.emu_forward(*common, *consts, _ptr(m), _ptr(s), _ptr(zsum), _ptr(zt), keep, ctypes.byref(splits)) == 0
     assert torch.isfinite(m).all() and torch.isfinite(s).all()
@@ -129,19 +129,9 @@ CASES = [
 
 
 SIGN_KINDS = ("manhattan", "hamming_soft", "bray_curtis_abs", "bray_curtis")  # their own grad_x / grad_w only
-# every kind but bray_curtis (two sums per pair) may keep one value per pair for the backward
-KEEPS_SUMS = (
-    "manhattan",
-    "hamming_soft",
-    "bray_curtis_abs",
-    "chebyshev",
-    "chebyshev_smooth",
-    "minkowski",
-    "canberra",
-)
 RUNS = (
     [(*case, False, True) for case in CASES]
-    + [(*case, True, True) for case in CASES if case[0] in KEEPS_SUMS]
+    + [(*case, True, True) for case in CASES]  # the forward's values kept for the backward
     + [(*case, False, False) for case in CASES if case[0] not in SIGN_KINDS]  # grad_x and grad_w, not fused
 )
 
@@ -166,7 +156,7 @@ def test_emulated_kernels_match_the_reference(emu, name, params, dtype, shape, s
     y[::9] = -100
     y[10] = 11
     a, b, aa, bb, kind, ops = _operands(name, params, x, w)
-    assert l1_cuda.can_keep_sums(kind) == (name in KEEPS_SUMS)
+    assert emu.emu_kept_arrays(kind) == l1_cuda.kept_arrays(kind) == (2 if name == "bray_curtis" else 1)
     n_exp, eps = 3.0, 1e-8
     per_row, dx, dw, daa, dbb, splits, chunks = _emulated(
         emu, a, b, aa, bb, y, kind, n_exp, eps, ops.scale, ops.p, ops.alpha, smoothing, g_bytes, keep_sums, fused
@@ -179,16 +169,6 @@ def test_emulated_kernels_match_the_reference(emu, name, params, dtype, shape, s
         dw = dw + dbb[:, None] * b.float().sign()
     for got, want in ((dx, want_dx), (dw, want_dw)):
         assert float((got - want).norm() / want.norm()) <= 1e-5
-
-
-def test_kept_sums_are_refused_for_bray_curtis(emu):
-    """bray_curtis needs both of its per-pair sums in the backward, more than the one kept value per pair: the
-    launchers return an error instead of computing something else."""
-    x, w = torch.randn(130, 16), torch.randn(20, 16)
-    y = torch.randint(0, 20, (130,))
-    a, b, aa, bb, kind, ops = _operands("bray_curtis", {}, x, w)
-    with pytest.raises(AssertionError):
-        _emulated(emu, a, b, aa, bb, y, kind, 3.0, 1e-8, 1.0, 1.0, 1.0, 0.0, 2**30, True)
 
 
 @pytest.mark.parametrize("fused", [True, False])

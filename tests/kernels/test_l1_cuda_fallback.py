@@ -121,13 +121,14 @@ def test_kind_codes_match_the_triton_module():
 
 def test_sums_kept_by_size_unless_told(monkeypatch):
     """HARMONIC_L1_CUDA_STORE=auto keeps the forward's sums up to the byte limit (a GPT-2 step's 16k rows x 50304
-    centres fit in the default 4 GiB), for every kind but bray_curtis (two sums per pair); 0 / 1 decide alone."""
+    centres fit in the default 4 GiB; bray_curtis keeps two sums per pair, twice the bytes); 0 / 1 decide alone."""
     monkeypatch.delenv("HARMONIC_L1_CUDA_STORE", raising=False)
     monkeypatch.delenv("HARMONIC_L1_CUDA_STORE_MAX_BYTES", raising=False)
     assert l1_cuda.keep_sums(l1_heads.MANHATTAN, 16384, 50304)
     assert not l1_cuda.keep_sums(l1_heads.MANHATTAN, 65536, 50304)  # 13 GB: recomputed
-    assert not l1_cuda.keep_sums(l1_heads.BRAYCURTIS, 16, 16)  # two sums per pair: never kept
-    assert all(l1_cuda.keep_sums(kind, 16, 16) for kind in l1_cuda.KINDS if kind != l1_heads.BRAYCURTIS)
+    assert all(l1_cuda.keep_sums(kind, 16, 16) for kind in l1_cuda.KINDS)
+    assert l1_cuda.keep_sums(l1_heads.BRAYCURTIS, 8192, 50304)  # 3.3 GB: the benchmark's shape
+    assert not l1_cuda.keep_sums(l1_heads.BRAYCURTIS, 16384, 50304)  # 6.6 GB: a GPT-2 step's rows, recomputed
     monkeypatch.setenv("HARMONIC_L1_CUDA_STORE_MAX_BYTES", "1000")
     assert not l1_cuda.keep_sums(l1_heads.BRAYABS, 16, 16) and l1_cuda.keep_sums(l1_heads.BRAYABS, 1, 128)
     monkeypatch.setenv("HARMONIC_L1_CUDA_STORE", "1")

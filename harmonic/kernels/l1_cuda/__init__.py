@@ -15,12 +15,13 @@ register tiles in both directions (l1_kernels.cuh's header says how). l1_heads.l
 HARMONIC_L1_CUDA_BUILD: build folder (default ~/.cache/harmonic/l1_cuda/<arch>); HARMONIC_L1_CUDA_G_BYTES: memory
 for the backward's coefficient matrix (rows x V, fp32), walked over in row chunks (default 1 GiB);
 HARMONIC_L1_CUDA_VERBOSE=1: print the build (with nvcc's register and spill report, -Xptxas -v).
-HARMONIC_L1_CUDA_STORE: whether the forward keeps one value per pair (N x V fp32: the sum, chebyshev's maximum,
-chebyshev_smooth's alpha-scaled distance) for the backward instead of the backward recomputing it (a sweep over
-N x V x D, with a special function per triple for minkowski p != 1, 2, 3, chebyshev_smooth and canberra), at that
-much memory between forward and backward; every kind but bray_curtis (its backward needs both of its sums).
+HARMONIC_L1_CUDA_STORE: whether the forward keeps its values per pair (N x V fp32: the sum, chebyshev's maximum,
+chebyshev_smooth's alpha-scaled distance; bray_curtis: both of its sums, twice that) for the backward instead of
+the backward recomputing them (a sweep over N x V x D, with a special function per triple for minkowski
+p != 1, 2, 3, chebyshev_smooth and canberra), at that much memory between forward and backward.
 auto (default): keep them when they take at most HARMONIC_L1_CUDA_STORE_MAX_BYTES (default 4 GiB: a GPT-2 step of
-16 x 1024 tokens needs 3.3 GB); 1: always; 0: never. Both modes compute the same values in the same order.
+16 x 1024 tokens needs 3.3 GB, 6.6 GB for bray_curtis); 1: always; 0: never. Both modes compute the same values in
+the same order.
 HARMONIC_L1_CUDA_FUSED: 1 (default) one backward sweep computes both dx and dW for the kinds other than manhattan,
 hamming_soft and the two bray_curtis kinds (their per-triple term is computed once instead of twice; dW is added
 with atomics); 0: one sweep each, as the sign kinds always do.
@@ -132,10 +133,12 @@ def _g_bytes() -> int:
     return int(os.environ.get("HARMONIC_L1_CUDA_G_BYTES", str(2**30)))
 
 
-def can_keep_sums(kind: int) -> bool:
-    """Whether the forward may keep one value per pair for this kind's backward (as l1_heads.h's can_keep_sums):
-    every kind but bray_curtis, whose backward needs both of its sums."""
-    return kind in KINDS and kind != BRAYCURTIS
+def kept_arrays(kind: int) -> int:
+    """N x V arrays the forward keeps for this kind's backward (as l1_heads.h's kept_arrays): one value per pair,
+    both of bray_curtis' sums."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown L1 kernel kind {kind}")
+    return 2 if kind == BRAYCURTIS else 1
 
 
 def fused() -> bool:
@@ -152,11 +155,11 @@ def keep_sums(kind: int, rows: int, classes: int) -> bool:
     value = os.environ.get("HARMONIC_L1_CUDA_STORE", "auto").strip().lower()
     if value not in ("auto", "0", "1"):
         raise ValueError(f"HARMONIC_L1_CUDA_STORE must be auto, 0 or 1 (got {value!r})")
-    if not can_keep_sums(kind) or value == "0":
+    if value == "0":
         return False
     limit = int(os.environ.get("HARMONIC_L1_CUDA_STORE_MAX_BYTES", str(4 * 2**30)))
     padded = -(-classes // 128) * 128  # the kernels' padded_classes
-    return value == "1" or 4 * rows * padded <= limit
+    return value == "1" or 4 * kept_arrays(kind) * rows * padded <= limit
 
 
 class L1CudaHeadLoss(torch.autograd.Function):

@@ -35,13 +35,13 @@ l1cuda::Problem problem(const torch::Tensor& a, const torch::Tensor& b, const to
 }
 
 // Per-split row statistics [m, s, zsum, zt], each splits x N, for harmonic.kernels._loss.finish_rows; with
-// keep_sums also the per-pair kept values (N x padded V, fp32; l1_kernels.cuh's kept_sum) for the backward.
+// keep_sums also the per-pair kept values (kept_arrays x N x padded V, fp32; l1_kernels.cuh's kept_sum; bray_curtis
+// keeps both of its sums) for the backward.
 std::vector<torch::Tensor> forward(torch::Tensor a, torch::Tensor b, torch::Tensor aa, torch::Tensor bb,
                                    torch::Tensor y, int64_t kind, double n_exp, double eps, double scale,
                                    double pw, double alpha, bool keep_sums) {
     const c10::cuda::CUDAGuard guard(a.device());
     const l1cuda::Problem p = problem(a, b, aa, bb, y, kind, n_exp, eps, scale, pw, alpha, 0.0);
-    TORCH_CHECK(!keep_sums || l1cuda::can_keep_sums(p.kind), "l1_cuda: this kind cannot keep its sums");
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     l1cuda::Partials parts;
     C10_CUDA_CHECK(l1cuda::forward(p, parts, stream));  // the number of splits
@@ -52,7 +52,8 @@ std::vector<torch::Tensor> forward(torch::Tensor a, torch::Tensor b, torch::Tens
     parts.zsum = out[2].data_ptr<float>();
     parts.zt = out[3].data_ptr<float>();
     if (keep_sums) {
-        out.push_back(torch::empty({p.n, l1cuda::padded_classes(p.v)}, a.options().dtype(at::kFloat)));
+        out.push_back(torch::empty({l1cuda::kept_arrays(p.kind), p.n, l1cuda::padded_classes(p.v)},
+                                   a.options().dtype(at::kFloat)));
         parts.sums = out[4].data_ptr<float>();
     }
     C10_CUDA_CHECK(l1cuda::forward(p, parts, stream));
@@ -71,10 +72,10 @@ std::vector<torch::Tensor> backward(torch::Tensor a, torch::Tensor b, torch::Ten
                     gw.is_contiguous() && lse.numel() == p.n && gw.numel() == p.n,
                 "l1_cuda: lse and gw must be contiguous fp32 of N values");
     const bool stored = sums.numel() > 0;  // else the sums are recomputed
-    TORCH_CHECK(!stored || l1cuda::can_keep_sums(p.kind), "l1_cuda: this kind cannot keep its sums");
-    TORCH_CHECK(!stored || (sums.scalar_type() == at::kFloat && sums.is_contiguous() && sums.dim() == 2 &&
-                            sums.size(0) == p.n && sums.size(1) == l1cuda::padded_classes(p.v)),
-                "l1_cuda: sums must be the forward's N x padded-V fp32 tensor");
+    TORCH_CHECK(!stored || (sums.scalar_type() == at::kFloat && sums.is_contiguous() && sums.dim() == 3 &&
+                            sums.size(0) == l1cuda::kept_arrays(p.kind) && sums.size(1) == p.n &&
+                            sums.size(2) == l1cuda::padded_classes(p.v)),
+                "l1_cuda: sums must be the forward's kept_arrays x N x padded-V fp32 tensor");
     auto f32 = a.options().dtype(at::kFloat);
     auto dx = need_x ? torch::zeros({p.n, p.d}, f32) : torch::empty({0}, f32);
     auto dw = need_w ? torch::zeros({p.v, p.d}, f32) : torch::empty({0}, f32);

@@ -44,18 +44,18 @@ const Family* family_of(int kind) {
     }
 }
 
-// Every kind the families serve but BRAYCURTIS (two sums per pair; see kept_sum).
-bool can_keep_sums(int kind) { return kind != BRAYCURTIS && family_of(kind) != nullptr; }
+// One value per pair (kept_sum), two for BRAYCURTIS (both of its sums); 0 for an unknown kind.
+int kept_arrays(int kind) { return family_of(kind) == nullptr ? 0 : kept_values(kind); }
 
 cudaError_t forward(const Problem& p, Partials& out, cudaStream_t stream) {
     const Family* f = family_of(p.kind);
-    if (f == nullptr || (out.sums != nullptr && !can_keep_sums(p.kind))) return cudaErrorInvalidValue;
+    if (f == nullptr) return cudaErrorInvalidValue;
     return f->forward(p, out, stream);
 }
 
 cudaError_t backward(const Problem& p, const Grads& grads, cudaStream_t stream) {
     const Family* f = family_of(p.kind);
-    if (f == nullptr || (grads.sums != nullptr && !can_keep_sums(p.kind))) return cudaErrorInvalidValue;
+    if (f == nullptr) return cudaErrorInvalidValue;
     return f->backward(p, grads, stream);
 }
 

@@ -38,7 +38,8 @@ struct Problem {
 struct Partials {  // per-split row statistics, each splits x N (see _loss.finish_rows)
     int splits = 0;
     float *m = nullptr, *s = nullptr, *zsum = nullptr, *zt = nullptr;
-    float* sums = nullptr;  // N x padded_classes(V): each pair's kept_sum for the backward; nullptr: not kept
+    float* sums = nullptr;  // kept_arrays(kind) x N x padded_classes(V): each pair's kept values for the backward
+                            // (l1_kernels.cuh's kept_sum; bray_curtis: its two sums); nullptr: not kept
 };
 
 struct Grads {
@@ -52,7 +53,7 @@ struct Grads {
     bool fused = true;  // kinds other than the sign kinds, dx and dW both wanted: one sweep computes both
 };
 
-bool can_keep_sums(int kind);       // one kept value per pair is all the backward needs (every kind but BRAYCURTIS)
+int kept_arrays(int kind);          // values per pair the forward can keep for the backward: 1, BRAYCURTIS 2
 int coefficient_arrays(int kind);   // per-pair coefficient matrices the backward keeps (1 or 2)
 int padded_classes(int v);
 int chunk_rows(int n, int v, int kind, long max_g_bytes);

@@ -20,9 +20,9 @@
 //   forward   tile rows x centres, loop over features: the per-pair accumulators (manhattan: acc += |x - w|, FADD +
 //             FADD with the |.| operand modifier); the finished tile folds into per-row log-sum-exp partials (one
 //             set per V split).
-//   coeff     the same tile recomputed in the backward (or read back where the forward kept one value per pair,
-//             kept_sum: every kind but bray_curtis; chebyshev adds a sweep counting the features tied at the
-//             maximum either way); writes one or two per-pair
+//   coeff     the same tile recomputed in the backward (or read back where the forward kept its values per
+//             pair, kept_sum: one, bray_curtis' two sums; chebyshev adds a sweep counting the features tied at
+//             the maximum either way); writes one or two per-pair
 //             coefficient matrices G1, G2 for a chunk of rows (fp32; at most a configurable number of bytes, chunks
 //             walk over N), and for bray_curtis_abs the row / column sums of the denominator's gradient.
 //   grad_x    tile rows x features, loop over centres; grad_w: tile centres x features, loop over rows.
@@ -102,6 +102,8 @@ __host__ __device__ constexpr bool sign_kind(int kind) { return kind == MANHATTA
 __host__ __device__ constexpr bool two_accumulators(int kind) { return kind == SMOOTH || kind == BRAYCURTIS; }
 // Per-pair coefficient matrices of the backward (G1 and, for these kinds, G2).
 __host__ __device__ constexpr int g_arrays(int kind) { return (kind == CHEBYSHEV || kind == SMOOTH || kind == BRAYCURTIS) ? 2 : 1; }
+// Values per pair the forward can keep for the backward (kept_sum): both of BRAYCURTIS' sums, one for the others.
+__host__ __device__ constexpr int kept_values(int kind) { return kind == BRAYCURTIS ? 2 : 1; }
 // Resident blocks the forward / coeff kernels ask registers for: two with one 8 x 8 accumulator, one with two
 // (chebyshev's coeff keeps its tie counts beside the maxima).
 __host__ __device__ constexpr int pair_blocks(int kind) { return two_accumulators(kind) ? 1 : 2; }
@@ -733,7 +735,7 @@ __device__ __forceinline__ float elem(float a, float b, float c1, float c2, cons
 
 // The one value per pair the forward keeps for the backward (HARMONIC_L1_CUDA_STORE): A, except SMOOTH's
 // A + log2 B (= alpha2 d), which the backward reads back as A with B = 1 (the same distance, bit for bit), and 0
-// where A = 0 as the coefficients' test of a point on its centre needs. BRAYCURTIS needs both sums: not kept.
+// where A = 0 as the coefficients' test of a point on its centre needs. BRAYCURTIS keeps B as well (store_sums).
 template <int KIND>
 __device__ __forceinline__ float kept_sum(float A, float B) {
     if constexpr (KIND == SMOOTH) {
@@ -743,22 +745,30 @@ __device__ __forceinline__ float kept_sum(float A, float B) {
     }
 }
 
-// The forward's kept values (kept_sum): N x ld fp32, rows < n only.
-template <int KIND>
-__device__ __forceinline__ void store_sums(float* sums, int ld, int n, int row0, int col0, const float A[8][8],
-                                           const float B[8][8]) {
+// One N x ld fp32 array of the forward's kept values: the thread's 8 x 8 of v, rows < n only.
+__device__ __forceinline__ void store_pairs(float* dst0, int ld, int n, int row0, int col0, const float v[8][8]) {
     const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
         const int row = row0 + own(ty, i);
         if (row >= n) continue;
-        float k[8];
-#pragma unroll
-        for (int j = 0; j < 8; ++j) k[j] = kept_sum<KIND>(A[i][j], B[i][j]);
-        float* dst = sums + static_cast<size_t>(row) * ld + col0;
-        reinterpret_cast<float4*>(dst + tx * 4)[0] = make_float4(k[0], k[1], k[2], k[3]);
-        reinterpret_cast<float4*>(dst + 64 + tx * 4)[0] = make_float4(k[4], k[5], k[6], k[7]);
+        float* dst = dst0 + static_cast<size_t>(row) * ld + col0;
+        reinterpret_cast<float4*>(dst + tx * 4)[0] = make_float4(v[i][0], v[i][1], v[i][2], v[i][3]);
+        reinterpret_cast<float4*>(dst + 64 + tx * 4)[0] = make_float4(v[i][4], v[i][5], v[i][6], v[i][7]);
     }
+}
+
+// The forward's kept values: kept_sum in sums[0 .. N x ld), and BRAYCURTIS' B in the second N x ld array.
+template <int KIND>
+__device__ __forceinline__ void store_sums(float* sums, int ld, int n, int row0, int col0, const float A[8][8],
+                                           const float B[8][8]) {
+    float k[8][8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int j = 0; j < 8; ++j) k[i][j] = kept_sum<KIND>(A[i][j], B[i][j]);
+    store_pairs(sums, ld, n, row0, col0, k);
+    if constexpr (kept_values(KIND) == 2) store_pairs(sums + static_cast<size_t>(n) * ld, ld, n, row0, col0, B);
 }
 
 __device__ __forceinline__ void load_sums(const float* sums, int ld, int n, int row0, int col0, float acc[8][8]) {
@@ -889,12 +899,17 @@ coeff_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __re
     float A[8][8], B[8][8];
     if (sums_in == nullptr) {
         pair_stats<T, KIND, P>(a, b, aa, bb, n, v, d, row0, col0, vec, sm, q, A, B);  // its barriers order col_c2's zeros
-    } else {  // the forward kept its sums (kept_sum; B unused, or 1 for SMOOTH, or chebyshev's ties below)
+    } else {  // the forward kept its values (kept_sum; B: BRAYCURTIS' second array, else unused, 1 for SMOOTH, or
+              // chebyshev's ties below)
         load_sums(sums_in, ldg, n, row0, col0, A);
+        if constexpr (kept_values(KIND) == 2) {
+            load_sums(sums_in + static_cast<size_t>(n) * ldg, ldg, n, row0, col0, B);
+        } else {
 #pragma unroll
-        for (int i = 0; i < 8; ++i)
+            for (int i = 0; i < 8; ++i)
 #pragma unroll
-            for (int j = 0; j < 8; ++j) B[i][j] = 1.0f;
+                for (int j = 0; j < 8; ++j) B[i][j] = 1.0f;
+        }
         __syncthreads();
     }
     if constexpr (KIND == CHEBYSHEV) count_ties<T>(a, b, n, v, d, row0, col0, vec, sm, A, B);

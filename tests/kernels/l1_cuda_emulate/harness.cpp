@@ -24,6 +24,7 @@ void emu_set_smem_per_block(int bytes) { emulate_smem_per_block = bytes; }
 int emu_smem_launches() { return emulate_smem_launches; }
 int emu_smooth_fallbacks() { return emulate_smooth_fallbacks; }
 int emu_coefficient_arrays(int kind) { return l1cuda::coefficient_arrays(kind); }
+int emu_kept_arrays(int kind) { return l1cuda::kept_arrays(kind); }
 int emu_padded_classes(int v) { return l1cuda::padded_classes(v); }
 
 int emu_backward(const void* a, const void* b, const float* aa, const float* bb, const int* y, int n, int v, int d,
