@@ -378,6 +378,13 @@ class Cosine(Distance):
         return KernelOperands("matmul", "cosine", x.to(dtype), w.to(dtype))
 
 
+def _canberra_bound(t: torch.Tensor) -> torch.Tensor:
+    """min_k |t_k| of each row where its max_k |t_k| <= 2^39, else -1 (also for NaN): the range the CUDA canberra
+    forward's one-reciprocal-per-two-features sweep needs (l1_kernels.cuh's canberra_tile_in_range)."""
+    mag = t.detach().abs().float()
+    return torch.where(mag.amax(-1) <= 2.0**39, mag.amin(-1), -1.0)
+
+
 @register
 class Canberra(Distance):
     """sum_k |x_k - w_k| / (|x_k| + |w_k|), terms with 0/0 count 0 (as scipy)."""
@@ -398,7 +405,10 @@ class Canberra(Distance):
         return _broadcast_chunked(fn, x, w)
 
     def kernel_operands(self, x, w, params, factor, training, dtype):
-        return KernelOperands("l1", "canberra", x, w)
+        # aa, bb: per row / centre, min_k |v_k| where max_k |v_k| <= 2^39, else -1 (detached): where every pair of
+        # a tile is within range, the CUDA forward adds two features' terms with one reciprocal
+        aa, bb = (_canberra_bound(t) for t in (x, w))
+        return KernelOperands("l1", "canberra", x, w, aa=aa, bb=bb)
 
 
 @register

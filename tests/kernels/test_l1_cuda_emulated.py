@@ -264,3 +264,35 @@ def test_fma_pipe_rcp_and_exp2_are_as_accurate_as_the_special_function_unit(emu)
         assert float(rel.max()) <= 1.4 * 2**-24, float(rel.max()) / 2**-24
     below = torch.tensor([-126.0, -150.0, -float("inf")])
     assert torch.equal(_fma_function(emu, 1, below), torch.full((3,), 2.0**-125, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("keep_sums", [False, True])
+def test_canberra_tiles_out_of_the_pair_range_take_one_reciprocal_per_feature(emu, dtype, keep_sums):
+    """canberra's forward adds two features' terms over one reciprocal of s_1 s_2 (s = |x_k| + |w_k|), which needs
+    every s of a tile's pairs in [2^-40, 2^40]. A tile holding a row and a centre of values near 1e-22 (s_1 s_2
+    underflows), and the tiles of a centre with two features at 1e20 (it overflows) must take one reciprocal per
+    feature, in the forward and (recomputing) in the coefficients; the other tiles take the pairs, and either way
+    the results are the reference's. D is odd: the last feature of each pair sweep is added alone."""
+    gen = torch.Generator().manual_seed(7)
+    x, w = torch.randn(260, 21, generator=gen), 0.5 * torch.randn(300, 21, generator=gen)
+    x[140] *= 1e-22  # row tile 1 ...
+    w[7] = 0.5 * x[140]  # ... with centre tile 0: the tile's pair (140, 7) has every s near 1e-22
+    w[290, 2:4] = 1e20  # centre tile 2: beyond 2^39, out of range with every row tile
+    x, w = x.to(dtype), w.to(dtype)
+    y = torch.randint(0, 300, (260,), generator=gen)
+    y[140], y[0] = 7, 290
+    a, b, aa, bb, kind, ops = _operands("canberra", {}, x, w)
+    assert float(bb[290]) == -1.0 and 0 < float(aa[140]) < 2**-40
+    before = emu.emu_canberra_fallbacks()
+    per_row, dx, dw, *_ = _emulated(emu, a, b, aa, bb, y, kind, 3.0, 1e-8, ops.scale, ops.p, ops.alpha, 0.0, 2**30,
+                                    keep_sums)  # fmt: skip
+    # of the 3 x 3 tiles: (row tile 1, centre tile 0) and the three of centre tile 2, in the forward (and coefficients)
+    assert emu.emu_canberra_fallbacks() - before == (4 if keep_sums else 8)
+    want_rows, want_dx, want_dw = _reference(a, b, y, kind, ops, 3.0, 1e-8, 0.0)
+    torch.testing.assert_close(per_row, want_rows, rtol=1e-5, atol=1e-5)
+    # the fused backward's own range (l1_kernels.cuh, CANBERRA_SCALE): its sign steps are exact for |x u| >= 2^-81,
+    # which the pair (140, 7) is not (|x u| near 1e-44): leave its row of dx and its centre of dW out
+    keep_x, keep_w = torch.arange(260) != 140, torch.arange(300) != 7
+    for got, want in ((dx[keep_x], want_dx[keep_x]), (dw[keep_w], want_dw[keep_w])):
+        assert float((got - want).norm() / want.norm()) <= 1e-5

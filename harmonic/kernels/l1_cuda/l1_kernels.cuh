@@ -378,10 +378,12 @@ struct alignas(16) PairSmem {
 };
 
 // Calls update(av, bv, live) once per feature k, in order, with the thread's 8 row values av (rows own(ty, i)) and
-// 8 centre values bv (centres own(tx, j)); live is false for the zero padding past D.
-template <typename T, typename F>
+// 8 centre values bv (centres own(tx, j)); live is false for the zero padding past D. STEP = 2: update(av, bv, av2,
+// bv2, live) once per two features k, k + 1, live = how many of them lie inside D (2, 1 or 0; block-uniform).
+template <typename T, int STEP = 1, typename F>
 __device__ __forceinline__ void pair_sweep(const T* a, const T* b, int n, int v, int d, int row0, int col0, bool vec,
                                            PairSmem& sm, F&& update) {
+    static_assert(STEP == 1 || STEP == 2, "one or two features per update");
     const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
     Raw8<T> ra, rb;
     fetch_t<T>(a, n, d, row0, 0, vec, ra);
@@ -396,11 +398,18 @@ __device__ __forceinline__ void pair_sweep(const T* a, const T* b, int n, int v,
             fetch_t<T>(b, v, d, col0, k0 + BK, vec, rb);
         }
 #pragma unroll
-        for (int kk = 0; kk < BK; ++kk) {
+        for (int kk = 0; kk < BK; kk += STEP) {
             float av[8], bv[8];
             read8(sm.a[buf][kk], ty, av);
             read8(sm.b[buf][kk], tx, bv);
-            update(av, bv, k0 + kk < d);
+            if constexpr (STEP == 1) {
+                update(av, bv, k0 + kk < d);
+            } else {
+                float av2[8], bv2[8];
+                read8(sm.a[buf][kk + 1], ty, av2);
+                read8(sm.b[buf][kk + 1], tx, bv2);
+                update(av, bv, av2, bv2, d - k0 - kk >= 2 ? 2 : (d - k0 - kk == 1 ? 1 : 0));
+            }
         }
         if (more) {
             store_t<T, false>(sm.a[buf ^ 1], ra);
@@ -581,8 +590,70 @@ __device__ __forceinline__ void smooth_factor_sweep(const T* a, const T* b, cons
     }
 }
 
-// The tile's per-pair accumulators (aa, bb: the kind's per-row / per-centre terms, read here by SMOOTH only: its
-// max_k |v_k|). SMOOTH takes the factor sweep above, or where the tile is out of its range two sweeps:
+// ---- CANBERRA with one reciprocal per two features ---------------------------------------------------------------
+
+// |u_1| / s_1 + |u_2| / s_2 = (|u_1| s_2 + |u_2| s_1) / (s_1 s_2), s = |x_k| + |w_k|: two features' terms cost 8
+// instructions and one rcp instead of 8 and two (the forward's special-function unit, a quarter of the FMA pipe's
+// rate, was its bound). Exact enough where every s of the pair lies in [2^-40, 2^40]: s_1 s_2 in [2^-80, 2^80], its
+// reciprocal normal, and a numerator |u| s is at least 2^-25 s_1 s_2 > 2^-126 wherever u != 0 (fp32 and bf16
+// values: |u| >= 2^-25 s), so no term flushes to 0. s_k >= max(|x_k|, |w_k|), so that holds for a pair where
+// max |v| <= 2^39 for the row and for the centre, and min_k |x_k| >= 2^-40 or min_k |w_k| >= 2^-40: the CANBERRA
+// operands aa / bb carry min_k |v_k| for each row / centre, or -1 where max_k |v_k| > 2^39 (or is not finite;
+// harmonic/distances.py). A tile where some pair is outside (a row and a centre with exact zeros, ReLU features at
+// a zero-initialised centre, or values beyond 2^39) takes the one-reciprocal-per-feature sweep.
+constexpr float CANBERRA_PAIR_MIN = 0x1p-40f;
+
+// The CANBERRA operands' bound of row (centre) i of a matrix of `count`: padding past the end qualifies (its pairs
+// are never read).
+__device__ __forceinline__ float canberra_bound_at(const float* bound, int i, int count) {
+    return i < count ? bound[i] : FLT_MAX;
+}
+
+// Whether every pair of the tile may take canberra_pair_sweep (above): block-uniform; false without operands.
+__device__ __forceinline__ bool canberra_tile_in_range(const float* amin, const float* bmin, int n, int v, int row0,
+                                                       int col0) {
+    if (amin == nullptr || bmin == nullptr) return false;
+    const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
+    bool rows_small = false, cols_small = false;  // a row (centre) whose min |v| is below the bound, or out of range
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        const float ra = canberra_bound_at(amin, row0 + own(ty, i), n), cb = canberra_bound_at(bmin, col0 + own(tx, i), v);
+        const bool out = !(ra >= 0.0f) || !(cb >= 0.0f);  // -1 or NaN: no pair of this row (centre) qualifies
+        rows_small = rows_small || out || !(ra >= CANBERRA_PAIR_MIN);
+        cols_small = cols_small || out || !(cb >= CANBERRA_PAIR_MIN);
+    }
+    // every pair has a row or a centre at or above the bound unless some row and some centre are both below it
+    const bool any_rows = __syncthreads_or(rows_small), any_cols = __syncthreads_or(cols_small);
+    return !(any_rows && any_cols);
+}
+
+// A = sum_k |u_k| / s_k over the tile's pairs, two features per reciprocal (the tile in range: above).
+template <typename T>
+__device__ __forceinline__ void canberra_pair_sweep(const T* a, const T* b, int n, int v, int d, int row0, int col0,
+                                                    bool vec, PairSmem& sm, float A[8][8]) {
+    pair_sweep<T, 2>(a, b, n, v, d, row0, col0, vec, sm,
+                     [&](const float* av, const float* bv, const float* av2, const float* bv2, int live) {
+        if (live == 2) {
+#pragma unroll
+            for (int i = 0; i < 8; ++i)
+#pragma unroll
+                for (int j = 0; j < 8; ++j) {
+                    const float s1 = fabsf(av[i]) + fabsf(bv[j]), s2 = fabsf(av2[i]) + fabsf(bv2[j]);
+                    const float num = fmaf(fabsf(av2[i] - bv2[j]), s1, fabsf(av[i] - bv[j]) * s2);
+                    A[i][j] = fmaf(num, fast_rcp(s1 * s2), A[i][j]);
+                }
+        } else if (live == 1) {  // odd D: the last feature alone
+#pragma unroll
+            for (int i = 0; i < 8; ++i)
+#pragma unroll
+                for (int j = 0; j < 8; ++j)
+                    A[i][j] = fmaf(fabsf(av[i] - bv[j]), fast_rcp(fabsf(av[i]) + fabsf(bv[j])), A[i][j]);
+        }
+    });
+}
+
+// The tile's per-pair accumulators (aa, bb: the kind's per-row / per-centre terms, read here by SMOOTH: its
+// max_k |v_k|, and CANBERRA: its bounds above). SMOOTH takes the factor sweep above, or where the tile is out of its range two sweeps:
 // A = alpha2 max_k |u_k| (alpha2 = alpha / ln 2), then B (smooth_exp_sweep), so the largest terms have exponents
 // near 0, where exp2 of a rounded exponent is most accurate.
 template <typename T, int KIND, int P>
@@ -611,6 +682,11 @@ __device__ __forceinline__ void pair_stats(const T* a, const T* b, const float* 
             for (int j = 0; j < 8; ++j) A[i][j] *= q.alpha2;
         smooth_exp_sweep<T>(a, b, n, v, d, row0, col0, vec, sm, q, A, B);
     } else if constexpr (KIND == CANBERRA) {
+        if (canberra_tile_in_range(aa, bb, n, v, row0, col0)) {
+            canberra_pair_sweep<T>(a, b, n, v, d, row0, col0, vec, sm, A);
+            return;
+        }
+        L1_COUNT(emulate_canberra_fallbacks);
         // den = |a| + (|b| + FLT_MIN): |a| + |b| (the FLT_MIN vanishes unless both are below ~2^-100) and never 0,
         // where u = 0 too; 8 additions per feature instead of a clamp per triple
         pair_sweep<T>(a, b, n, v, d, row0, col0, vec, sm, [&](const float* av, const float* bv, bool) {

@@ -107,6 +107,7 @@ inline cudaError_t cudaGetDevice(int* device) { return *device = 0, cudaSuccess;
 inline int emulate_smem_per_block = 227 * 1024;
 inline int emulate_smem_launches = 0;
 inline int emulate_smooth_fallbacks = 0;  // chebyshev_smooth tiles computed in two sweeps (L1_COUNT)
+inline int emulate_canberra_fallbacks = 0;  // canberra tiles with one rcp per feature (L1_COUNT)
 inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int) {
     *value = attr == cudaDevAttrMaxSharedMemoryPerBlockOptin ? emulate_smem_per_block : 2;
     return cudaSuccess;

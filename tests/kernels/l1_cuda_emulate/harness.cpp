@@ -23,6 +23,7 @@ int emu_chunk_rows(int n, int v, int kind, long max_g_bytes) { return l1cuda::ch
 void emu_set_smem_per_block(int bytes) { emulate_smem_per_block = bytes; }
 int emu_smem_launches() { return emulate_smem_launches; }
 int emu_smooth_fallbacks() { return emulate_smooth_fallbacks; }
+int emu_canberra_fallbacks() { return emulate_canberra_fallbacks; }
 int emu_coefficient_arrays(int kind) { return l1cuda::coefficient_arrays(kind); }
 int emu_kept_arrays(int kind) { return l1cuda::kept_arrays(kind); }
 int emu_padded_classes(int v) { return l1cuda::padded_classes(v); }
