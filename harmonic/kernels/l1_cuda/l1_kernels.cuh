@@ -225,8 +225,8 @@ struct Raw8<__nv_bfloat16> {
     unsigned w[4];
 };
 
-// r = elements 0..7 of src (e < valid; 0 beyond, or 1 with PAD_ONE). vec: src is 16-byte aligned.
-template <typename T, bool PAD_ONE = false>
+// r = elements 0..7 of src (e < valid; 0 beyond). vec: src is 16-byte aligned.
+template <typename T>
 __device__ __forceinline__ void load_raw8(const T* src, int valid, bool vec, Raw8<T>& r) {
     if constexpr (sizeof(T) == 4) {
         if (vec && valid >= 8) {
@@ -236,7 +236,7 @@ __device__ __forceinline__ void load_raw8(const T* src, int valid, bool vec, Raw
             r.v[4] = q.x; r.v[5] = q.y; r.v[6] = q.z; r.v[7] = q.w;
         } else {
 #pragma unroll
-            for (int e = 0; e < 8; ++e) r.v[e] = e < valid ? src[e] : (PAD_ONE ? 1.0f : 0.0f);
+            for (int e = 0; e < 8; ++e) r.v[e] = e < valid ? src[e] : 0.0f;
         }
     } else {
         const unsigned short* s = reinterpret_cast<const unsigned short*>(src);
@@ -245,9 +245,8 @@ __device__ __forceinline__ void load_raw8(const T* src, int valid, bool vec, Raw
             r.w[0] = p.x; r.w[1] = p.y; r.w[2] = p.z; r.w[3] = p.w;
         } else {
 #pragma unroll
-            constexpr unsigned pad = PAD_ONE ? 0x3F80u : 0u;  // bf16 1.0
             for (int e = 0; e < 4; ++e) {
-                const unsigned lo = 2 * e < valid ? s[2 * e] : pad, hi = 2 * e + 1 < valid ? s[2 * e + 1] : pad;
+                const unsigned lo = 2 * e < valid ? s[2 * e] : 0u, hi = 2 * e + 1 < valid ? s[2 * e + 1] : 0u;
                 r.w[e] = lo | (hi << 16);
             }
         }
@@ -299,12 +298,12 @@ __device__ __forceinline__ float step(float a, float b) {
 
 // Thread t loads row t % 128, columns (t / 128) * 8 .. + 8 of rows [row0, row0 + 128) x cols [c0, c0 + 16): one
 // 16-byte load for bf16, two for fp32; stored transposed (dst[col][row]), conflict-free (a warp: 32 rows).
-template <typename T, bool PAD_ONE = false>
+template <typename T>
 __device__ __forceinline__ void fetch_t(const T* m, int rows, int cols, int row0, int c0, bool vec, Raw8<T>& r) {
     const int row = row0 + (threadIdx.x & 127);
     const int col = c0 + (threadIdx.x >> 7) * 8;
     const int valid = row < rows ? min(8, cols - col) : 0;
-    load_raw8<T, PAD_ONE>(m + static_cast<size_t>(row) * cols + col, valid, vec, r);
+    load_raw8<T>(m + static_cast<size_t>(row) * cols + col, valid, vec, r);
 }
 
 __device__ __forceinline__ void store_t(float (*dst)[TILE], const float r[8]) {
@@ -379,37 +378,37 @@ struct alignas(16) PairSmem {
 };
 
 // Calls update(av, bv, live) once per feature k, in order, with the thread's 8 row values av (rows own(ty, i)) and
-// 8 centre values bv (centres own(tx, j)); live is false for the zero padding past D. PAIRS: update(av, bv, av2,
-// bv2) once per two features k, k + 1, with padding (past D, N or V) of 1 instead of 0.
-template <typename T, bool PAIRS = false, typename F>
+// 8 centre values bv (centres own(tx, j)); live is false for the zero padding past D. STEP = 2: update(av, bv, av2,
+// bv2, live) once per two features k, k + 1, live = how many of them lie inside D (2, 1 or 0; block-uniform).
+template <typename T, int STEP = 1, typename F>
 __device__ __forceinline__ void pair_sweep(const T* a, const T* b, int n, int v, int d, int row0, int col0, bool vec,
                                            PairSmem& sm, F&& update) {
-    constexpr int STEP = PAIRS ? 2 : 1;
+    static_assert(STEP == 1 || STEP == 2, "one or two features per update");
     const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
     Raw8<T> ra, rb;
-    fetch_t<T, PAIRS>(a, n, d, row0, 0, vec, ra);
-    fetch_t<T, PAIRS>(b, v, d, col0, 0, vec, rb);
+    fetch_t<T>(a, n, d, row0, 0, vec, ra);
+    fetch_t<T>(b, v, d, col0, 0, vec, rb);
     store_t<T, false>(sm.a[0], ra);
     store_t<T, false>(sm.b[0], rb);
     __syncthreads();
     for (int k0 = 0, buf = 0; k0 < d; k0 += BK, buf ^= 1) {
         const bool more = k0 + BK < d;
         if (more) {  // next slice in flight while this one computes
-            fetch_t<T, PAIRS>(a, n, d, row0, k0 + BK, vec, ra);
-            fetch_t<T, PAIRS>(b, v, d, col0, k0 + BK, vec, rb);
+            fetch_t<T>(a, n, d, row0, k0 + BK, vec, ra);
+            fetch_t<T>(b, v, d, col0, k0 + BK, vec, rb);
         }
 #pragma unroll
         for (int kk = 0; kk < BK; kk += STEP) {
             float av[8], bv[8];
             read8(sm.a[buf][kk], ty, av);
             read8(sm.b[buf][kk], tx, bv);
-            if constexpr (PAIRS) {
+            if constexpr (STEP == 1) {
+                update(av, bv, k0 + kk < d);
+            } else {
                 float av2[8], bv2[8];
                 read8(sm.a[buf][kk + 1], ty, av2);
                 read8(sm.b[buf][kk + 1], tx, bv2);
-                update(av, bv, av2, bv2);
-            } else {
-                update(av, bv, k0 + kk < d);
+                update(av, bv, av2, bv2, d - k0 - kk >= 2 ? 2 : (d - k0 - kk == 1 ? 1 : 0));
             }
         }
         if (more) {
@@ -604,8 +603,8 @@ __device__ __forceinline__ void smooth_factor_sweep(const T* a, const T* b, cons
 // a zero-initialised centre, or values beyond 2^39) takes the one-reciprocal-per-feature sweep.
 constexpr float CANBERRA_PAIR_MIN = 0x1p-40f;
 
-// The CANBERRA operands' bound of row (centre) i of a matrix of `count`: padding past the end qualifies (the sweep
-// pads with 1).
+// The CANBERRA operands' bound of row (centre) i of a matrix of `count`: padding past the end qualifies (its pairs
+// are never read).
 __device__ __forceinline__ float canberra_bound_at(const float* bound, int i, int count) {
     return i < count ? bound[i] : FLT_MAX;
 }
@@ -628,22 +627,28 @@ __device__ __forceinline__ bool canberra_tile_in_range(const float* amin, const 
     return !(any_rows && any_cols);
 }
 
-// A = sum_k |u_k| / s_k over the tile's pairs, two features per reciprocal (the tile in range: above). The padding
-// past D (odd D), N and V is 1 in both operands: u = 0 and s = 2, so a padded feature adds exactly nothing to its
-// pair's term (|u_1| 2 / (s_1 2)) and no padded pair meets s = 0.
+// A = sum_k |u_k| / s_k over the tile's pairs, two features per reciprocal (the tile in range: above).
 template <typename T>
 __device__ __forceinline__ void canberra_pair_sweep(const T* a, const T* b, int n, int v, int d, int row0, int col0,
                                                     bool vec, PairSmem& sm, float A[8][8]) {
-    pair_sweep<T, true>(a, b, n, v, d, row0, col0, vec, sm,
-                        [&](const float* av, const float* bv, const float* av2, const float* bv2) {
+    pair_sweep<T, 2>(a, b, n, v, d, row0, col0, vec, sm,
+                     [&](const float* av, const float* bv, const float* av2, const float* bv2, int live) {
+        if (live == 2) {
 #pragma unroll
-        for (int i = 0; i < 8; ++i)
+            for (int i = 0; i < 8; ++i)
 #pragma unroll
-            for (int j = 0; j < 8; ++j) {
-                const float s1 = fabsf(av[i]) + fabsf(bv[j]), s2 = fabsf(av2[i]) + fabsf(bv2[j]);
-                const float num = fmaf(fabsf(av2[i] - bv2[j]), s1, fabsf(av[i] - bv[j]) * s2);
-                A[i][j] = fmaf(num, fast_rcp(s1 * s2), A[i][j]);
-            }
+                for (int j = 0; j < 8; ++j) {
+                    const float s1 = fabsf(av[i]) + fabsf(bv[j]), s2 = fabsf(av2[i]) + fabsf(bv2[j]);
+                    const float num = fmaf(fabsf(av2[i] - bv2[j]), s1, fabsf(av[i] - bv[j]) * s2);
+                    A[i][j] = fmaf(num, fast_rcp(s1 * s2), A[i][j]);
+                }
+        } else if (live == 1) {  // odd D: the last feature alone
+#pragma unroll
+            for (int i = 0; i < 8; ++i)
+#pragma unroll
+                for (int j = 0; j < 8; ++j)
+                    A[i][j] = fmaf(fabsf(av[i] - bv[j]), fast_rcp(fabsf(av[i]) + fabsf(bv[j])), A[i][j]);
+        }
     });
 }
 
