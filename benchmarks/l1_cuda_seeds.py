@@ -32,7 +32,7 @@ def main(argv=None):
                 print(json.dumps(row), flush=True)
     summary = {}
     for head in args.head:
-        for key in ("dx_rel_err", "dW_rel_err"):
+        for key in ("dx_rel_err", "dW_rel_err", "dx_excess_rel_err", "dW_excess_rel_err"):
             for impl in ("", "triton_"):
                 values = [r[impl + key] for r in rows if r["head"] == head and impl + key in r]
                 if values:
