@@ -188,6 +188,19 @@ def test_smooth_pairs_without_gradient_stay_finite(emu, fused):
         assert float((got - want).norm() / want.norm()) <= 1e-4
 
 
+def _fallbacks_and_grads(emu, fallback_count, name, params, x, w, y, keep_sums):
+    """Runs the emulated kernels on these inputs (n = 3, eps = 1e-8), checks the per-row losses against the reference,
+    and returns how many tiles fallback_count (an emulator counter) saw meanwhile, (dx, dW) and the reference's."""
+    a, b, aa, bb, kind, ops = _operands(name, params, x, w)
+    before = fallback_count()
+    per_row, dx, dw, *_ = _emulated(emu, a, b, aa, bb, y, kind, 3.0, 1e-8, ops.scale, ops.p, ops.alpha, 0.0, 2**30,
+                                    keep_sums)  # fmt: skip
+    fallbacks = fallback_count() - before
+    want_rows, want_dx, want_dw = _reference(a, b, y, kind, ops, 3.0, 1e-8, 0.0)
+    torch.testing.assert_close(per_row, want_rows, rtol=1e-5, atol=1e-5)
+    return fallbacks, (dx, dw), (want_dx, want_dw)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("keep_sums", [False, True])
 def test_smooth_tiles_out_of_the_factor_range_take_two_sweeps(emu, dtype, keep_sums):
@@ -206,15 +219,11 @@ def test_smooth_tiles_out_of_the_factor_range_take_two_sweeps(emu, dtype, keep_s
     x, w = x.to(dtype), w.to(dtype)
     y = torch.randint(0, 300, (260,), generator=gen)
     y[140] = 7
-    a, b, aa, bb, kind, ops = _operands("chebyshev_smooth", {"alpha": 10.0}, x, w)
-    before = emu.emu_smooth_fallbacks()
-    per_row, dx, dw, *_ = _emulated(emu, a, b, aa, bb, y, kind, 3.0, 1e-8, ops.scale, ops.p, ops.alpha, 0.0, 2**30,
-                                    keep_sums)  # fmt: skip
+    fallbacks, grads, want_grads = _fallbacks_and_grads(emu, emu.emu_smooth_fallbacks, "chebyshev_smooth",
+                                                        {"alpha": 10.0}, x, w, y, keep_sums)  # fmt: skip
     # of the 3 x 3 tiles only (row tile 1, centre tile 0), in the forward (and the coefficients)
-    assert emu.emu_smooth_fallbacks() - before == (1 if keep_sums else 2)
-    want_rows, want_dx, want_dw = _reference(a, b, y, kind, ops, 3.0, 1e-8, 0.0)
-    torch.testing.assert_close(per_row, want_rows, rtol=1e-5, atol=1e-5)
-    for got, want in ((dx, want_dx), (dw, want_dw)):
+    assert fallbacks == (1 if keep_sums else 2)
+    for got, want in zip(grads, want_grads):
         assert float((got - want).norm() / want.norm()) <= 1e-5
 
 
@@ -282,17 +291,14 @@ def test_canberra_tiles_out_of_the_pair_range_take_one_reciprocal_per_feature(em
     x, w = x.to(dtype), w.to(dtype)
     y = torch.randint(0, 300, (260,), generator=gen)
     y[140], y[0] = 7, 290
-    a, b, aa, bb, kind, ops = _operands("canberra", {}, x, w)
+    _, _, aa, bb, _, _ = _operands("canberra", {}, x, w)
     assert float(bb[290]) == -1.0 and 0 < float(aa[140]) < 2**-40
-    before = emu.emu_canberra_fallbacks()
-    per_row, dx, dw, *_ = _emulated(emu, a, b, aa, bb, y, kind, 3.0, 1e-8, ops.scale, ops.p, ops.alpha, 0.0, 2**30,
-                                    keep_sums)  # fmt: skip
+    fallbacks, grads, want_grads = _fallbacks_and_grads(emu, emu.emu_canberra_fallbacks, "canberra", {}, x, w, y,
+                                                        keep_sums)  # fmt: skip
     # of the 3 x 3 tiles: (row tile 1, centre tile 0) and the three of centre tile 2, in the forward (and coefficients)
-    assert emu.emu_canberra_fallbacks() - before == (4 if keep_sums else 8)
-    want_rows, want_dx, want_dw = _reference(a, b, y, kind, ops, 3.0, 1e-8, 0.0)
-    torch.testing.assert_close(per_row, want_rows, rtol=1e-5, atol=1e-5)
+    assert fallbacks == (4 if keep_sums else 8)
     # the fused backward's own range (l1_kernels.cuh, CANBERRA_SCALE): its sign steps are exact for |x u| >= 2^-81,
     # which the pair (140, 7) is not (|x u| near 1e-44): leave its row of dx and its centre of dW out
-    keep_x, keep_w = torch.arange(260) != 140, torch.arange(300) != 7
-    for got, want in ((dx[keep_x], want_dx[keep_x]), (dw[keep_w], want_dw[keep_w])):
-        assert float((got - want).norm() / want.norm()) <= 1e-5
+    keep = (torch.arange(260) != 140, torch.arange(300) != 7)
+    for got, want, rows in zip(grads, want_grads, keep):
+        assert float((got[rows] - want[rows]).norm() / want[rows].norm()) <= 1e-5
