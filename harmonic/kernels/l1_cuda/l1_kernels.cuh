@@ -471,9 +471,10 @@ __device__ __forceinline__ void smooth_exp_sweep(const T* a, const T* b, int n, 
 // (row, feature) or one (centre, feature): the block computes the factors once per element as it stages them, and
 // a triple costs two products, a max and an addition, with no exp2 (the two sweeps below: 8.7 instructions per
 // triple and the special-function unit). Each factor is 2^(hi - o) (one ex2) times 1 + lo ln 2, with p = alpha2 v
-// split exactly as hi + lo (lo = fma(alpha2, v, -hi)), so it is within a few ulp of 2^(p - o): unlike exp2 of a
-// rounded exponent, whose relative error grows with the exponent (the one-sweep form offset by a bound,
-// benchmarks/results/l1-cuda-h200-fmapipe/, lost that way). o is an integer offset per row (o_r) and per centre
+// split exactly as hi + lo (lo = fma(alpha2, v, -hi)). hi - o itself is rounded where it needs more bits than hi
+// (|hi - o| <= 2 o): a relative error of at most ln 2 o 2^-23 in the factor (3.3e-6 at o = 40), the same order as
+// exp2 of a rounded exponent; held in fp32, the kernels' gradients measure as Triton's (benchmarks/results/
+// l1-cuda-h200-pairs/smooth-1005/). o is an integer offset per row (o_r) and per centre
 // (o_c), ceil(alpha2 max_k |v_k|) from the SMOOTH operands' aa / bb, so no factor exceeds 1 and the sum
 // S = sum_k 2^(alpha2 |u_k| - o_r - o_c) <= D never overflows; alpha2 d = log2 S + o_r + o_c. A factor or term far
 // below a pair's largest term may flush to 0 (ex2.approx.ftz) without effect as long as that largest term,
@@ -538,7 +539,7 @@ __device__ __forceinline__ void store_factor_slice(FactorSmem& fs, int buf, cons
     for (int e = 0; e < FK; ++e) {
         const float hi = val[e] * alpha2;
         const float lo = fmaf(val[e], alpha2, -hi);
-        dst[0][e][row] = e < live ? fast_ex2(hi - o) * fmaf(lo, LN2, 1.0f) : 0.0f;  // hi - o: exact
+        dst[0][e][row] = e < live ? fast_ex2(hi - o) * fmaf(lo, LN2, 1.0f) : 0.0f;  // hi - o: rounded (above)
         dst[1][e][row] = e < live ? fast_ex2(-hi - o) * fmaf(-lo, LN2, 1.0f) : 0.0f;
     }
 }
