@@ -125,6 +125,10 @@ CASES = [
     ("minkowski", {"p": 4.0}, torch.float32, (40, 70, 33), 0.0, 2**30),
     ("canberra", {}, torch.bfloat16, (50, 140, 40), 0.05, 2**30),
     ("canberra", {}, torch.float32, (130, 40, 21), 0.0, 1),
+    # several feature blocks, the last one partial: the narrow fused tile's 64 (canberra, p = 1.5) and the wide 128
+    ("canberra", {}, torch.bfloat16, (40, 50, 150), 0.0, 2**30),
+    ("minkowski", {"p": 1.5}, torch.bfloat16, (40, 50, 132), 0.0, 2**30),
+    ("chebyshev_smooth", {"alpha": 10.0}, torch.float32, (40, 50, 140), 0.0, 2**30),
 ]
 
 
@@ -227,22 +231,31 @@ def test_smooth_tiles_out_of_the_factor_range_take_two_sweeps(emu, dtype, keep_s
         assert float((got - want).norm() / want.norm()) <= 1e-5
 
 
-def test_fused_sweep_runs_where_its_shared_memory_fits(emu):
-    """The fused dx / dW sweep takes 160-176 KB of shared memory per block: on a device that allows it (an H100's
-    227 KB) it runs; on one with 99 KB (sm_86 / sm_89) the launcher falls back to grad_x and grad_w, with the same
+# Shared memory per block of the fused sweep (l1_kernels.cuh's FusedSmem): canberra's narrow tile (8 x 4 per thread,
+# one coefficient array) and chebyshev_smooth's wide one (8 x 8, two arrays).
+FUSED_SMEM_BYTES = {"canberra": 88 * 1024, "chebyshev_smooth": 176 * 1024}
+
+
+@pytest.mark.parametrize("name", sorted(FUSED_SMEM_BYTES))
+def test_fused_sweep_runs_where_its_shared_memory_fits(emu, name):
+    """The fused dx / dW sweep takes 88 KB (canberra's narrow tile) to 176 KB (chebyshev_smooth's wide tile and two
+    coefficient arrays) of shared memory per block: on a device that allows it (an H100's 227 KB; canberra also on
+    the 99 KB of sm_86 / sm_89) it runs; with less the launcher falls back to grad_x and grad_w, with the same
     results."""
     gen = torch.Generator().manual_seed(4)
     x, w = torch.randn(70, 24, generator=gen), torch.randn(40, 24, generator=gen)
     y = torch.randint(0, 40, (70,), generator=gen)
-    a, b, aa, bb, kind, ops = _operands("canberra", {}, x, w)
+    params = {"alpha": 3.0} if name == "chebyshev_smooth" else {}
+    a, b, aa, bb, kind, ops = _operands(name, params, x, w)
     _, want_dx, want_dw = _reference(a, b, y, kind, ops, 3.0, 1e-8, 0.0)
+    need = FUSED_SMEM_BYTES[name]
     try:
-        for smem, fused_runs in ((227 * 1024, True), (99 * 1024, False)):
+        for smem, fused_runs in ((227 * 1024, True), (need, True), (need - 1024, False)):
             emu.emu_set_smem_per_block(smem)
             before = emu.emu_smem_launches()
             _, dx, dw, *_ = _emulated(emu, a, b, aa, bb, y, kind, 3.0, 1e-8, ops.scale, ops.p, ops.alpha, 0.0, 2**30,
                                       False, True)  # fmt: skip
-            assert (emu.emu_smem_launches() > before) == fused_runs
+            assert (emu.emu_smem_launches() > before) == fused_runs, smem
             for got, want in ((dx, want_dx), (dw, want_dw)):
                 assert float((got - want).norm() / want.norm()) <= 1e-5
     finally:

@@ -15,7 +15,8 @@
 // a 128 x 128 block tile; the reduction axis is walked in steps of 16, staged through shared memory (two buffers,
 // the next step's global loads in flight while the current step computes). A thread's 8 rows are ty*4 + {0..3} and
 // 64 + ty*4 + {0..3} (likewise its 8 columns with tx), so its shared-memory reads are 16-byte vectors without bank
-// conflicts.
+// conflicts. grad_xw may instead run a narrow tile, 8 x 4 per thread and 128 x 64 per block, at two blocks per SM
+// (fused_cols).
 //
 //   forward   tile rows x centres, loop over features: the per-pair accumulators (manhattan: acc += |x - w|, FADD +
 //             FADD with the |.| operand modifier); the finished tile folds into per-row log-sum-exp partials (one
@@ -320,18 +321,23 @@ __device__ __forceinline__ void store_t(float (*dst)[TILE], const Raw8<T>& raw) 
     store_t(dst, r);
 }
 
-// Thread t loads row (t / 16) of a 16-row slice, columns (t % 16) * 8 .. + 8 of a 128-column block: coalesced
-// 16-row x 128-column slice stored as dst[row][col] (no transpose).
-template <typename T>
+// Thread t loads row t / (W / 8) of a 16-row slice, columns (t % (W / 8)) * 8 .. + 8 of a W-column block
+// (W = 128: every thread; W = 64, the narrow fused sweep's: threads 0..127, the others load nothing): a coalesced
+// 16-row x W-column slice stored as dst[row][col] (no transpose).
+template <typename T, int W = TILE>
 __device__ __forceinline__ void fetch_n(const T* m, int rows, int cols, int row0, int c0, bool vec, Raw8<T>& r) {
-    const int row = row0 + (threadIdx.x >> 4);
-    const int col = c0 + (threadIdx.x & 15) * 8;
-    const int valid = row < rows ? min(8, cols - col) : 0;
+    constexpr int PER_ROW = W / 8;
+    const int row = row0 + static_cast<int>(threadIdx.x) / PER_ROW;
+    const int col = c0 + (threadIdx.x % PER_ROW) * 8;
+    const int valid = threadIdx.x < BK * PER_ROW && row < rows ? min(8, cols - col) : 0;
     load_raw8<T>(m + static_cast<size_t>(row) * cols + col, valid, vec, r);
 }
 
-__device__ __forceinline__ void store_n(float (*dst)[TILE], const float r[8]) {
-    float* p = &dst[threadIdx.x >> 4][(threadIdx.x & 15) * 8];
+template <int W = TILE>
+__device__ __forceinline__ void store_n(float (*dst)[W], const float r[8]) {
+    constexpr int PER_ROW = W / 8;
+    if (W < TILE && threadIdx.x >= BK * PER_ROW) return;
+    float* p = &dst[threadIdx.x / PER_ROW][(threadIdx.x % PER_ROW) * 8];
     reinterpret_cast<float4*>(p)[0] = make_float4(r[0], r[1], r[2], r[3]);
     reinterpret_cast<float4*>(p)[1] = make_float4(r[4], r[5], r[6], r[7]);
 }
@@ -1056,10 +1062,10 @@ coeff_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __re
 
 // ---- backward, steps 2 and 3: dx and dW ------------------------------------------------------------------------
 
-template <int NG>
+template <int NG, int W = TILE>
 struct alignas(16) GradSmem {
     float g[NG][2][BK][TILE];  // G1 (G2) slices, [centre][row] (grad_x) or [row][centre] (grad_w)
-    float o[2][BK][TILE];      // the other operand, [centre][feature] or [row][feature]
+    float o[2][BK][W];         // the other operand, [centre][feature] or [row][feature] (W features: grad_xw's)
 };
 
 // The sign kinds' sum of G over the stage's 16 centres (grad_x) or rows (grad_w), for the thread's 8 rows (centres):
@@ -1104,18 +1110,23 @@ __device__ __forceinline__ float step2(float a, float b2) {
     }
 }
 
-// The thread's 8 x 8 of the chunk's rows (values or KEYS), 0 past the chunk and past D: the register operand of
+// Index of a thread's j-th feature inside a block tile of 16 TW features: own(t, j) for TW = 8, one run of 4
+// (t * 4 + j) for the narrow fused sweep's TW = 4.
+template <int TW>
+__device__ __forceinline__ int own_col(int t, int j) { return TW == 8 ? own(t, j) : t * TW + j; }
+
+// The thread's 8 x TW of the chunk's rows (values or KEYS), 0 past the chunk and past D: the register operand of
 // grad_x and grad_xw.
-template <typename T, bool KEYS>
+template <typename T, bool KEYS, int TW = 8>
 __device__ __forceinline__ void load_row_tile(const T* a, int row_base, int lrow0, int k0, int chunk_rows, int d,
-                                              float xs[8][8]) {
+                                              float xs[8][TW]) {
     const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
         const int row = row_base + lrow0 + own(ty, i);
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            const int k = k0 + own(tx, j);
+        for (int j = 0; j < TW; ++j) {
+            const int k = k0 + own_col<TW>(tx, j);
             xs[i][j] = (lrow0 + own(ty, i) < chunk_rows && k < d)
                            ? load1<T, KEYS>(a + static_cast<size_t>(row) * d + k) : 0.0f;
         }
@@ -1318,6 +1329,10 @@ grad_w_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __r
 // that computes it once for both gradients saves a whole sweep over N x V x D. The dx side is grad_x's; the dW side
 // sums each centre's terms over the block's 128 rows (in the thread, then the warp's two ty by one shuffle, then
 // the block's 8 warps through shared memory) and adds them to dW with one float4 atomic per 4 features.
+// Its block tile is 128 rows x 16 TW features, TW = fused_cols: 8 as grad_x's (one block per SM: 255 registers),
+// or 4, the narrow sweep: half the registers, so two blocks (16 warps) share an SM and hide each other's waits
+// (a term of several dependent instructions, one of them a special function, leaves one block's 8 warps idle
+// about a quarter of the cycles: benchmarks/l1_cuda_check.py's ncu).
 
 // Both gradients' terms of one triple: dx[n, k] += ex, dW[v, k] -= mw, each times pair_scale. Functions of
 // u = x - w have dd/dw = -dd/dx, so mw = ex.
@@ -1373,6 +1388,13 @@ __device__ __forceinline__ void elem_pair(float x, float w, float c1, float c2, 
 
 constexpr int WARPS = THREADS / 32;
 
+// Features per thread (TW) of the fused sweep for a kind (see above), as measured at the GPT-2 shape on an H200
+// (benchmarks/results/l1-cuda-h200-narrow/): the narrow tile for canberra (grad_xw 144 -> 137 ms) and the
+// special-function minkowski (p = 1.5: 98 -> 91 ms); chebyshev, chebyshev_smooth and p = 3 run faster wide.
+__host__ __device__ constexpr int fused_cols(int kind, int p) {
+    return kind == CANBERRA || (kind == MINKOWSKI && p != 3) ? 4 : 8;
+}
+
 // dst[0..3] += value, one vector atomic where the architecture has it (sm_90), else four (dst 16-byte aligned).
 __device__ __forceinline__ void atomic_add4(float* dst, float4 value) {
 #if defined(L1_EMULATE) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900)
@@ -1382,45 +1404,48 @@ __device__ __forceinline__ void atomic_add4(float* dst, float4 value) {
 #endif
 }
 
-template <int NG>
+template <int NG, int W>
 struct alignas(16) FusedSmem {
-    GradSmem<NG> grad;
-    float red[2][WARPS][BK][TILE];  // a stage's per-warp dW partials [warp][centre][feature]; two stages' worth
+    GradSmem<NG, W> grad;
+    float red[2][WARPS][BK][W];  // a stage's per-warp dW partials [warp][centre][feature]; two stages' worth
 };
 
 // Adds one finished stage's partials (red = FusedSmem::red[stage parity]) to dW: thread t sums the 8 warps' values
-// of centre t / 16, features (t % 16) * 8 .. + 7, and subtracts them (times pair_scale) from dW.
-template <int KIND>
-__device__ __forceinline__ void flush_dw(const float (*red)[BK][TILE], float* __restrict__ dw, int v, int d,
-                                         int c0, int k0, bool vec_dw) {
-    const int cc = threadIdx.x >> 4, kb = (threadIdx.x & 15) * 8;
-    float sum[8];
+// of centre t / 16, features (t % 16) * F .. + F - 1 (F = W / 16), and subtracts them (times pair_scale) from dW.
+template <int KIND, int W>
+__device__ __forceinline__ void flush_dw(const float (*red)[BK][W], float* __restrict__ dw, int v, int d, int c0,
+                                         int k0, bool vec_dw) {
+    constexpr int F = W / 16;
+    const int cc = threadIdx.x >> 4, kb = (threadIdx.x & 15) * F;
+    float sum[F];
 #pragma unroll
-    for (int h = 0; h < 8; ++h) sum[h] = 0.0f;
+    for (int h = 0; h < F; ++h) sum[h] = 0.0f;
 #pragma unroll
     for (int w = 0; w < WARPS; ++w) {
-        const float4 lo = reinterpret_cast<const float4*>(&red[w][cc][kb])[0];
-        const float4 hi = reinterpret_cast<const float4*>(&red[w][cc][kb + 4])[0];
-        sum[0] += lo.x, sum[1] += lo.y, sum[2] += lo.z, sum[3] += lo.w;
-        sum[4] += hi.x, sum[5] += hi.y, sum[6] += hi.z, sum[7] += hi.w;
+#pragma unroll
+        for (int q = 0; q < F; q += 4) {
+            const float4 part = reinterpret_cast<const float4*>(&red[w][cc][kb + q])[0];
+            sum[q] += part.x, sum[q + 1] += part.y, sum[q + 2] += part.z, sum[q + 3] += part.w;
+        }
     }
     const int centre = c0 + cc, k = k0 + kb;
     if (centre >= v || k >= d) return;
     constexpr float S = -pair_scale<KIND>();
     float* dst = dw + static_cast<size_t>(centre) * d + k;
-    if (vec_dw && k + 8 <= d) {
-        atomic_add4(dst, make_float4(S * sum[0], S * sum[1], S * sum[2], S * sum[3]));
-        atomic_add4(dst + 4, make_float4(S * sum[4], S * sum[5], S * sum[6], S * sum[7]));
+    if (vec_dw && k + F <= d) {
+#pragma unroll
+        for (int q = 0; q < F; q += 4)
+            atomic_add4(dst + q, make_float4(S * sum[q], S * sum[q + 1], S * sum[q + 2], S * sum[q + 3]));
     } else {
 #pragma unroll
-        for (int h = 0; h < 8; ++h)
+        for (int h = 0; h < F; ++h)
             if (k + h < d) atomicAdd(dst + h, S * sum[h]);
     }
 }
 
 // grad_xw's shared-memory stage: G (coefficient_scaled) and the other operand (times operand_scale).
-template <int KIND, typename T, int NG>
-__device__ __forceinline__ void store_stage(GradSmem<NG>& sm, int buf, float rg[NG][8], const Raw8<T>& rw) {
+template <int KIND, typename T, int NG, int W>
+__device__ __forceinline__ void store_stage(GradSmem<NG, W>& sm, int buf, float rg[NG][8], const Raw8<T>& rw) {
 #pragma unroll
     for (int h = 0; h < NG; ++h) {
 #pragma unroll
@@ -1431,48 +1456,51 @@ __device__ __forceinline__ void store_stage(GradSmem<NG>& sm, int buf, float rg[
     unpack8<T, false>(rw, w);
 #pragma unroll
     for (int e = 0; e < 8; ++e) w[e] *= operand_scale<KIND>();
-    store_n(sm.o[buf], w);
+    store_n<W>(sm.o[buf], w);
 }
 
-// Block (row block of the chunk, feature block, centre split) as grad_x; per centre the thread's 8 x 8 terms add
-// into acc (dx) and, summed over its 8 rows, into the stage's dW partials. Stage s writes red[s & 1] and adds
-// red[(s - 1) & 1] to dW (written before the barrier that ended stage s - 1, rewritten only after the one ending
-// stage s): no barrier beyond grad_x's one per stage.
-template <typename T, int KIND, int P>
-__global__ void __launch_bounds__(THREADS, 1)
+// Block (row block of the chunk, feature block of W = 16 TW, centre split) as grad_x; per centre the thread's
+// 8 x TW terms add into acc (dx) and, summed over its 8 rows, into the stage's dW partials. Stage s writes
+// red[s & 1] and adds red[(s - 1) & 1] to dW (written before the barrier that ended stage s - 1, rewritten only
+// after the one ending stage s): no barrier beyond grad_x's one per stage.
+template <typename T, int KIND, int P, int TW>
+__global__ void __launch_bounds__(THREADS, TW == 4 ? 2 : 1)
 grad_xw_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __restrict__ g1,
                const float* __restrict__ g2, int ldg, float* __restrict__ dx, float* __restrict__ dw, int n, int v,
                int d, int row_base, int chunk_rows, int centres_per_split, Params q, bool vec, bool vec_dw) {
     static_assert(!sign_kind(KIND), "the sign kinds' two-instruction steps have their own grad_x / grad_w");
+    static_assert(TW == 8 || TW == 4, "the thread tile is 8 x 8 or 8 x 4");
     constexpr int NG = g_arrays(KIND);
-    L1_DYNAMIC_SHARED(FusedSmem<NG>, fs);
-    GradSmem<NG>& sm = fs.grad;
+    constexpr int W = 16 * TW;  // the block's features
+    using Smem = FusedSmem<NG, W>;
+    L1_DYNAMIC_SHARED(Smem, fs);
+    GradSmem<NG, W>& sm = fs.grad;
     const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
     const int warp = threadIdx.x >> 5;
     const bool upper = (ty & 1) != 0;  // the second of the warp's two ty
     const int lrow0 = blockIdx.x * TILE;
-    const int k0 = blockIdx.y * TILE;
+    const int k0 = blockIdx.y * W;
     const int vb = blockIdx.z * centres_per_split;
     const int ve = min(vb + centres_per_split, ldg);
     if (vb >= ve) return;
     const float* gs[2] = {g1, NG == 2 ? g2 : g1};
-    float xs[8][8];
-    load_row_tile<T, false>(a, row_base, lrow0, k0, chunk_rows, d, xs);
+    float xs[8][TW];
+    load_row_tile<T, false, TW>(a, row_base, lrow0, k0, chunk_rows, d, xs);
 #pragma unroll
     for (int i = 0; i < 8; ++i)
 #pragma unroll
-        for (int j = 0; j < 8; ++j) xs[i][j] *= operand_scale<KIND>();
-    float acc[8][8];
+        for (int j = 0; j < TW; ++j) xs[i][j] *= operand_scale<KIND>();
+    float acc[8][TW];
 #pragma unroll
     for (int i = 0; i < 8; ++i)
 #pragma unroll
-        for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
+        for (int j = 0; j < TW; ++j) acc[i][j] = 0.0f;
     float rg[NG][8];
     Raw8<T> rw;
 #pragma unroll
     for (int h = 0; h < NG; ++h) fetch_g_t(gs[h], ldg, lrow0, vb, rg[h]);
-    fetch_n<T>(b, v, d, vb, k0, vec, rw);
-    store_stage<KIND, T, NG>(sm, 0, rg, rw);
+    fetch_n<T, W>(b, v, d, vb, k0, vec, rw);
+    store_stage<KIND, T, NG, W>(sm, 0, rg, rw);
     __syncthreads();
     int c0 = vb, buf = 0;
     for (; c0 < ve; c0 += BK, buf ^= 1) {
@@ -1480,46 +1508,58 @@ grad_xw_kernel(const T* __restrict__ a, const T* __restrict__ b, const float* __
         if (more) {
 #pragma unroll
             for (int h = 0; h < NG; ++h) fetch_g_t(gs[h], ldg, lrow0, c0 + BK, rg[h]);
-            fetch_n<T>(b, v, d, c0 + BK, k0, vec, rw);
+            fetch_n<T, W>(b, v, d, c0 + BK, k0, vec, rw);
         }
-        if (c0 > vb) flush_dw<KIND>(fs.red[buf ^ 1], dw, v, d, c0 - BK, k0, vec_dw);
+        if (c0 > vb) flush_dw<KIND, W>(fs.red[buf ^ 1], dw, v, d, c0 - BK, k0, vec_dw);
 #pragma unroll(grad_unroll(KIND, P))
         for (int cc = 0; cc < BK; ++cc) {
-            float gv[NG][8], wv[8], col[8];
+            float gv[NG][8], wv[TW], col[TW];
 #pragma unroll
             for (int h = 0; h < NG; ++h) read8(sm.g[h][buf][cc], ty, gv[h]);
-            read8(sm.o[buf][cc], tx, wv);
+            if constexpr (TW == 8) {
+                read8(sm.o[buf][cc], tx, wv);
+            } else {
+                const float4 q = *reinterpret_cast<const float4*>(&sm.o[buf][cc][tx * 4]);
+                wv[0] = q.x, wv[1] = q.y, wv[2] = q.z, wv[3] = q.w;
+            }
 #pragma unroll
             for (int i = 0; i < 8; ++i) {
 #pragma unroll
-                for (int j = 0; j < 8; ++j) {
+                for (int j = 0; j < TW; ++j) {
                     float ex, mw;
                     elem_pair<KIND, P>(xs[i][j], wv[j], gv[0][i], gv[NG - 1][i], q, ex, mw);
                     acc[i][j] += ex;
                     col[j] = i == 0 ? mw : col[j] + mw;
                 }
             }
-            // the warp's two ty share features: the lower keeps own(tx, 0..3), the upper own(tx, 4..7)
-            float keep[4];
+            // the warp's two ty share features: the lower keeps the first half of the thread's TW, the upper the
+            // second (TW = 8: own(tx, 0..3) and own(tx, 4..7); TW = 4: tx * 4 + 0..1 and + 2..3)
+            constexpr int H = TW / 2;
+            float keep[H];
 #pragma unroll
-            for (int h = 0; h < 4; ++h) {
-                const float give = upper ? col[h] : col[h + 4];
-                keep[h] = (upper ? col[h + 4] : col[h]) + __shfl_xor_sync(0xffffffffu, give, 16);
+            for (int h = 0; h < H; ++h) {
+                const float give = upper ? col[h] : col[h + H];
+                keep[h] = (upper ? col[h + H] : col[h]) + __shfl_xor_sync(0xffffffffu, give, 16);
             }
-            reinterpret_cast<float4*>(&fs.red[buf][warp][cc][(upper ? 64 : 0) + tx * 4])[0] =
-                make_float4(keep[0], keep[1], keep[2], keep[3]);
+            float* red = &fs.red[buf][warp][cc][0];
+            if constexpr (TW == 8) {
+                reinterpret_cast<float4*>(red + (upper ? 64 : 0) + tx * 4)[0] =
+                    make_float4(keep[0], keep[1], keep[2], keep[3]);
+            } else {
+                reinterpret_cast<float2*>(red + tx * 4 + (upper ? 2 : 0))[0] = make_float2(keep[0], keep[1]);
+            }
         }
-        if (more) store_stage<KIND, T, NG>(sm, buf ^ 1, rg, rw);
+        if (more) store_stage<KIND, T, NG, W>(sm, buf ^ 1, rg, rw);
         __syncthreads();
     }
-    flush_dw<KIND>(fs.red[buf ^ 1], dw, v, d, c0 - BK, k0, vec_dw);
+    flush_dw<KIND, W>(fs.red[buf ^ 1], dw, v, d, c0 - BK, k0, vec_dw);
     constexpr float S = pair_scale<KIND>();
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
         const int lrow = lrow0 + own(ty, i);
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            const int k = k0 + own(tx, j);
+        for (int j = 0; j < TW; ++j) {
+            const int k = k0 + own_col<TW>(tx, j);
             if (lrow < chunk_rows && k < d) atomicAdd(dx + static_cast<size_t>(row_base + lrow) * d + k, S * acc[i][j]);
         }
     }
@@ -1554,9 +1594,10 @@ int slots_for(K kernel, int smem = 0) {
     return std::max(1, per_sm) * std::max(1, sms);
 }
 
-// Whether a block may opt in to `smem` bytes of shared memory on this device: the fused sweep's 160 KB (one
-// coefficient array) or 176 KB (two) fit an H100 / H200 (227 KB), only the first an A100 (163 KB), neither a GPU
-// with 99 KB (sm_86, sm_89), which then runs grad_x and grad_w.
+// Whether a block may opt in to `smem` bytes of shared memory on this device: the fused sweep's wide tile needs
+// 160 KB (one coefficient array) or 176 KB (two), which fit an H100 / H200 (227 KB), only the first an A100
+// (163 KB); its narrow tile 88 KB (one array: canberra, minkowski p != 3), which also fits a GPU with 99 KB (sm_86,
+// sm_89). Where it does not fit, grad_x and grad_w run instead.
 inline bool smem_fits(int smem) {
     int device = 0, most = 0;
     cudaGetDevice(&device);
@@ -1601,15 +1642,16 @@ cudaError_t backward_typed(const l1cuda::Problem& p, const l1cuda::Grads& gr, cu
             a, b, p.aa, p.bb, p.y, gr.lse, gr.gw, gr.g, g2, ldg, gr.daa, gr.dbb, gr.sums, p.n, p.v, p.d, row_base,
             p.n_exp, p.eps, q, p.smoothing, p.vec);
         if constexpr (!sign_kind(KIND)) {
-            constexpr int smem = static_cast<int>(sizeof(FusedSmem<g_arrays(KIND)>));
+            constexpr int TW = fused_cols(KIND, P), W = 16 * TW;
+            constexpr int smem = static_cast<int>(sizeof(FusedSmem<g_arrays(KIND), W>));
             if (gr.fused && gr.dx != nullptr && gr.dw != nullptr && smem_fits(smem)) {
-                auto gxw = grad_xw_kernel<T, KIND, P>;
+                auto gxw = grad_xw_kernel<T, KIND, P, TW>;
                 cudaFuncSetAttribute(gxw, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-                const int blocks = (rows_padded / TILE) * cdiv(p.d, TILE);
+                const int blocks = (rows_padded / TILE) * cdiv(p.d, W);
                 const int steps = ldg / BK;
                 const int per = cdiv(steps, best_splits(blocks, steps, slots_for(gxw, smem))) * BK;
                 const bool vec_dw = p.d % 4 == 0 && reinterpret_cast<uintptr_t>(gr.dw) % 16 == 0;
-                L1_LAUNCH_SMEM(gxw, dim3(rows_padded / TILE, cdiv(p.d, TILE), cdiv(ldg, per)), smem, stream,
+                L1_LAUNCH_SMEM(gxw, dim3(rows_padded / TILE, cdiv(p.d, W), cdiv(ldg, per)), smem, stream,
                     a, b, gr.g, g2, ldg, gr.dx, gr.dw, p.n, p.v, p.d, row_base, rows, per, q, p.vec, vec_dw);
                 const cudaError_t error = cudaGetLastError();
                 if (error != cudaSuccess) return error;

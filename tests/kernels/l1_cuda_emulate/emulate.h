@@ -27,6 +27,9 @@ struct dim3 {
 struct alignas(16) float4 {
     float x, y, z, w;
 };
+struct alignas(8) float2 {
+    float x, y;
+};
 struct alignas(16) uint4 {
     unsigned x, y, z, w;
 };
@@ -34,6 +37,7 @@ struct __nv_bfloat16 {
     unsigned short bits;
 };
 inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+inline float2 make_float2(float x, float y) { return {x, y}; }
 
 inline thread_local dim3 threadIdx, blockIdx;
 inline std::barrier<>* emulate_barrier = nullptr;
