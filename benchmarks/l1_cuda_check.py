@@ -236,7 +236,9 @@ def stage_build(out: Path):
     text = log.read_text(errors="replace")
     kernels_found = {}
     for match in re.finditer(r"Compiling entry function '(\S+)'(.*?)Used (\d+) registers", text, re.S):
-        short = re.search(r"(forward_kernel|coeff_kernel|grad_xw_kernel|grad_x_kernel|grad_w_kernel)I(\w+?)EEEv", match.group(1))
+        short = re.search(
+            r"(forward_kernel|coeff_kernel|grad_xw_kernel|grad_x_kernel|grad_w_kernel)I(\w+?)EEEv", match.group(1)
+        )
         name = f"{short.group(1)}<{short.group(2)}>" if short else match.group(1)[:80]
         spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", match.group(2))
         kernels_found[name] = {"registers": int(match.group(3)), "spill_store_load_bytes": spills}
