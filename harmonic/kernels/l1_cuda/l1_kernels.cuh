@@ -329,7 +329,8 @@ __device__ __forceinline__ void fetch_n(const T* m, int rows, int cols, int row0
     constexpr int PER_ROW = W / 8;
     const int row = row0 + static_cast<int>(threadIdx.x) / PER_ROW;
     const int col = c0 + (threadIdx.x % PER_ROW) * 8;
-    const int valid = threadIdx.x < BK * PER_ROW && row < rows ? min(8, cols - col) : 0;
+    const bool loads = W == TILE || threadIdx.x < BK * PER_ROW;  // as store_n: the narrow slice's threads 0..127
+    const int valid = loads && row < rows ? min(8, cols - col) : 0;
     load_raw8<T>(m + static_cast<size_t>(row) * cols + col, valid, vec, r);
 }
 
@@ -624,7 +625,8 @@ __device__ __forceinline__ bool canberra_tile_in_range(const float* amin, const 
     bool rows_small = false, cols_small = false;  // a row (centre) whose min |v| is below the bound, or out of range
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
-        const float ra = canberra_bound_at(amin, row0 + own(ty, i), n), cb = canberra_bound_at(bmin, col0 + own(tx, i), v);
+        const float ra = canberra_bound_at(amin, row0 + own(ty, i), n);
+        const float cb = canberra_bound_at(bmin, col0 + own(tx, i), v);
         const bool out = !(ra >= 0.0f) || !(cb >= 0.0f);  // -1 or NaN: no pair of this row (centre) qualifies
         rows_small = rows_small || out || !(ra >= CANBERRA_PAIR_MIN);
         cols_small = cols_small || out || !(cb >= CANBERRA_PAIR_MIN);
@@ -660,9 +662,9 @@ __device__ __forceinline__ void canberra_pair_sweep(const T* a, const T* b, int 
 }
 
 // The tile's per-pair accumulators (aa, bb: the kind's per-row / per-centre terms, read here by SMOOTH: its
-// max_k |v_k|, and CANBERRA: its bounds above). SMOOTH takes the factor sweep above, or where the tile is out of its range two sweeps:
-// A = alpha2 max_k |u_k| (alpha2 = alpha / ln 2), then B (smooth_exp_sweep), so the largest terms have exponents
-// near 0, where exp2 of a rounded exponent is most accurate.
+// max_k |v_k|, and CANBERRA: its bounds above). SMOOTH takes the factor sweep above, or where the tile is out of
+// its range two sweeps: A = alpha2 max_k |u_k| (alpha2 = alpha / ln 2), then B (smooth_exp_sweep), so the largest
+// terms have exponents near 0, where exp2 of a rounded exponent is most accurate.
 template <typename T, int KIND, int P>
 __device__ __forceinline__ void pair_stats(const T* a, const T* b, const float* aa, const float* bb, int n, int v,
                                            int d, int row0, int col0, bool vec, PairSmem& sm, const Params& q,
