@@ -9,20 +9,19 @@
 #   canberra_unrollN  committed, canberra's fused sweep with N centre steps unrolled per stage (grad_unroll: 1)
 # HEADS="canberra ..." times only those heads (default: every fused head).
 set -uo pipefail
-here=benchmarks/results/l1-cuda-h200-narrow
-src=harmonic/kernels/l1_cuda/l1_kernels.cuh
-cp "$src" /tmp/l1_kernels.cuh.committed
-pattern='constexpr int fused_cols(int kind, int p) {'
-for variant in "$@"; do
-    cp /tmp/l1_kernels.cuh.committed "$src"
-    case "$variant" in
+source benchmarks/l1_cuda_variants.sh
+choice='return kind == CANBERRA || (kind == MINKOWSKI \&\& p != 3) ? 4 : 8;'  # fused_cols' body, as committed
+
+edit() {
+    case "$1" in
         committed) ;;
-        wide) sed -i "s/$pattern.*/$pattern return 8; }/" "$src" ;;
-        narrow) sed -i "s/$pattern.*/$pattern return 4; }/" "$src" ;;
-        canberra_unroll*) sed -i "s/(kind == CANBERRA ? 1 :/(kind == CANBERRA ? ${variant#canberra_unroll} :/" "$src" ;;
-        *) echo "unknown variant $variant"; continue ;;
+        wide) sed -i "s/$choice/return 8;/" "$2" ;;
+        narrow) sed -i "s/$choice/return 4;/" "$2" ;;
+        canberra_unroll*) sed -i "s/(kind == CANBERRA ? 1 :/(kind == CANBERRA ? ${1#canberra_unroll} :/" "$2" ;;
+        *) return 1 ;;
     esac
-    grep -n "$pattern\|kind == CANBERRA ? [0-9]" "$src"
-    HARMONIC_L1_CUDA=1 HARMONIC_L1_CUDA_BUILD=/tmp/l1_build_$variant PYTHONPATH=. python3 "$here/time_variant.py" "$variant" ${HEADS:-}
-done
-cp /tmp/l1_kernels.cuh.committed "$src"
+    grep -n -A1 "constexpr int fused_cols" "$2"
+    grep -n "kind == CANBERRA ? [0-9]" "$2"
+}
+
+l1_cuda_variants benchmarks/results/l1-cuda-h200-narrow/time_variant.py edit "$@"

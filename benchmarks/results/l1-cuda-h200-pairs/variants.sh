@@ -7,19 +7,16 @@
 #   pairs_1block  pairs, the canberra forward at one block of 255 registers per SM instead of two of 128
 #   pairs_shareN  pairs, N of each thread's 64 pair reciprocals on the FMA pipe (fma_rcp)
 set -uo pipefail
-here=benchmarks/results/l1-cuda-h200-pairs
-src=harmonic/kernels/l1_cuda/l1_kernels.cuh
-cp "$src" /tmp/l1_kernels.cuh.committed
-for variant in "$@"; do
-    cp /tmp/l1_kernels.cuh.committed "$src"
-    case "$variant" in
+source benchmarks/l1_cuda_variants.sh
+
+edit() {
+    case "$1" in
         pairs) ;;
-        per_feature) sed -i 's/if (canberra_tile_in_range(aa, bb, n, v, row0, col0)) {/if (false) {/' "$src" ;;
-        pairs_1block) sed -i 's/return two_accumulators(kind) ? 1 : 2; }/return two_accumulators(kind) || kind == CANBERRA ? 1 : 2; }/' "$src" ;;
-        pairs_share*) sed -i "s/A\[i\]\[j\] = fmaf(num, fast_rcp(s1 \* s2), A\[i\]\[j\]);/A[i][j] = fmaf(num, fma_slot(i, j, ${variant#pairs_share}) ? fma_rcp(s1 * s2) : fast_rcp(s1 * s2), A[i][j]);/" "$src" ;;
-        *) echo "unknown variant $variant"; continue ;;
+        per_feature) sed -i 's/if (canberra_tile_in_range(aa, bb, n, v, row0, col0)) {/if (false) {/' "$2" ;;
+        pairs_1block) sed -i 's/return two_accumulators(kind) ? 1 : 2; }/return two_accumulators(kind) || kind == CANBERRA ? 1 : 2; }/' "$2" ;;
+        pairs_share*) sed -i "s/A\[i\]\[j\] = fmaf(num, fast_rcp(s1 \* s2), A\[i\]\[j\]);/A[i][j] = fmaf(num, fma_slot(i, j, ${1#pairs_share}) ? fma_rcp(s1 * s2) : fast_rcp(s1 * s2), A[i][j]);/" "$2" ;;
+        *) return 1 ;;
     esac
-    git diff --stat -- "$src" | tail -1
-    HARMONIC_L1_CUDA=1 HARMONIC_L1_CUDA_BUILD=/tmp/l1_build_$variant PYTHONPATH=. python3 "$here/time_variant.py" "$variant"
-done
-cp /tmp/l1_kernels.cuh.committed "$src"
+}
+
+l1_cuda_variants benchmarks/results/l1-cuda-h200-pairs/time_variant.py edit "$@"
